@@ -1,0 +1,180 @@
+"""ONNX Runtime behind one small contract: run(feeds) -> hidden states on the host.
+
+Provider choice and verification live here. IO binding (inputs copied to the device once, outputs bound to
+preallocated device buffers reused across batches of the same shape) is the CUDA path; it also runs on the CPU
+device, which is how the CPU-only test suite exercises that seam.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ProviderUnavailableError
+
+log = logging.getLogger("e5rt")
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+ARENA_POLICIES = ("shrink", "default", "off")
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def installed_ort_packages() -> list[str]:
+    """Which onnxruntime distributions are installed (two at once overwrite each other's files)."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+        try:
+            found.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def gpu_present() -> bool:
+    """A cheap check for an NVIDIA device node; CUDA activation is verified on the session anyway."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or bool(os.environ.get("E5RT_ASSUME_GPU"))
+
+
+def resolve_provider(requested: str) -> str:
+    """'auto' becomes cuda when onnxruntime-gpu is installed and a GPU is present, else cpu."""
+    if requested == "auto":
+        choice = "cuda" if PROVIDERS["cuda"] in ort.get_available_providers() and gpu_present() else "cpu"
+        log.info("e5rt: provider auto -> %s (available: %s)", choice, ", ".join(ort.get_available_providers()))
+        return choice
+    if requested not in PROVIDERS:
+        raise ValueError(f"unknown provider {requested!r}; expected auto, {', '.join(PROVIDERS)}")
+    return requested
+
+
+def _unavailable_reason(provider: str) -> str:
+    pkgs = installed_ort_packages()
+    if PROVIDERS[provider] not in ort.get_available_providers():
+        hint = "install the 'gpu' extra (onnxruntime-gpu) in an environment without the CPU 'onnxruntime' package"
+        if len(pkgs) > 1:
+            hint = (
+                f"several onnxruntime packages are installed ({', '.join(pkgs)}) and overwrite each other; "
+                "keep only onnxruntime-gpu"
+            )
+        return f"this onnxruntime build ({', '.join(pkgs) or 'unknown'}) has no {PROVIDERS[provider]}: {hint}"
+    return (
+        f"{PROVIDERS[provider]} is built in but did not activate: the CUDA/cuDNN libraries it needs were not found "
+        "or no GPU is visible (check nvidia-smi, CUDA_VISIBLE_DEVICES and that CUDA 12/13 and cuDNN 9 libraries are "
+        "on the library path; importing torch first or onnxruntime.preload_dlls() can make them visible)"
+    )
+
+
+class OrtBackend:
+    """One inference session plus the provider-specific way of feeding it."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        provider: str,
+        threads: int | None = None,
+        io_binding: bool | None = None,
+        arena: str = "shrink",
+        device_id: int = 0,
+        max_cached_shapes: int = 8,
+    ) -> None:
+        if arena not in ARENA_POLICIES:
+            raise ValueError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
+        self.provider = provider
+        if provider in ("cuda", "tensorrt") and hasattr(ort, "preload_dlls"):
+            try:  # makes pip-installed CUDA/cuDNN (or torch's copies) visible to the CUDA provider
+                ort.preload_dlls()
+            except Exception as exc:  # noqa: BLE001 - best effort; activation is verified below
+                log.debug("onnxruntime.preload_dlls failed: %s", exc)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        # The CPU arena keeps every block it ever grew to; with varying (batch, length) shapes that is
+        # unbounded. 'shrink' keeps the arena for speed but returns its free blocks after every run.
+        so.enable_cpu_mem_arena = arena != "off"
+        self._run_options = ort.RunOptions()
+        if arena == "shrink":
+            shrink = "cpu:0" if provider == "cpu" else f"cpu:0;gpu:{device_id}"
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", shrink)
+        providers: list[Any] = []
+        if provider == "tensorrt":
+            providers.append((PROVIDERS["tensorrt"], {"device_id": device_id, "trt_fp16_enable": True}))
+        if provider in ("cuda", "tensorrt"):
+            providers.append((PROVIDERS["cuda"], {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}))
+        providers.append(PROVIDERS["cpu"])
+        if provider != "cpu" and PROVIDERS[provider] not in ort.get_available_providers():
+            raise ProviderUnavailableError(_unavailable_reason(provider))
+        self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        self.active_providers = tuple(self.session.get_providers())
+        if PROVIDERS[provider] not in self.active_providers:
+            raise ProviderUnavailableError(_unavailable_reason(provider))
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.input_types = {i.name: _ORT_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
+        out = self.session.get_outputs()[0]
+        self.output_name = out.name
+        self.output_dtype = _ORT_TYPES.get(out.type, np.float32)
+        self.device = "cuda" if provider in ("cuda", "tensorrt") else "cpu"
+        self.device_id = device_id
+        self.io_binding = (self.device == "cuda") if io_binding is None else io_binding
+        self._local = threading.local()
+        self._max_cached = max_cached_shapes
+        self.hidden_size: int | None = None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one batch; feeds holds only the graph's declared inputs, typed as the graph declares."""
+        if not self.io_binding:
+            return np.asarray(self.session.run([self.output_name], feeds, self._run_options)[0])
+        return self._run_bound(feeds)
+
+    def _buffers(self) -> OrderedDict[tuple[Any, ...], Any]:
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = OrderedDict()
+        return cache
+
+    def _device_value(self, key: tuple[Any, ...], shape: tuple[int, ...], dtype: Any) -> Any:
+        """A device buffer for this shape, reused across batches (LRU-bounded, one cache per thread)."""
+        cache = self._buffers()
+        value = cache.get(key)
+        if value is None:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
+            cache[key] = value
+            while len(cache) > self._max_cached * (len(self.input_names) + 1):
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return value
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        binding = self.session.io_binding()
+        batch, length = next(iter(feeds.values())).shape
+        for name, array in feeds.items():
+            value = self._device_value(("in", name, array.shape), array.shape, array.dtype)
+            value.update_inplace(np.ascontiguousarray(array))  # one host->device copy per input
+            binding.bind_ortvalue_input(name, value)
+        if self.hidden_size is None:
+            binding.bind_output(self.output_name, self.device, self.device_id)
+            self.session.run_with_iobinding(binding, self._run_options)
+            out = binding.get_outputs()[0]
+            self.hidden_size = int(out.shape()[-1])
+            return np.asarray(out.numpy())
+        shape = (batch, length, self.hidden_size)
+        out_value = self._device_value(("out", shape), shape, self.output_dtype)
+        binding.bind_ortvalue_output(self.output_name, out_value)
+        self.session.run_with_iobinding(binding, self._run_options)
+        # The only device->host copy: the hidden states, when pooling needs them.
+        return np.asarray(out_value.numpy())

@@ -1,0 +1,219 @@
+"""The model directory's manifest: the one contract between export/ and the runtime.
+
+The runtime trusts nothing the manifest does not say, so parsing is strict: every field is checked for
+presence and type, and a mismatch raises ManifestError naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError, ManifestError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+POOLINGS = ("mean", "cls")
+PROMPT_SCHEMES = ("instruct", "query-passage", "none")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Parity:
+    min_cos: float
+    mean_cos: float
+    max_abs_diff: float
+    n_texts: int
+    threshold: float
+    passed: bool
+    worst_text: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    precision: str
+    files: tuple[FileEntry, ...]
+    providers: tuple[str, ...]
+    optimizations: dict[str, Any]
+    quantization: dict[str, Any] | None
+    parity: Parity
+    packed: bool = False
+
+    @property
+    def model_file(self) -> str:
+        """The .onnx file (external data files are listed after it)."""
+        return self.files[0].path
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    name: str
+    source: dict[str, Any]
+    architecture: dict[str, Any]
+    pooling: str
+    normalize: bool
+    prompt_scheme: str
+    max_length: int
+    tokenizer: str
+    pad_token_id: int
+    synthetic: bool
+    variants: dict[str, Variant]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.architecture["hidden_size"])
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise ManifestError(f"manifest: missing field '{where}{key}'")
+    value = obj[key]
+    # bool is an int subclass; a bool where a number is expected is a schema error, and vice versa.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ManifestError(f"manifest: field '{where}{key}' must be {kind}, got bool")
+    if not isinstance(value, kind):
+        raise ManifestError(f"manifest: field '{where}{key}' must be {kind}, got {type(value).__name__}")
+    return value
+
+
+def _choice(obj: dict[str, Any], key: str, choices: tuple[str, ...], where: str = "") -> str:
+    value = _get(obj, key, str, where)
+    if value not in choices:
+        raise ManifestError(f"manifest: field '{where}{key}' is {value!r}; expected one of {', '.join(choices)}")
+    return str(value)
+
+
+def _parse_variant(name: str, obj: Any) -> Variant:
+    where = f"variants.{name}."
+    if not isinstance(obj, dict):
+        raise ManifestError(f"manifest: '{where[:-1]}' must be an object")
+    files_raw = _get(obj, "files", list, where)
+    if not files_raw:
+        raise ManifestError(f"manifest: '{where}files' is empty")
+    files = []
+    for i, entry in enumerate(files_raw):
+        fw = f"{where}files[{i}]."
+        if not isinstance(entry, dict):
+            raise ManifestError(f"manifest: '{fw[:-1]}' must be an object")
+        path = _get(entry, "path", str, fw)
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ManifestError(f"manifest: '{fw}path' must stay inside the model directory, got {path!r}")
+        files.append(FileEntry(path=path, bytes=_get(entry, "bytes", int, fw), sha256=_get(entry, "sha256", str, fw)))
+    par = _get(obj, "parity", dict, where)
+    pw = f"{where}parity."
+    parity = Parity(
+        min_cos=float(_get(par, "min_cos", (int, float), pw)),
+        mean_cos=float(_get(par, "mean_cos", (int, float), pw)),
+        max_abs_diff=float(_get(par, "max_abs_diff", (int, float), pw)),
+        n_texts=_get(par, "n_texts", int, pw),
+        threshold=float(_get(par, "threshold", (int, float), pw)),
+        passed=_get(par, "passed", bool, pw),
+        worst_text=str(par.get("worst_text", "")),
+    )
+    providers = _get(obj, "providers", list, where)
+    if not providers or not all(isinstance(p, str) for p in providers):
+        raise ManifestError(f"manifest: '{where}providers' must be a non-empty list of strings")
+    quant = obj.get("quantization")
+    if quant is not None and not isinstance(quant, dict):
+        raise ManifestError(f"manifest: '{where}quantization' must be an object or null")
+    return Variant(
+        name=name,
+        precision=_choice(obj, "precision", PRECISIONS, where),
+        files=tuple(files),
+        providers=tuple(providers),
+        optimizations=_get(obj, "optimizations", dict, where),
+        quantization=quant,
+        parity=parity,
+        packed=bool(obj.get("packed", False)),
+    )
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate a decoded manifest.json against the schema and return it typed."""
+    if not isinstance(data, dict):
+        raise ManifestError("manifest: top level must be a JSON object")
+    version = _get(data, "schema_version", int, "")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"manifest: schema_version {version} is not supported (this e5rt reads {SCHEMA_VERSION})")
+    arch = _get(data, "architecture", dict, "")
+    for key in ("model_type", "hidden_size", "num_layers", "num_heads", "vocab_size", "max_position_embeddings"):
+        _get(arch, key, str if key == "model_type" else int, "architecture.")
+    variants_raw = _get(data, "variants", dict, "")
+    if not variants_raw:
+        raise ManifestError("manifest: 'variants' is empty")
+    max_length = _get(data, "max_length", int, "")
+    if max_length < 2:
+        raise ManifestError(f"manifest: 'max_length' must be >= 2, got {max_length}")
+    return Manifest(
+        schema_version=version,
+        name=_get(data, "name", str, ""),
+        source=_get(data, "source", dict, ""),
+        architecture=arch,
+        pooling=_choice(data, "pooling", POOLINGS),
+        normalize=_get(data, "normalize", bool, ""),
+        prompt_scheme=_choice(data, "prompt_scheme", PROMPT_SCHEMES),
+        max_length=max_length,
+        tokenizer=_get(data, "tokenizer", str, ""),
+        pad_token_id=_get(data, "pad_token_id", int, ""),
+        synthetic=_get(data, "synthetic", bool, ""),
+        variants={name: _parse_variant(name, v) for name, v in variants_raw.items()},
+        raw=data,
+    )
+
+
+def load_manifest(model_dir: str | Path) -> Manifest:
+    """Read and validate DIR/manifest.json."""
+    path = Path(model_dir) / MANIFEST_NAME
+    if not Path(model_dir).is_dir():
+        raise ManifestError(f"{model_dir}: not a directory (expected a model directory written by 'e5rt export')")
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest.json; is this a model directory written by 'e5rt export'?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_manifest(data)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(root: Path, path: Path) -> dict[str, Any]:
+    """The manifest record for one file below root."""
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def verify_files(model_dir: str | Path, variant: Variant) -> None:
+    """Check every file of a variant against the recorded size and sha256."""
+    root = Path(model_dir)
+    for entry in variant.files:
+        path = root / entry.path
+        if not path.is_file():
+            raise IntegrityError(f"{path}: listed in the manifest for variant '{variant.name}' but missing")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise IntegrityError(f"{path}: {size} bytes, manifest says {entry.bytes}")
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{path}: sha256 {actual[:16]}… does not match the manifest's {entry.sha256[:16]}…; "
+                "the file was changed or damaged (pass verify=False to skip this check)"
+            )

@@ -1,0 +1,36 @@
+"""Pooling and normalization in numpy, with fp32 accumulation and no B×L×H integer or float64 temporaries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pool_sum(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masked sum over the sequence axis and the token counts: (B, H) float32 and (B,) float32.
+
+    A batched matmul of the (B, 1, L) float mask with (B, L, H) hidden states accumulates in fp32 without
+    building a masked copy of the hidden states.
+    """
+    mask_f = mask.astype(np.float32, copy=False)
+    if hidden.dtype != np.float32:
+        # fp16 outputs: one fp32 copy of the batch, since numpy's fp16 matmul is slow and imprecise.
+        hidden = hidden.astype(np.float32)
+    sums = np.matmul(mask_f[:, None, :], hidden)[:, 0, :]
+    return sums, mask_f.sum(axis=1)
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the hidden states over the attention mask."""
+    sums, counts = pool_sum(hidden, mask)
+    return sums / np.maximum(counts, 1e-9)[:, None]
+
+
+def cls_pool(hidden: np.ndarray) -> np.ndarray:
+    """The first token's hidden state."""
+    return np.ascontiguousarray(hidden[:, 0, :], dtype=np.float32)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)

@@ -1,0 +1,67 @@
+"""Tokenization with the model's tokenizer.json: one batch encode, truncation counted, no padding yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import ManifestError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[np.ndarray]  # one int64 array per text, special tokens included
+    truncated: int  # how many texts lost tokens to max_length
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.ids]
+
+
+class TextTokenizer:
+    """Thin wrapper around tokenizers.Tokenizer with the manifest's max length."""
+
+    def __init__(self, path: str | Path, max_length: int) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+            raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
+        self.max_length = max_length
+        # Padding happens per batch in the runtime; truncation is configured here, not taken from the file.
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length)
+        self._full = Tokenizer.from_file(str(path))
+        self._full.no_padding()
+        self._full.no_truncation()
+        specials = self._full.encode("", add_special_tokens=True).ids
+        self.prefix = np.asarray(specials[:1], dtype=np.int64) if specials else np.zeros(0, np.int64)
+        self.suffix = np.asarray(specials[1:], dtype=np.int64)
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Encode with truncation to max_length, counting texts that were cut."""
+        encs = self._tok.encode_batch(texts, add_special_tokens=True)
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
+        truncated = sum(1 for e in encs if e.overflowing)
+        return Encoded(ids=ids, truncated=truncated)
+
+    def encode_content(self, texts: list[str]) -> list[np.ndarray]:
+        """Encode without special tokens or truncation (for chunking long texts)."""
+        encs = self._full.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encs]
+
+    def wrap(self, content: np.ndarray) -> np.ndarray:
+        """Add the special tokens around a window of content ids."""
+        return np.concatenate([self.prefix, content, self.suffix])
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self._full.encode_batch(texts, add_special_tokens=True)]
