@@ -1,8 +1,8 @@
 """e5rt: a lean ONNX Runtime engine for E5 text embeddings.
 
-    from e5rt import Embedder
-    emb = Embedder.load("models/me5-small-r")
-    vecs = emb.encode_passages(["..."]); q = emb.encode_queries("...", task="web_search")
+from e5rt import Embedder
+emb = Embedder.load("models/me5-small-r")
+vecs = emb.encode_passages(["..."]); q = emb.encode_queries("...", task="web_search")
 """
 
 from .embedder import Embedder, Stats

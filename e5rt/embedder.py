@@ -57,8 +57,14 @@ def pick_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
         order = ["int8", "fp32"]
     for name in order:
         v = variants.get(name)
-        if v is not None and v.parity.passed and provider in v.providers:
-            return v
+        if v is None or not v.parity.passed or provider not in v.providers:
+            continue
+        speed = v.raw.get("cpu_speed") if v.precision == "int8" else None
+        if isinstance(speed, dict) and float(speed.get("speedup_vs_fp32", 1.0)) < 1.0 and "fp32" in variants:
+            # The export measured this int8 graph slower than fp32 on its CPU; prefer fp32.
+            log.info("e5rt: int8 measured %.2fx fp32 at export; auto picks fp32", speed["speedup_vs_fp32"])
+            continue
+        return v
     for v in variants.values():
         if provider in v.providers and v.parity.passed:
             return v
@@ -157,11 +163,27 @@ class Embedder:
 
     # --- public encode API ------------------------------------------------------------------------------
     @overload
-    def encode(self, texts: str, kind: Kind = ..., task: str | None = ..., normalize: bool = ...,
-               long_text: LongText = ..., overlap: int = ..., progress: Progress | None = ...) -> np.ndarray: ...
+    def encode(
+        self,
+        texts: str,
+        kind: Kind = ...,
+        task: str | None = ...,
+        normalize: bool = ...,
+        long_text: LongText = ...,
+        overlap: int = ...,
+        progress: Progress | None = ...,
+    ) -> np.ndarray: ...
     @overload
-    def encode(self, texts: Sequence[str], kind: Kind = ..., task: str | None = ..., normalize: bool = ...,
-               long_text: LongText = ..., overlap: int = ..., progress: Progress | None = ...) -> np.ndarray: ...
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: Kind = ...,
+        task: str | None = ...,
+        normalize: bool = ...,
+        long_text: LongText = ...,
+        overlap: int = ...,
+        progress: Progress | None = ...,
+    ) -> np.ndarray: ...
 
     def encode(
         self,

@@ -49,6 +49,7 @@ class Variant:
     quantization: dict[str, Any] | None
     parity: Parity
     packed: bool = False
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def model_file(self) -> str:
@@ -138,6 +139,7 @@ def _parse_variant(name: str, obj: Any) -> Variant:
         quantization=quant,
         parity=parity,
         packed=bool(obj.get("packed", False)),
+        raw=obj,
     )
 
 

@@ -1,0 +1,31 @@
+"""e5rt's export stage: Hugging Face checkpoint -> validated ONNX model directory (fp32, fp16, int8).
+
+Imports torch, transformers and optimum; the runtime package e5rt never imports this package.
+"""
+
+from .errors import (
+    DiskSpaceError,
+    ExportError,
+    HubUnreachableError,
+    MissingTokenizerError,
+    OutputExistsError,
+    OutputNotWritableError,
+    ParityError,
+    UnsupportedArchitectureError,
+)
+from .pipeline import ExportOptions, export_checkpoint, export_model, parse_variants
+
+__all__ = [
+    "DiskSpaceError",
+    "ExportError",
+    "ExportOptions",
+    "HubUnreachableError",
+    "MissingTokenizerError",
+    "OutputExistsError",
+    "OutputNotWritableError",
+    "ParityError",
+    "UnsupportedArchitectureError",
+    "export_checkpoint",
+    "export_model",
+    "parse_variants",
+]

@@ -1,0 +1,257 @@
+"""ONNX graph stages: raw export (optimum), transformer fusions, fp16 conversion, packing, int8 quantization.
+
+Every stage reads one file and writes a new one; none rewrites or deletes its input, because an optimizer
+pass was seen deleting its source's external data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .errors import ExportError
+
+# Beyond this the protobuf limit (2 GB) is near: write weights as external data.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+FUSED_KINDS = {
+    "attention": ("Attention", "MultiHeadAttention", "PackedAttention", "PackedMultiHeadAttention", "QAttention"),
+    "layernorm": (
+        "SkipLayerNormalization",
+        "LayerNormalization",
+        "EmbedLayerNormalization",
+        "QEmbedLayerNormalization",
+    ),
+    "gelu": ("BiasGelu", "Gelu", "FastGelu", "QuickGelu"),
+}
+
+# int8 targets -> (weight type, reduce_range). AVX2 and AVX-512 without VNNI multiply u8×s8 with vpmaddubsw,
+# whose int16 intermediate saturates; u8×u8 weights take a widening path that does not. VNNI and Arm dot
+# products accumulate in int32 directly, so signed weights with the full range are exact there.
+INT8_TARGET_SETTINGS: dict[str, tuple[str, bool]] = {
+    "avx2": ("QUInt8", False),
+    "avx512": ("QUInt8", False),
+    "avx512_vnni": ("QInt8", False),
+    "arm64": ("QInt8", False),
+}
+# Tried in order until one meets the int8 parity threshold. The dynamic presets quantize activations per
+# tensor, which outlier channels make lossy on small models; the last one quantizes weights in blocks of 32
+# (MatMulNBits, 8 bits, int8 compute with per-block activation scales): far more accurate, and its speed
+# depends on the CPU, which is why the export measures every variant's speed against fp32.
+INT8_PRESETS = ("all", "keep-ffn-out", "ffn-in-only", "blockwise")
+BLOCKWISE_BLOCK = 32
+
+
+def _quiet() -> None:
+    for name in (
+        "onnxruntime",
+        "onnxruntime.transformers",
+        "onnxruntime.quantization",
+        "root",
+        "optimum",
+        "transformers",
+    ):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None) -> Path:
+    """Plain ONNX export of the encoder (last_hidden_state output) with optimum, into a fresh directory."""
+    _quiet()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from optimum.exporters.onnx import main_export
+
+    out_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        main_export(
+            str(checkpoint),
+            output=str(out_dir),
+            task="feature-extraction",
+            library_name="transformers",  # the bare encoder: pooling is e5rt's job, not the graph's
+            opset=opset,
+            do_validation=False,
+            local_files_only=True,
+        )
+    except Exception as exc:
+        raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
+    model = out_dir / "model.onnx"
+    if not model.is_file():
+        raise ExportError(f"ONNX export of {checkpoint} wrote no model.onnx")
+    return model
+
+
+def model_bytes(path: Path) -> int:
+    """The graph plus its external data files."""
+    return sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file() and p.name.startswith(path.name))
+
+
+def _save(model: Any, dest: Path, external: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    model.save_model_to_file(str(dest), use_external_data_format=external, all_tensors_to_one_file=True)
+
+
+def optimize(raw: Path, dest: Path, num_heads: int, hidden_size: int, use_gpu: bool) -> Any:
+    """onnxruntime's transformer fusions (attention, LayerNorm, GELU), for the CPU or the CUDA provider."""
+    _quiet()
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.enable_gelu_approximation = False  # exact GELU: approximation costs parity for little speed
+    model = optimizer.optimize_model(
+        str(raw),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+        opt_level=0,  # python fusions only; no ORT session rewrites the file on disk
+        use_gpu=use_gpu,
+    )
+    return model
+
+
+def save_fp32(model: Any, dest: Path, big: bool) -> None:
+    _save(model, dest, external=big)
+
+
+def to_fp16(model: Any, dest: Path, keep_fp32_ops: list[str], big: bool) -> None:
+    """Convert a CUDA-fused graph to fp16. Inputs stay int64; the hidden-state output becomes fp16, halving
+    the device-to-host copy of B×L×H that pooling needs (the runtime pools it in fp32)."""
+    kwargs: dict[str, Any] = {"keep_io_types": False}
+    if keep_fp32_ops:
+        kwargs["op_block_list"] = keep_fp32_ops
+    model.convert_float_to_float16(use_symbolic_shape_infer=True, **kwargs)
+    _save(model, dest, external=big)
+
+
+def to_packed(fp16_path: Path, dest: Path, big: bool) -> None:
+    """RemovePadding + PackedAttention rewrite: no compute on padding. CUDA kernels only."""
+    _quiet()
+    from onnxruntime.transformers.convert_to_packing_mode import PackingMode
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(fp16_path)))
+    PackingMode(model).convert()
+    if not model.get_nodes_by_op_type("RemovePadding"):
+        raise ExportError("packing mode found no fused attention to rewrite; the packed variant needs a fused graph")
+    _save(model, dest, external=big)
+
+
+def quantize_int8(
+    fp32_path: Path, dest: Path, target: str, preset: str, quantize_embeddings: bool, big: bool
+) -> dict[str, Any]:
+    """Dynamic int8 quantization with per-channel weights; returns the settings for the manifest."""
+    _quiet()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    weight_type, reduce_range = INT8_TARGET_SETTINGS[target]
+    if preset == "blockwise":
+        return _quantize_blockwise(fp32_path, dest, target, quantize_embeddings, big)
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    exclude: list[str] = []
+    if not quantize_embeddings:
+        exclude += [n.name for n in graph.node if n.op_type in ("Gather", "EmbedLayerNormalization")]
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Attention"):
+            continue
+        name = node.name
+        ffn_in = "intermediate/dense" in name
+        ffn_out = "/output/dense" in name and "attention" not in name
+        if preset == "keep-ffn-out" and ffn_out:
+            exclude.append(name)
+        elif preset == "ffn-in-only" and not ffn_in:
+            exclude.append(name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(
+        str(fp32_path),
+        str(dest),
+        per_channel=True,
+        reduce_range=reduce_range,
+        weight_type=getattr(QuantType, weight_type),
+        nodes_to_exclude=exclude,
+        use_external_data_format=big,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # fused com.microsoft ops lack type info
+    )
+    return {
+        "method": "dynamic",
+        "per_channel": True,
+        "weight_type": weight_type,
+        "activation_type": "QUInt8",
+        "reduce_range": reduce_range,
+        "target": target,
+        "preset": preset,
+        "quantize_embeddings": quantize_embeddings,
+        "excluded_nodes": len(exclude),
+    }
+
+
+def _quantize_blockwise(
+    fp32_path: Path, dest: Path, target: str, quantize_embeddings: bool, big: bool
+) -> dict[str, Any]:
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    cfg = DefaultWeightOnlyQuantConfig(block_size=BLOCKWISE_BLOCK, is_symmetric=True, accuracy_level=4, bits=8)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32_path)),
+        bits=8,
+        block_size=BLOCKWISE_BLOCK,
+        is_symmetric=True,
+        accuracy_level=4,
+        algo_config=cfg,
+    )
+    quantizer.process()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.model.save_model_to_file(str(dest), big)
+    return {
+        "method": "weight-only blockwise (MatMulNBits)",
+        "bits": 8,
+        "block_size": BLOCKWISE_BLOCK,
+        "symmetric": True,
+        "accuracy_level": 4,
+        "target": target,
+        "preset": "blockwise",
+        # MatMulNBits covers MatMul only: the embedding Gather and the fused Attention stay fp32.
+        "quantize_embeddings": False,
+        "requested_quantize_embeddings": quantize_embeddings,
+    }
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """Counts of the fused / contrib op types actually present in a saved graph."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    counts = Counter(n.op_type for n in graph.node if n.domain == "com.microsoft" or n.op_type == "LayerNormalization")
+    for quant_op in ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "MatMulNBits"):
+        n = sum(1 for node in graph.node if node.op_type == quant_op)
+        if n:
+            counts[quant_op] = n
+    return dict(sorted(counts.items()))
+
+
+def fusion_report(counts: dict[str, int], num_layers: int) -> dict[str, Any]:
+    """Did each fusion happen once per layer? (LayerNorm twice per layer.)"""
+    report: dict[str, Any] = {}
+    for kind, ops in FUSED_KINDS.items():
+        report[kind] = sum(counts.get(op, 0) for op in ops)
+    report["expected_per_layer"] = {"attention": 1, "layernorm": 2, "gelu": 1}
+    report["complete"] = (
+        report["attention"] >= num_layers and report["layernorm"] >= 2 * num_layers and report["gelu"] >= num_layers
+    )
+    return report
+
+
+def variant_files(variant_dir: Path, model_name: str = "model.onnx") -> list[Path]:
+    """The .onnx file first, then its external data files."""
+    files = [variant_dir / model_name]
+    files += sorted(p for p in variant_dir.iterdir() if p.is_file() and p.name != model_name)
+    return files
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

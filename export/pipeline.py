@@ -1,0 +1,421 @@
+"""The export pipeline: checkpoint -> validated variants -> self-describing model directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e5rt.cpu import INT8_TARGETS, detect_int8_target
+from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
+from e5rt.progress import Steps
+from e5rt.tokenize import TextTokenizer
+
+from . import graph
+from .errors import DiskSpaceError, ExportError, OutputExistsError, OutputNotWritableError, ParityError
+from .probes import probe_texts
+from .source import (
+    Checkpoint,
+    default_max_length,
+    default_pooling,
+    default_prompt_scheme,
+    input_hashes,
+    pad_token_id,
+    position_limit,
+    prepare_tokenizer,
+    resolve_source,
+)
+from .validate import THRESHOLDS, ParityResult, compare, cpu_latency_ms, onnx_embeddings, reference_embeddings
+
+ALL_VARIANTS = ("fp32", "fp16", "int8")
+KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8")
+# Ops kept in fp32 when a plain fp16 conversion overflows or misses its parity threshold.
+FP16_SENSITIVE_OPS = ["SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "Softmax"]
+# Disk needed per variant, as a multiple of the fp32 weight bytes (raw export counted once).
+_SIZE_FACTOR = {"raw": 1.0, "fp32": 1.0, "fp16": 0.5, "fp16-packed": 0.5, "int8": 0.8}
+
+
+@dataclass
+class ExportOptions:
+    variants: tuple[str, ...] = ALL_VARIANTS
+    max_length: int | None = None
+    int8_target: str | None = None
+    quantize_embeddings: bool = False
+    pooling: str | None = None
+    prompt_scheme: str | None = None
+    force: bool = False
+    allow_failed_parity: bool = False
+    name: str | None = None
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+    progress: bool = True
+    extra_probes: list[str] = field(default_factory=list)
+
+
+def parse_variants(spec: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in spec.split(",") if v.strip()))
+    unknown = [v for v in names if v not in KNOWN_VARIANTS]
+    if unknown or not names:
+        raise ExportError(
+            f"unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KNOWN_VARIANTS)}"
+        )
+    if "fp16-packed" in names and "fp16" not in names:
+        names = names + ("fp16",)
+    return names
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an existing output without --force, and an output we cannot create."""
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out}: already exists; pass --force to replace it (it is swapped only on success)")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a directory; remove it or choose another --out")
+    parent = out.parent
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputNotWritableError(f"{out}: cannot be created, {probe_dir} is a file")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".e5rt-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritableError(f"{out}: output location is not writable ({exc.strerror or exc})") from exc
+
+
+def check_disk(out: Path, ckpt_bytes: int, variants: tuple[str, ...]) -> int:
+    """Fail early when the output's filesystem cannot hold the export."""
+    need = int(ckpt_bytes * (_SIZE_FACTOR["raw"] + sum(_SIZE_FACTOR[v] for v in variants)) * 1.1) + (64 << 20)
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        raise DiskSpaceError(
+            f"{out.parent}: {free / 1e9:.2f} GB free, the export needs about {need / 1e9:.2f} GB "
+            f"({ckpt_bytes / 1e9:.2f} GB of weights, variants {', '.join(variants)}); "
+            "free space or choose another --out"
+        )
+    return need
+
+
+def _arch(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_type": str(config["model_type"]),
+        "hidden_size": int(config["hidden_size"]),
+        "num_layers": int(config["num_hidden_layers"]),
+        "num_heads": int(config["num_attention_heads"]),
+        "intermediate_size": int(config.get("intermediate_size", 4 * int(config["hidden_size"]))),
+        "vocab_size": int(config["vocab_size"]),
+        "max_position_embeddings": int(config["max_position_embeddings"]),
+    }
+
+
+def export_model(
+    source: str, out: str | Path, options: ExportOptions | None = None, revision: str | None = None
+) -> dict[str, Any]:
+    """Export SOURCE (hub id or local directory) to a model directory at OUT; returns the manifest."""
+    opts = options or ExportOptions()
+    out = Path(out).expanduser().absolute()
+    check_output(out, opts.force)
+    ckpt = resolve_source(source, revision)
+    return export_checkpoint(ckpt, out, opts)
+
+
+def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
+    out = Path(out).expanduser().absolute()
+    check_output(out, opts.force)
+    variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
+    big = ckpt.param_bytes() > graph.EXTERNAL_DATA_BYTES
+    check_disk(out, ckpt.param_bytes(), variants)
+    target = opts.int8_target or detect_int8_target()
+    if target not in INT8_TARGETS:
+        raise ExportError(f"unknown int8 target {target!r}; choose from {', '.join(INT8_TARGETS)}")
+    arch = _arch(ckpt.config)
+    max_length = opts.max_length or default_max_length(ckpt)
+    limit = position_limit(ckpt)
+    if not 2 <= max_length <= limit:
+        raise ExportError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
+    name = opts.name or ckpt.name
+    pooling = opts.pooling or default_pooling(ckpt)
+    scheme = opts.prompt_scheme or default_prompt_scheme(name)
+    steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
+
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    graph.remove_tree(staging)
+    staging.mkdir(parents=True)
+    work = staging / "_work"
+    try:
+        steps.step(f"tokenizer and probe set ({ckpt.path})")
+        tok_path = staging / "tokenizer.json"
+        prepare_tokenizer(ckpt, tok_path)
+        pad_id = pad_token_id(ckpt, tok_path)
+        texts = probe_texts() + list(opts.extra_probes)
+        ids = TextTokenizer(tok_path, max_length).encode(texts).ids
+
+        steps.step("PyTorch reference embeddings")
+        ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
+
+        steps.step("ONNX export (optimum)")
+        t0 = time.perf_counter()
+        raw = graph.export_raw(ckpt.path, work / "raw")
+        raw_seconds = time.perf_counter() - t0
+
+        records: dict[str, dict[str, Any]] = {}
+        timings: dict[str, float] = {"onnx_export": round(raw_seconds, 2)}
+
+        def validate(vname: str, path: Path, precision: str) -> ParityResult:
+            steps.step(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
+            try:
+                got = onnx_embeddings(path, ids, pad_id, pooling, arch["hidden_size"])
+            except FloatingPointError as exc:
+                raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
+            result = compare(ref, got, texts, THRESHOLDS[precision])
+            steps.note(
+                f"{vname}: min cos {result.min_cos:.6f}, mean {result.mean_cos:.6f} (threshold {result.threshold})"
+            )
+            return result
+
+        def record(
+            vname: str,
+            precision: str,
+            vdir: Path,
+            providers: list[str],
+            parity: ParityResult,
+            optimizations: dict[str, Any],
+            quant: dict[str, Any] | None,
+            seconds: float,
+            **extra: Any,
+        ) -> None:
+            if not parity.passed:
+                msg = (
+                    f"variant {vname} failed parity: min cos {parity.min_cos:.6f} < {parity.threshold} on probe "
+                    f"text #{parity.worst_index} {parity.worst_text[:60]!r}"
+                )
+                if not opts.allow_failed_parity:
+                    raise ParityError(msg + " (pass --allow-failed-parity to write it marked as failing)")
+                steps.note("WARNING: " + msg + "; written and marked failing")
+            records[vname] = {
+                "precision": precision,
+                "files": [file_entry(staging, p) for p in graph.variant_files(vdir)],
+                "providers": providers,
+                "optimizations": optimizations,
+                "quantization": quant,
+                "parity": parity.as_manifest(),
+                "export_seconds": round(seconds, 2),
+                **extra,
+            }
+
+        fp32_path = staging / "fp32" / "model.onnx"
+        if "fp32" in variants or "int8" in variants:
+            steps.step("fp32: transformer fusions for the CPU provider")
+            t0 = time.perf_counter()
+            model = graph.optimize(raw, fp32_path, arch["num_heads"], arch["hidden_size"], use_gpu=False)
+            graph.save_fp32(model, fp32_path, big)
+            del model
+            counts = graph.op_counts(fp32_path)
+            fusions = graph.fusion_report(counts, arch["num_layers"])
+            steps.note(f"fp32 fused ops: {counts}")
+            parity = validate("fp32", fp32_path, "fp32")
+            opt = {"fusions": "onnxruntime.transformers bert (CPU)", "fused_ops": counts, "fusion_check": fusions}
+            record("fp32", "fp32", fp32_path.parent, ["cpu", "cuda"], parity, opt, None, time.perf_counter() - t0)
+
+        if "fp16" in variants:
+            steps.step("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
+            t0 = time.perf_counter()
+            fp16_path = staging / "fp16" / "model.onnx"
+            keep: list[str] = []
+            fp16_parity: ParityResult | None = None
+            for attempt in (0, 1):
+                model = graph.optimize(raw, fp16_path, arch["num_heads"], arch["hidden_size"], use_gpu=True)
+                graph.to_fp16(model, fp16_path, keep, big)
+                del model
+                try:
+                    fp16_parity = validate("fp16", fp16_path, "fp16")
+                except ParityError:
+                    if attempt == 1:
+                        raise
+                    fp16_parity = None
+                if (fp16_parity is not None and fp16_parity.passed) or attempt == 1:
+                    break
+                steps.note(f"fp16 retry with {', '.join(FP16_SENSITIVE_OPS)} kept in fp32")
+                graph.remove_tree(fp16_path.parent)
+                keep = list(FP16_SENSITIVE_OPS)
+            assert fp16_parity is not None
+            counts = graph.op_counts(fp16_path)
+            opt = {
+                "fusions": "onnxruntime.transformers bert (CUDA)",
+                "fused_ops": counts,
+                "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
+                "fp32_ops": keep,
+                "io": {"inputs": "int64", "output": "float16"},
+            }
+            record(
+                "fp16", "fp16", fp16_path.parent, ["cuda", "tensorrt"], fp16_parity, opt, None, time.perf_counter() - t0
+            )
+
+            if "fp16-packed" in variants:
+                steps.step("fp16-packed: RemovePadding + PackedAttention rewrite (CUDA kernels only)")
+                t0 = time.perf_counter()
+                packed_path = staging / "fp16-packed" / "model.onnx"
+                graph.to_packed(fp16_path, packed_path, big)
+                counts = graph.op_counts(packed_path)
+                # PackedAttention has no CPU kernel, so this variant cannot be run here: it carries the parity
+                # of the fp16 graph it was rewritten from, and says so.
+                inherited = fp16_parity
+                opt = {
+                    "fusions": "fp16 + convert_to_packing_mode",
+                    "fused_ops": counts,
+                    "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
+                    "io": opt["io"],
+                }
+                record(
+                    "fp16-packed",
+                    "fp16",
+                    packed_path.parent,
+                    ["cuda"],
+                    inherited,
+                    opt,
+                    None,
+                    time.perf_counter() - t0,
+                    packed=True,
+                    requires="cuda",
+                    parity_note="inherited from fp16: PackedAttention has CUDA kernels only",
+                )
+                records["fp16-packed"]["parity"]["provider"] = "not run: inherited from fp16"
+                steps.step("fp16-packed: parity inherited from fp16 (no CPU kernel)")
+
+        if "int8" in variants:
+            steps.step(f"int8: dynamic quantization for {target}")
+            t0 = time.perf_counter()
+            attempts = []
+            chosen = None
+            for preset in graph.INT8_PRESETS:
+                int8_path = staging / "int8" / "model.onnx"
+                graph.remove_tree(int8_path.parent)
+                quant = graph.quantize_int8(fp32_path, int8_path, target, preset, opts.quantize_embeddings, big)
+                parity = validate("int8", int8_path, "int8")
+                attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
+                chosen = (quant, parity)
+                if parity.passed:
+                    break
+                steps.note(f"int8 preset {preset!r} below threshold; trying fewer quantized MatMuls")
+            assert chosen is not None
+            quant, parity = chosen
+            quant["attempts"] = attempts
+            counts = graph.op_counts(int8_path)
+            opt = {
+                "fusions": "fp32 CPU fusions, then quantized",
+                "fused_ops": counts,
+                "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
+            }
+            record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, time.perf_counter() - t0)
+
+        if "int8" in records and fp32_path.is_file():
+            # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide.
+            steps.note("timing int8 against fp32 on this CPU (16 x 128 tokens)")
+            fp32_ms = cpu_latency_ms(fp32_path)
+            int8_ms = cpu_latency_ms(staging / "int8" / "model.onnx")
+            records["int8"]["cpu_speed"] = {
+                "batch": "16x128",
+                "ms": round(int8_ms, 2),
+                "fp32_ms": round(fp32_ms, 2),
+                "speedup_vs_fp32": round(fp32_ms / int8_ms, 3),
+                "int8_target": target,
+            }
+            steps.note(f"int8 {int8_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
+        if "fp32" not in variants:
+            graph.remove_tree(fp32_path.parent)
+        graph.remove_tree(work)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "source": ckpt.source,
+            "architecture": arch,
+            "pooling": pooling,
+            "normalize": True,
+            "prompt_scheme": scheme,
+            "max_length": max_length,
+            "tokenizer": "tokenizer.json",
+            "pad_token_id": pad_id,
+            "synthetic": opts.synthetic,
+            "notes": opts.notes,
+            "variants": records,
+            "export": {
+                "e5rt_version": _version(),
+                "created_unix": int(time.time()),
+                "seconds": round(steps.elapsed(), 1),
+                "timings": timings,
+                "int8_target": target,
+                "host": {"machine": platform.machine(), "python": platform.python_version()},
+                "probe_texts": len(texts),
+                "probe_sha256": _probe_digest(texts),
+                "libraries": _libraries(),
+            },
+        }
+        parse_manifest(manifest)  # the writer obeys the same schema the runtime enforces
+        (staging / MANIFEST_NAME).write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        _check_inputs_untouched(ckpt)
+        steps.step(f"writing {out}")
+        _swap_into_place(staging, out)
+        return manifest
+    except BaseException:
+        graph.remove_tree(staging)
+        raise
+
+
+def _check_inputs_untouched(ckpt: Checkpoint) -> None:
+    before = ckpt.source.get("files")
+    if isinstance(before, dict) and ckpt.source.get("kind") in ("local", "hub"):
+        after = input_hashes(ckpt.path)
+        if after != before:
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            raise ExportError(f"the export changed its input files ({', '.join(changed)}); refusing to publish")
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Publish atomically: an earlier output is replaced only once the new one is complete."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
+def _probe_digest(texts: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+
+
+def _version() -> str:
+    from e5rt import __version__
+
+    return __version__
+
+
+def _libraries() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "torch", "transformers", "optimum", "optimum-onnx"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def cos_summary(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    cos = np.sum(a * b, axis=1)
+    return float(cos.min()), float(cos.mean())
