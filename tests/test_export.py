@@ -1,0 +1,226 @@
+"""Export stage: manifest schema and hashes, fusions, parity, error paths, idempotence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from e5rt.manifest import load_manifest, sha256_file, verify_files
+from export import (
+    DiskSpaceError,
+    ExportError,
+    ExportOptions,
+    HubUnreachableError,
+    MissingTokenizerError,
+    OutputExistsError,
+    OutputNotWritableError,
+    ParityError,
+    UnsupportedArchitectureError,
+    export_model,
+    parse_variants,
+)
+from export.source import default_prompt_scheme, input_hashes
+from export.validate import THRESHOLDS
+
+QUIET = ExportOptions(variants=("fp32",), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlm-roberta"])
+def test_tiny_export_manifest_schema_hashes_parity(tiny_models: dict[str, Path], kind: str) -> None:
+    root = tiny_models[kind]
+    m = load_manifest(root)  # strict schema parse
+    assert m.schema_version == 1
+    assert set(m.variants) == {"fp32", "fp16", "fp16-packed", "int8"}
+    assert m.architecture["model_type"] == kind and m.architecture["num_layers"] == 2
+    assert m.tokenizer == "tokenizer.json" and (root / m.tokenizer).is_file()
+    assert m.source["kind"] == "local" and m.source["files"]
+    assert m.synthetic is False
+    for name, v in m.variants.items():
+        verify_files(root, v)  # sizes and sha256 match the files on disk
+        for f in v.files:
+            assert sha256_file(root / f.path) == f.sha256
+        assert v.parity.n_texts >= 64
+        assert v.parity.passed and v.parity.min_cos >= THRESHOLDS[v.precision], name
+        assert v.parity.min_cos <= v.parity.mean_cos <= 1.0 + 1e-6
+    assert m.variants["int8"].quantization is not None and m.variants["int8"].providers == ("cpu",)
+    assert m.variants["fp16-packed"].packed and m.variants["fp16-packed"].providers == ("cuda",)
+    assert m.variants["fp16-packed"].raw["requires"] == "cuda"
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlm-roberta"])
+def test_fusions_really_happened(tiny_models: dict[str, Path], kind: str) -> None:
+    m = load_manifest(tiny_models[kind])
+    for name in ("fp32", "fp16"):
+        check = m.variants[name].optimizations["fusion_check"]
+        assert check["complete"], (name, check)
+        counts = m.variants[name].optimizations["fused_ops"]
+        assert counts.get("Attention", 0) == 2
+        assert counts.get("SkipLayerNormalization", 0) == 4
+        assert counts.get("BiasGelu", 0) + counts.get("Gelu", 0) + counts.get("FastGelu", 0) == 2
+    packed = m.variants["fp16-packed"].optimizations["fused_ops"]
+    assert packed.get("PackedAttention", 0) == 2 and packed.get("RemovePadding", 0) == 1
+
+
+def test_fp16_graph_runs_on_cpu_provider(tiny_models: dict[str, Path]) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    path = tiny_models["xlm-roberta"] / "fp16" / "model.onnx"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = np.array([[0, 5, 6, 7, 2]], dtype=np.int64)
+    feeds = {i.name: (ids if i.name == "input_ids" else np.ones_like(ids)) for i in sess.get_inputs()}
+    out = sess.run(None, feeds)[0]
+    assert out.dtype == np.float16 and np.isfinite(out).all()
+
+
+def test_export_leaves_inputs_untouched(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = tiny_checkpoints["bert"]
+    before = input_hashes(ckpt)
+    manifest = export_model(str(ckpt), tmp_path / "out", QUIET)
+    assert input_hashes(ckpt) == before
+    assert manifest["source"]["files"] == before
+    assert not list(tmp_path.glob(".out.partial-*")), "staging directory left behind"
+
+
+def test_existing_output_needs_force_and_is_replaced_only_on_success(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier output")
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_model(str(tiny_checkpoints["bert"]), out, QUIET)
+    # A failing forced export must not destroy the earlier output.
+    with pytest.raises(ExportError):
+        export_model(
+            str(tiny_checkpoints["bert"]),
+            out,
+            ExportOptions(variants=("fp32",), max_length=10_000, force=True, progress=False),
+        )
+    assert (out / "keep.txt").read_text() == "earlier output"
+    export_model(str(tiny_checkpoints["bert"]), out, ExportOptions(variants=("fp32",), force=True, progress=False))
+    assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+
+
+def test_unsupported_architecture_lists_supported(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = tmp_path / "gpt"
+    shutil.copytree(tiny_checkpoints["bert"], ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: bert, roberta, xlm-roberta"):
+        export_model(str(ckpt), tmp_path / "out", QUIET)
+
+
+def test_missing_tokenizer(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = tmp_path / "notok"
+    ckpt.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_checkpoints["bert"] / name, ckpt / name)
+    with pytest.raises(MissingTokenizerError, match="no tokenizer"):
+        export_model(str(ckpt), tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputNotWritableError, match="is a file"):
+        export_model(str(tiny_checkpoints["bert"]), blocker / "sub" / "out", QUIET)
+    # /proc refuses new directories even for root.
+    with pytest.raises(OutputNotWritableError, match="not writable"):
+        export_model(str(tiny_checkpoints["bert"]), Path("/proc/e5rt-test/out"), QUIET)
+
+
+def test_disk_too_small(tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("export.pipeline.shutil.disk_usage", lambda _p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskSpaceError, match="GB free, the export needs about"):
+        export_model(str(tiny_checkpoints["bert"]), tmp_path / "out", QUIET)
+
+
+def test_hub_unreachable_says_how_to_pass_a_local_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(HubUnreachableError, match="pass its local directory"):
+        export_model("intfloat/multilingual-e5-large-instruct", tmp_path / "out", QUIET)
+
+
+def test_hub_unreachable_over_the_network_through_the_cli(tmp_path: Path) -> None:
+    """Network on, but the hub endpoint refuses connections (a closed port on loopback)."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HUB_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "e5rt.cli",
+            "export",
+            "intfloat/multilingual-e5-large-instruct",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "cannot reach the Hugging Face hub" in proc.stderr
+    assert "e5rt export /path/to/checkpoint --out DIR" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_id_code_path_from_local_cache(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id resolves through huggingface_hub; offline, a populated cache stands in for the network."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--e5rt-test--tiny-bert"
+    shutil.copytree(tiny_checkpoints["bert"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    manifest = export_model("e5rt-test/tiny-bert", tmp_path / "out", QUIET)
+    assert manifest["source"]["kind"] == "hub"
+    assert manifest["source"]["id"] == "e5rt-test/tiny-bert"
+    assert manifest["source"]["revision"] == commit
+    assert manifest["name"] == "tiny-bert"
+
+
+def test_parity_failure_names_variant_and_text(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(THRESHOLDS, "fp32", 1.01)  # unreachable: every export must fail
+    with pytest.raises(ParityError, match=r"variant fp32 failed parity: min cos .* < 1.01 on probe text #\d+"):
+        export_model(str(tiny_checkpoints["bert"]), tmp_path / "out", QUIET)
+    opts = ExportOptions(variants=("fp32",), allow_failed_parity=True, progress=False)
+    manifest = export_model(str(tiny_checkpoints["bert"]), tmp_path / "out2", opts)
+    assert manifest["variants"]["fp32"]["parity"]["passed"] is False
+
+
+def test_variant_spec_parsing() -> None:
+    assert parse_variants("fp32,int8") == ("fp32", "int8")
+    assert parse_variants("fp16-packed") == ("fp16-packed", "fp16")
+    with pytest.raises(ExportError, match="unknown variant"):
+        parse_variants("fp8")
+
+
+def test_prompt_scheme_defaults_from_name() -> None:
+    assert default_prompt_scheme("multilingual-e5-large-instruct") == "instruct"
+    assert default_prompt_scheme("multilingual-e5-small") == "query-passage"
+    assert default_prompt_scheme("e5-base-v2") == "query-passage"
+    assert default_prompt_scheme("all-MiniLM-L6-v2") == "none"
