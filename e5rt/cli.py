@@ -34,6 +34,7 @@ def _add_export(sub: Any) -> None:
     )
     p.add_argument("--pooling", choices=["mean", "cls"], default=None)
     p.add_argument("--prompt-scheme", choices=["instruct", "query-passage", "none"], default=None)
+    p.add_argument("--name", default=None, help="model name for the manifest (default: from the source)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists (only after the export succeeds)")
     p.add_argument(
@@ -138,6 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         force=args.force,
         allow_failed_parity=args.allow_failed_parity,
         progress=not args.quiet,
+        name=args.name,
     )
     manifest = export_model(args.source, args.out, opts, revision=args.revision)
     print(f"wrote {args.out}")

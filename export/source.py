@@ -119,9 +119,15 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
     if not any((path / f).is_file() for f in _WEIGHT_FILES):
         raise ExportError(f"{path}: no weights (expected one of {', '.join(_WEIGHT_FILES)})")
     origin["files"] = input_hashes(path)
-    name = source.rstrip("/").split("/")[-1] if origin["kind"] == "hub" else str(config.get("_name_or_path") or "")
-    if not name or name.startswith((".", "/")):
-        name = path.name
+    if origin["kind"] == "hub":
+        name = source.rstrip("/").split("/")[-1]
+    else:
+        # A local directory's own name, unless it is a generic one; the config's _name_or_path is often the
+        # base model the checkpoint was fine-tuned from, so it comes last.
+        generic = {"model", "models", "checkpoint", "snapshot", "onnx", "hf", "weights"}
+        name = path.name if path.name.lower() not in generic else path.parent.name
+        if not name:
+            name = str(config.get("_name_or_path") or "model")
     st_files = {}
     for fname in (
         "modules.json",
