@@ -224,3 +224,24 @@ def test_prompt_scheme_defaults_from_name() -> None:
     assert default_prompt_scheme("multilingual-e5-small") == "query-passage"
     assert default_prompt_scheme("e5-base-v2") == "query-passage"
     assert default_prompt_scheme("all-MiniLM-L6-v2") == "none"
+
+
+def test_external_data_path(tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints over the protobuf limit write weights as external data; force that path on a tiny model."""
+    import numpy as np
+
+    from e5rt import Embedder
+
+    monkeypatch.setattr("export.graph.EXTERNAL_DATA_BYTES", 0)
+    ckpt = tiny_checkpoints["bert"]
+    before = input_hashes(ckpt)
+    out = tmp_path / "out"
+    export_model(str(ckpt), out, ExportOptions(variants=("fp32", "fp16", "int8"), progress=False))
+    m = load_manifest(out)
+    for name in ("fp32", "fp16", "int8"):
+        files = [f.path for f in m.variants[name].files]
+        assert files[0] == f"{name}/model.onnx" and len(files) >= 2, (name, files)
+        verify_files(out, m.variants[name])
+    assert input_hashes(ckpt) == before
+    emb = Embedder.load(out, variant="fp32", provider="cpu")
+    assert np.isfinite(emb.encode(["external data works"])).all()
