@@ -6,14 +6,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import numpy as np
 
 from .backend import OrtBackend, resolve_provider
 from .errors import InputError, VariantError
 from .manifest import Manifest, Variant, load_manifest, verify_files
-from .plan import Batch, plan_batches
 from .pool import l2_normalize
 from .prompts import Kind, format_texts
 from .runner import Stats, embed_ids
@@ -140,7 +139,9 @@ class Embedder:
         emb = cls(root, manifest, chosen, backend, tok, budget, pad_multiple=1 if chosen.packed else pad_multiple)
         log.info("e5rt: loaded %s variant %s on %s", manifest.name, chosen.name, ", ".join(backend.active_providers))
         if warmup:
+            # One tiny run allocates the session's buffers and kernels before the first real request.
             emb.encode(["warm-up"])
+            emb._last_stats = Stats(0, 0, 0, 1.0, 0, 0)
         return emb
 
     # --- properties -------------------------------------------------------------------------------------
@@ -162,29 +163,6 @@ class Embedder:
             return self._last_stats
 
     # --- public encode API ------------------------------------------------------------------------------
-    @overload
-    def encode(
-        self,
-        texts: str,
-        kind: Kind = ...,
-        task: str | None = ...,
-        normalize: bool = ...,
-        long_text: LongText = ...,
-        overlap: int = ...,
-        progress: Progress | None = ...,
-    ) -> np.ndarray: ...
-    @overload
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: Kind = ...,
-        task: str | None = ...,
-        normalize: bool = ...,
-        long_text: LongText = ...,
-        overlap: int = ...,
-        progress: Progress | None = ...,
-    ) -> np.ndarray: ...
-
     def encode(
         self,
         texts: str | Sequence[str],
@@ -228,9 +206,6 @@ class Embedder:
         if normalize:
             pooled = l2_normalize(pooled)
         return np.ascontiguousarray(pooled, dtype=np.float32)
-
-    def plan(self, lengths: Sequence[int]) -> list[Batch]:
-        return plan_batches(lengths, self.max_batch_tokens, self.pad_multiple, packed=self._variant.packed)
 
     def _run_ids(self, ids_list: list[np.ndarray], progress: Progress | None) -> tuple[np.ndarray, np.ndarray, Stats]:
         return embed_ids(

@@ -26,15 +26,19 @@ def tiny_xlmr(tiny_models: dict[str, Path]) -> Embedder:
     return Embedder.load(tiny_models["xlm-roberta"], variant="fp32", provider="cpu")
 
 
-def _manual_embed(model_dir: Path, variant: str, ids: list[int], pooling: str = "mean") -> np.ndarray:
-    """One text, one ORT run, pooled by hand: the reference for the runtime's batched path."""
+def _manual_hidden(model_dir: Path, variant: str, ids: list[int]) -> np.ndarray:
+    """One text, one plain ORT run: the reference for the runtime's batched path."""
     sess = ort.InferenceSession(str(model_dir / variant / "model.onnx"), providers=["CPUExecutionProvider"])
     arr = np.asarray([ids], dtype=np.int64)
     feeds = {
         i.name: arr if i.name == "input_ids" else (np.zeros_like(arr) if "type" in i.name else np.ones_like(arr))
         for i in sess.get_inputs()
     }
-    hidden = sess.run(None, feeds)[0][0].astype(np.float64)
+    return sess.run(None, feeds)[0][0].astype(np.float64)
+
+
+def _manual_embed(model_dir: Path, variant: str, ids: list[int], pooling: str = "mean") -> np.ndarray:
+    hidden = _manual_hidden(model_dir, variant, ids)
     vec = hidden[0] if pooling == "cls" else hidden.mean(axis=0)
     return vec / np.linalg.norm(vec)
 
@@ -141,13 +145,7 @@ def test_chunk_mode_against_manual_windows(tiny_models: dict[str, Path]) -> None
 
 
 def _unnormalized_mean(model_dir: Path, ids: list[int]) -> np.ndarray:
-    sess = ort.InferenceSession(str(model_dir / "fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
-    arr = np.asarray([ids], dtype=np.int64)
-    feeds = {
-        i.name: arr if i.name == "input_ids" else (np.zeros_like(arr) if "type" in i.name else np.ones_like(arr))
-        for i in sess.get_inputs()
-    }
-    return sess.run(None, feeds)[0][0].astype(np.float64).mean(axis=0)
+    return _manual_hidden(model_dir, "fp32", ids).mean(axis=0)
 
 
 def test_concurrent_encode_equals_sequential(tiny_models: dict[str, Path]) -> None:
