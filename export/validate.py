@@ -56,7 +56,9 @@ def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: 
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if isinstance(checkpoint, (str, Path)):
-        model = AutoModel.from_pretrained(str(checkpoint), dtype=torch.float32, attn_implementation="eager")
+        model = AutoModel.from_pretrained(
+            str(checkpoint), dtype=torch.float32, attn_implementation="eager", add_pooling_layer=False
+        )
     else:
         model = checkpoint
     model.eval()
