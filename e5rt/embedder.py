@@ -107,7 +107,7 @@ class Embedder:
         verify: bool = True,
         pad_multiple: int = 8,
         io_binding: bool | None = None,
-        arena: str = "shrink",
+        arena: str = "default",
         allow_failed_parity: bool = False,
         warmup: bool = True,
     ) -> Embedder:
