@@ -34,10 +34,10 @@ def fixed_batches(n: int, size: int) -> list[list[int]]:
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
-def padding_report(lengths: list[int], budget: int, pad_multiple: int) -> dict[str, float]:
+def padding_report(lengths: list[int], budget: int, pad_multiple: int, min_eff: float) -> dict[str, float]:
     tokens = sum(lengths)
     naive = sum(len(b) * max(lengths[i] for i in b) for b in fixed_batches(len(lengths), 32))
-    planned = sum(b.padded_tokens for b in plan_batches(lengths, budget, pad_multiple))
+    planned = sum(b.padded_tokens for b in plan_batches(lengths, budget, pad_multiple, min_efficiency=min_eff))
     return {
         "tokens": tokens,
         "fixed32_input_order_padded": naive,
@@ -138,7 +138,7 @@ def main() -> int:
     report: dict[str, object] = {
         "model": emb.manifest.name,
         "cpu_count": os.cpu_count(),
-        "padding": padding_report(lengths, emb.max_batch_tokens, emb.pad_multiple),
+        "padding": padding_report(lengths, emb.max_batch_tokens, emb.pad_multiple, emb.min_efficiency),
     }
     print(json.dumps(report["padding"]), file=sys.stderr)
     rng = np.random.default_rng(1)

