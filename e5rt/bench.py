@@ -226,7 +226,7 @@ def engine_fastembed(ctx: dict[str, Any]) -> Engine:
     from tokenizers import Tokenizer
 
     pad = Tokenizer.from_file(str(model_dir / manifest.tokenizer)).id_to_token(manifest.pad_token_id)
-    (work / "tokenizer_config.json").write_text(json.dumps({"model_max_length": manifest.max_length}))
+    (work / "tokenizer_config.json").write_text(json.dumps({"model_max_length": manifest.max_length, "pad_token": pad}))
     if not (work / "special_tokens_map.json").exists():
         (work / "special_tokens_map.json").write_text(json.dumps({"pad_token": pad}))
     name = f"e5rt-bench/{manifest.name}"

@@ -21,7 +21,7 @@ from .tokenize import TextTokenizer
 log = logging.getLogger("e5rt")
 
 # Padded-token budgets per batch, chosen by measurement (see README, "Choosing max_batch_tokens").
-DEFAULT_BATCH_TOKENS = {"cpu": 8192, "cuda": 16384, "tensorrt": 16384}
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384, "tensorrt": 16384}
 # A batch is also cut when the next text would leave under 95% of its padded tokens real (see plan_batches).
 DEFAULT_MIN_EFFICIENCY = 0.95
 LongText = Literal["truncate", "chunk"]
