@@ -82,7 +82,6 @@ def embed_ids(
     weights = np.ones(n, dtype=np.float32)
     lengths = [len(x) for x in ids_list]
     batches = plan_batches(lengths, max_batch_tokens, pad_multiple, packed=packed, min_efficiency=min_efficiency)
-    batches = batches if n else []
     done = 0
     for batch in batches:
         rows = list(batch.indices)
