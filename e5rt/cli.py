@@ -147,7 +147,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from export import ExportOptions, export_model, parse_variants
+        from export import ExportOptions, export_model, parse_variants, summary_lines
     except ImportError as exc:
         print(f"e5rt export needs the export extra: pip install 'e5rt[export]' ({exc})", file=sys.stderr)
         return 2
@@ -165,11 +165,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     manifest = export_model(args.source, args.out, opts, revision=args.revision)
     print(f"wrote {args.out}")
-    for name, v in manifest["variants"].items():
-        size = sum(f["bytes"] for f in v["files"]) / 1e6
-        par = v["parity"]
-        status = "ok" if par["passed"] else "FAILING"
-        print(f"  {name:12s} {size:9.1f} MB  min cos {par['min_cos']:.6f}  mean {par['mean_cos']:.6f}  {status}")
+    print("\n".join(summary_lines(manifest)))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from .errors import InputError, VariantError
 from .manifest import Manifest, Variant, load_manifest, verify_files
 from .pool import l2_normalize
 from .prompts import Kind, format_texts
-from .runner import Stats, embed_ids
+from .runner import EMPTY_STATS, Stats, embed_ids
 from .tokenize import TextTokenizer
 
 log = logging.getLogger("e5rt")
@@ -95,7 +96,7 @@ class Embedder:
         self.pad_multiple = pad_multiple
         self.min_efficiency = DEFAULT_MIN_EFFICIENCY
         self._stats_lock = threading.Lock()
-        self._last_stats = Stats(0, 0, 0, 1.0, 0, 0)
+        self._last_stats = EMPTY_STATS
         self._dim = manifest.dim
 
     @classmethod
@@ -147,7 +148,7 @@ class Embedder:
         if warmup:
             # One tiny run allocates the session's buffers and kernels before the first real request.
             emb.encode(["warm-up"])
-            emb._last_stats = Stats(0, 0, 0, 1.0, 0, 0)
+            emb._last_stats = EMPTY_STATS
         return emb
 
     # --- properties -------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class Embedder:
         else:
             enc = self.tokenizer.encode(prompted)
             sums, counts, stats = self._run_ids(enc.ids, progress)
-            stats = Stats(**{**stats.as_dict(), "truncated": enc.truncated})
+            stats = replace(stats, truncated=enc.truncated)
             out = self._finish(sums, counts, normalize)
         with self._stats_lock:
             self._last_stats = stats
@@ -252,5 +253,5 @@ class Embedder:
         np.add.at(total, owner_idx, sums)  # sum of masked sums = token-weighted mean of window means
         np.add.at(weight, owner_idx, counts)
         out = self._finish(total, weight, normalize)
-        stats = Stats(**{**stats.as_dict(), "texts": len(texts), "chunks": len(pieces)})
+        stats = replace(stats, texts=len(texts), chunks=len(pieces))
         return out, stats

@@ -34,6 +34,9 @@ class Stats:
         return asdict(self)
 
 
+EMPTY_STATS = Stats(0, 0, 0, 1.0, 0, 0)
+
+
 def build_feeds(
     ids_list: Sequence[np.ndarray], width: int, pad_id: int, input_names: Sequence[str], input_types: dict[str, Any]
 ) -> dict[str, np.ndarray]:

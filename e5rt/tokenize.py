@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,11 @@ class TextTokenizer:
         # Padding happens per batch in the runtime; truncation is configured here, not taken from the file.
         self._tok.no_padding()
         self._tok.enable_truncation(max_length)
-        self._full = Tokenizer.from_file(str(path))
-        self._full.no_padding()
-        self._full.no_truncation()
-        specials = self._full.encode("", add_special_tokens=True).ids
+        self._path = path
+        self._untruncated: Tokenizer | None = None
+        self._lock = threading.Lock()
+        # An empty text keeps all its special tokens under any max_length >= 2.
+        specials = self._tok.encode("", add_special_tokens=True).ids
         self.prefix = np.asarray(specials[:1], dtype=np.int64) if specials else np.zeros(0, np.int64)
         self.suffix = np.asarray(specials[1:], dtype=np.int64)
 
@@ -53,6 +55,18 @@ class TextTokenizer:
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
         truncated = sum(1 for e in encs if e.overflowing)
         return Encoded(ids=ids, truncated=truncated)
+
+    @property
+    def _full(self) -> Tokenizer:
+        """A second, untruncated copy (truncation is per Tokenizer), loaded on first use: only chunking and
+        token counting need it, and a 250k-piece vocabulary is not free to hold twice."""
+        with self._lock:
+            if self._untruncated is None:
+                tok = Tokenizer.from_file(str(self._path))
+                tok.no_padding()
+                tok.no_truncation()
+                self._untruncated = tok
+            return self._untruncated
 
     def encode_content(self, texts: list[str]) -> list[np.ndarray]:
         """Encode without special tokens or truncation (for chunking long texts)."""

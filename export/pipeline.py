@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from e5rt.cpu import INT8_TARGETS, detect_int8_target
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
 from e5rt.progress import Steps
@@ -258,7 +256,7 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
         if "fp32" in variants or "int8" in variants:
             steps.step("fp32: transformer fusions for the CPU provider")
             t0 = time.perf_counter()
-            model = graph.optimize(raw, fp32_path, arch["num_heads"], arch["hidden_size"], use_gpu=False)
+            model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=False)
             graph.save_fp32(model, fp32_path, big)
             del model
             counts = graph.op_counts(fp32_path)
@@ -275,7 +273,7 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
             keep: list[str] = []
             fp16_parity: ParityResult | None = None
             for attempt in (0, 1):
-                model = graph.optimize(raw, fp16_path, arch["num_heads"], arch["hidden_size"], use_gpu=True)
+                model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=True)
                 graph.to_fp16(model, fp16_path, keep, big)
                 del model
                 try:
@@ -414,6 +412,17 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
         raise
 
 
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """One line per variant: size, parity against PyTorch, and whether it passed (CLI and examples print these)."""
+    lines = []
+    for name, v in manifest["variants"].items():
+        size = sum(f["bytes"] for f in v["files"]) / 1e6
+        par = v["parity"]
+        status = "ok" if par["passed"] else "FAILING"
+        lines.append(f"  {name:12s} {size:9.1f} MB  min cos {par['min_cos']:.6f}  mean {par['mean_cos']:.6f}  {status}")
+    return lines
+
+
 def _check_inputs_untouched(ckpt: Checkpoint) -> None:
     before = ckpt.source.get("files")
     if isinstance(before, dict) and ckpt.source.get("kind") in ("local", "hub"):
@@ -456,8 +465,3 @@ def _libraries() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
-
-
-def cos_summary(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    cos = np.sum(a * b, axis=1)
-    return float(cos.min()), float(cos.mean())
