@@ -11,13 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.corpus import load  # noqa: E402
-from e5rt import Embedder  # noqa: E402
+from e5rt import BatchOptions, Embedder  # noqa: E402
+from e5rt.bench.corpus import load_corpus  # noqa: E402
 
 
 def main() -> int:
@@ -28,18 +26,16 @@ def main() -> int:
     ap.add_argument("--texts", type=int, default=512)
     ap.add_argument("--budgets", default="1024,2048,4096,8192,16384,32768")
     args = ap.parse_args()
-    corpus = load()
-    rng = np.random.default_rng(2)
-    texts = [corpus[i] for i in sorted(rng.choice(len(corpus), size=min(args.texts, len(corpus)), replace=False))]
-    emb = Embedder.load(args.model, variant=args.variant, provider=args.provider)
-    emb.encode(texts[:64])
+    texts, _ = load_corpus(limit=args.texts, seed=2)
+    loaded = Embedder.load(args.model, variant=args.variant, provider=args.provider)
+    print(f"{len(texts)} texts, variant {loaded.variant}, providers {loaded.providers}", file=sys.stderr)
+    loaded.encode(texts[:64])
     rows = []
     for budget in (int(b) for b in args.budgets.split(",")):
-        emb.max_batch_tokens = budget
+        emb = loaded.with_batching(BatchOptions(max_batch_tokens=budget))
         t0 = time.perf_counter()
-        emb.encode(texts)
+        s = emb.embed(texts).stats
         dt = time.perf_counter() - t0
-        s = emb.last_stats
         rows.append(
             {
                 "max_batch_tokens": budget,

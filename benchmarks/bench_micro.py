@@ -19,12 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.corpus import load  # noqa: E402
 from e5rt import Embedder  # noqa: E402
+from e5rt.bench.corpus import load_corpus  # noqa: E402
+from e5rt.core import TextTokenizer, l2_normalize, mean_pool, plan_batches  # noqa: E402
 from e5rt.manifest import load_manifest  # noqa: E402
-from e5rt.plan import plan_batches  # noqa: E402
-from e5rt.pool import l2_normalize, mean_pool  # noqa: E402
-from e5rt.tokenize import TextTokenizer  # noqa: E402
 
 MODEL = Path(os.environ.get("E5RT_BENCH_MODEL", ROOT / "models" / "me5-small-r"))
 N_TEXTS = int(os.environ.get("E5RT_BENCH_TEXTS", "256"))
@@ -35,9 +33,7 @@ if not (MODEL / "manifest.json").is_file():
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    corpus = load()
-    rng = np.random.default_rng(3)
-    return [corpus[i] for i in sorted(rng.choice(len(corpus), size=min(N_TEXTS, len(corpus)), replace=False))]
+    return load_corpus(limit=N_TEXTS, seed=3)[0]
 
 
 @pytest.fixture(scope="module")

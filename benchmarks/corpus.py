@@ -1,6 +1,6 @@
 """Build the committed benchmark corpus: 2,000+ multilingual texts with a realistic mix of lengths (seeded).
 
-    python benchmarks/corpus.py            # rewrites benchmarks/data/corpus.jsonl
+    python benchmarks/corpus.py            # rewrites e5rt/bench/data/corpus.jsonl (shipped with the package)
 
 Mix: 40% search queries (a few words), 30% sentences, 22% paragraphs, 8% long documents (over 512 tokens).
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.probes import _NEWLINES, _PARAGRAPHS, _SENTENCES, _SHORT  # noqa: E402
+from e5rt_export.probes import _NEWLINES, _PARAGRAPHS, _SENTENCES, _SHORT  # noqa: E402
 
 SEED = 20261126
 N_TEXTS = 2048
-OUT = Path(__file__).parent / "data" / "corpus.jsonl"
+OUT = ROOT / "e5rt" / "bench" / "data" / "corpus.jsonl"
 
 
 def build(n: int = N_TEXTS, seed: int = SEED) -> list[dict[str, str]]:
@@ -47,12 +47,6 @@ def build(n: int = N_TEXTS, seed: int = SEED) -> list[dict[str, str]]:
             text = "\n".join(rng.choice(_PARAGRAPHS) for _ in range(rng.randint(9, 16)))
         rows.append({"id": i, "kind": kind, "text": text})
     return rows
-
-
-def load() -> list[str]:
-    """The committed corpus texts, in file order."""
-    with OUT.open(encoding="utf-8") as fh:
-        return [json.loads(line)["text"] for line in fh if line.strip()]
 
 
 if __name__ == "__main__":

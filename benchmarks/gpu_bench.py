@@ -22,10 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from e5rt_export.reference import load_reference_model, torch_pool  # noqa: E402
+
 from e5rt import Embedder  # noqa: E402
-from e5rt.bench import checkpoint_for, load_corpus, machine  # noqa: E402
-from e5rt.prompts import format_texts  # noqa: E402
-from e5rt.runner import build_feeds  # noqa: E402
+from e5rt.bench.corpus import load_corpus  # noqa: E402
+from e5rt.bench.report import machine  # noqa: E402
+from e5rt.bench.runner import checkpoint_for  # noqa: E402
+from e5rt.core import build_feeds, format_texts  # noqa: E402
 
 SHAPES = ((1, 16), (32, 128), (32, 512), (128, 128))
 
@@ -52,9 +55,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoModel
 
-    texts, _ = load_corpus(ROOT / "benchmarks" / "data" / "corpus.jsonl", args.limit or False)
+    texts, _ = load_corpus(limit=args.limit)
     variant = "fp16" if args.device == "cuda" else "fp32"
     emb = Embedder.load(args.model, variant=variant, provider=args.device)
     prompted = format_texts(texts, emb.manifest.prompt_scheme, "passage")
@@ -62,13 +64,7 @@ def main() -> int:
     tokens = sum(len(x) for x in ids)
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    model = (
-        AutoModel.from_pretrained(
-            checkpoint_for(emb.manifest), dtype=dtype, attn_implementation="sdpa", add_pooling_layer=False
-        )
-        .to(args.device)
-        .eval()
-    )
+    model = load_reference_model(checkpoint_for(emb.manifest), dtype, "sdpa", args.device)
     names = ("input_ids", "attention_mask")
     pad = emb.manifest.pad_token_id
 
@@ -77,9 +73,7 @@ def main() -> int:
         feeds = build_feeds(batch_ids, width, pad, names, {n: np.int64 for n in names})
         with torch.inference_mode():
             t = {k: torch.from_numpy(v).to(args.device) for k, v in feeds.items()}
-            hidden = model(**t).last_hidden_state.float()
-            mask = t["attention_mask"].unsqueeze(-1).float()
-            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            pooled = torch_pool(model(**t).last_hidden_state, t["attention_mask"], emb.spec.pooling)
         return pooled.cpu().numpy()
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -102,14 +96,15 @@ def main() -> int:
     }
     t_torch = _timeit(torch_corpus, 1, sync)
     t_e5rt = _timeit(lambda: emb.encode_passages(texts), 1)
-    ref, ours = torch_corpus(), emb.encode_passages(texts)
+    ref, run = torch_corpus(), emb.embed(texts, kind="passage")
+    ours = run.embeddings
     results["corpus"] = {
         "pytorch_sorted32_texts_per_s": round(len(texts) / t_torch, 1),
         "e5rt_texts_per_s": round(len(texts) / t_e5rt, 1),
         "e5rt_tokens_per_s": round(tokens / t_e5rt),
         "speedup": round(t_torch / t_e5rt, 3),
         "min_cos_e5rt_vs_pytorch": round(float(np.sum(ref * ours, axis=1).min()), 6),
-        "e5rt_padding_efficiency": round(emb.last_stats.padding_efficiency, 4),
+        "e5rt_padding_efficiency": round(run.stats.padding_efficiency, 4),
     }
     shapes = []
     for batch, length in SHAPES:

@@ -10,7 +10,9 @@ if [ -f .ortgpu/part03 ]; then
   chmod +x .ortgpu/zstd && mkdir -p /tmp/site && .ortgpu/zstd -dq /tmp/ort.tar.zst -c | tar -C /tmp/site -xf -
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+# The export stage installs as e5rt_export (its folder is export/): expose it under that name without pip.
+mkdir -p /tmp/e5rt-path && ln -sfn "$PWD/export" /tmp/e5rt-path/e5rt_export
+export PYTHONPATH=$PWD:/tmp/e5rt-path:${PYTHONPATH:-}
 python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
 python3 -m e5rt.cli export synthetic:multilingual-e5-large-instruct --out /tmp/syn-large --variants fp32,fp16 \
   --force 2>&1 | tee "$OUT/export.log"

@@ -22,12 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.corpus import load  # noqa: E402
 from e5rt import Embedder  # noqa: E402
-from e5rt.backend import OrtBackend  # noqa: E402
-from e5rt.plan import plan_batches  # noqa: E402
-from e5rt.pool import l2_normalize, mean_pool  # noqa: E402
-from e5rt.runner import build_feeds  # noqa: E402
+from e5rt.backends import OrtBackend  # noqa: E402
+from e5rt.bench.corpus import load_corpus  # noqa: E402
+from e5rt.core import build_feeds, l2_normalize, mean_pool, plan_batches  # noqa: E402
 
 
 def fixed_batches(n: int, size: int) -> list[list[int]]:
@@ -88,8 +86,8 @@ def throughput(model: Path, variant: str, texts: list[str], threads: int | None)
 RSS_CHILD = r"""
 import json, resource, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from e5rt.backend import OrtBackend
-from e5rt.runner import build_feeds
+from e5rt.backends import OrtBackend
+from e5rt.core import build_feeds
 model, arena, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
 def rss_mb():
     with open("/proc/self/status") as fh:
@@ -132,17 +130,16 @@ def main() -> int:
     ap.add_argument("--rss-batches", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    corpus = load()
+    corpus = load_corpus()[0]
     emb = Embedder.load(args.model, variant="fp32", provider="cpu", warmup=False)
     lengths = emb.tokenizer.encode(corpus).lengths
     report: dict[str, object] = {
         "model": emb.manifest.name,
         "cpu_count": os.cpu_count(),
-        "padding": padding_report(lengths, emb.max_batch_tokens, emb.pad_multiple, emb.min_efficiency),
+        "padding": padding_report(lengths, emb.rule.max_batch_tokens, emb.rule.pad_multiple, emb.rule.min_efficiency),
     }
     print(json.dumps(report["padding"]), file=sys.stderr)
-    rng = np.random.default_rng(1)
-    subset = [corpus[i] for i in sorted(rng.choice(len(corpus), size=min(args.texts, len(corpus)), replace=False))]
+    subset = load_corpus(limit=args.texts, seed=1)[0]
     report["throughput"] = []
     for variant in [v for v in ("fp32", "int8") if v in emb.manifest.variants]:
         row = throughput(args.model, variant, subset, args.threads)

@@ -3,31 +3,28 @@
 from e5rt import Embedder
 emb = Embedder.load("models/me5-small-r")
 vecs = emb.encode_passages(["..."]); q = emb.encode_queries("...", task="web_search")
+res = emb.embed(["..."])  # res.embeddings, res.stats: this call's own figures
+
+Every error class lives in e5rt.errors (all derive from E5rtError); the stages in e5rt.core.
 """
 
-from .embedder import Embedder, Stats
-from .errors import (
-    E5rtError,
-    InputError,
-    IntegrityError,
-    ManifestError,
-    ProviderUnavailableError,
-    VariantError,
-)
+from .config import BatchOptions, LoadOptions
+from .core.prompts import TASKS
+from .core.types import EmbedResult, Stats
+from .engine import Embedder
+from .errors import E5rtError, InputError
 from .ops import search, similarity
-from .prompts import TASKS
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "TASKS",
+    "BatchOptions",
     "E5rtError",
+    "EmbedResult",
     "Embedder",
     "InputError",
-    "IntegrityError",
-    "ManifestError",
-    "ProviderUnavailableError",
+    "LoadOptions",
     "Stats",
-    "VariantError",
     "search",
     "similarity",
 ]

@@ -1,19 +1,126 @@
-"""The e5rt command line: export, embed, search, info. It parses arguments and calls the library."""
+"""The e5rt command line: export, embed, search, info, bench. It parses arguments and calls the library.
+
+A user error never shows a traceback: it prints one line `e5rt: error: …` naming the file, line or option
+and what to do, and exits with status 2 (1 for failures that are not the user's input: a damaged model, a
+missing provider). Outputs are written to a temporary file and renamed, so a failed run leaves none.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
-import numpy as np
+from .errors import E5rtError, InvalidInputError
 
-from .errors import E5rtError
+EMBED_SUFFIXES = (".npy", ".jsonl")
 
 
+class UsageError(InvalidInputError):
+    """A command-line mistake: bad option value, unreadable input, unusable output path."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2, like every other user error here."""
+
+    def error(self, message: str) -> NoReturn:
+        sub = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"e5rt: error: {sub}{message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+# --- input and output ------------------------------------------------------------------------------------------
+def _decode(data: bytes, source: str, encoding: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"{source}:{line}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
+            "pass --encoding with the file's encoding (e.g. --encoding cp949 or latin-1)"
+        ) from None
+    except LookupError:
+        raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows") from None
+
+
+def read_texts(source: str, field: str = "text", encoding: str = "utf-8") -> list[str]:
+    """Texts from a txt file (one per line), a jsonl file (one object per line), or stdin ('-')."""
+    if source == "-":
+        text = _decode(sys.stdin.buffer.read(), "<stdin>", encoding)
+        lines = text.splitlines()
+        is_jsonl = bool(lines) and lines[0].lstrip().startswith("{")
+        name = "<stdin>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"{source}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{source}: cannot read ({exc.strerror or exc})") from None
+        lines = _decode(data, source, encoding).splitlines()
+        is_jsonl = path.suffix in (".jsonl", ".ndjson")
+        name = source
+    if not is_jsonl:
+        return [line for line in lines if line.strip()]
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{name}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise UsageError(f"{name}:{n}: no string field {field!r} (use --field to pick another)")
+        texts.append(obj[field])
+    return texts
+
+
+def check_output_path(out: str | None, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output path before any work: unknown suffix, missing folder, a folder in the way."""
+    if out is None or out == "-":
+        return
+    path = Path(out)
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"-o {out}: unknown output type {path.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"-o {out}: folder {parent} does not exist; create it first")
+    if path.is_dir():
+        raise UsageError(f"-o {out}: is a directory; name a file")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"-o {out}: folder {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a hidden temporary file beside path and rename it into place only when the block succeeds."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- commands --------------------------------------------------------------------------------------------------
 def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face checkpoint to a validated e5rt model directory")
     p.add_argument("source", help="hub id (e.g. intfloat/multilingual-e5-large-instruct) or local checkpoint directory")
@@ -50,7 +157,8 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--input", "-i", default="-", help="txt (one text per line), .jsonl, or - for stdin")
     p.add_argument("--field", default="text", help="jsonl field holding the text")
-    p.add_argument("--output", "-o", default=None, help=".npy or .jsonl (default: jsonl on stdout)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the input (default utf-8)")
+    p.add_argument("--output", "-o", default=None, help="out.npy or out.jsonl (default: jsonl on stdout)")
     _add_model_args(p)
     p.add_argument("--query", action="store_true", help="embed as queries (with the task instruction)")
     p.add_argument("--task", default=None, help="task name from e5rt.TASKS or free text (implies --query)")
@@ -60,8 +168,8 @@ def _add_embed(sub: Any) -> None:
 def _add_model_args(p: Any) -> None:
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--max-batch-tokens", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--max-batch-tokens", type=positive_int, default=None, help="padded tokens per batch")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
 
 
@@ -70,9 +178,10 @@ def _add_search(sub: Any) -> None:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--corpus", required=True, help="txt (one passage per line) or .jsonl")
     p.add_argument("--field", default="text")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
     p.add_argument("--query", "-q", required=True, action="append", help="query text (repeatable)")
     p.add_argument("--task", default=None)
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("-k", type=positive_int, default=5, help="results per query (default 5)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_model_args(p)
 
@@ -82,21 +191,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--compare", action="store_true", help="run every installed peer engine, not only e5rt")
     p.add_argument("--quick", action="store_true", help="a seeded 256-text subsample of the corpus")
-    p.add_argument("--limit", type=int, default=None, help="a seeded subsample of this many texts (large models)")
+    p.add_argument("--limit", type=positive_int, default=None, help="a seeded subsample of this many texts")
     p.add_argument("--json", type=Path, default=None, help="write JSON (and .md table and .png plot beside it)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--engines", default=None, help="comma list to restrict the peers (pytorch always runs)")
     p.add_argument("--corpus", type=Path, default=None)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import DEFAULT_CORPUS, main_bench
-
-    only = args.engines.split(",") if args.engines else (None if args.compare else ["e5rt"])
-    return main_bench(
-        args.model_dir, args.quick, args.json, args.threads, args.provider, only, args.corpus or DEFAULT_CORPUS
-    )
 
 
 def _add_info(sub: Any) -> None:
@@ -105,35 +205,8 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def read_texts(source: str, field: str = "text") -> list[str]:
-    """Texts from a txt file (one per line), a jsonl file (one object per line), or stdin ('-')."""
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-        is_jsonl = bool(lines) and lines[0].lstrip().startswith("{")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise E5rtError(f"{source}: no such file")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        is_jsonl = path.suffix in (".jsonl", ".ndjson")
-    if not is_jsonl:
-        return [line for line in lines if line.strip()]
-    texts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise E5rtError(f"{source}:{n}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise E5rtError(f"{source}:{n}: no string field {field!r} (use --field to pick another)")
-        texts.append(obj[field])
-    return texts
-
-
 def _load(args: argparse.Namespace) -> Any:
-    from .embedder import Embedder
+    from .engine import Embedder
 
     return Embedder.load(
         args.model_dir,
@@ -147,10 +220,11 @@ def _load(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from export import ExportOptions, export_model, parse_variants, summary_lines
+        from e5rt_export import ExportOptions, export_model, parse_variants, summary_lines
     except ImportError as exc:
-        print(f"e5rt export needs the export extra: pip install 'e5rt[export]' ({exc})", file=sys.stderr)
-        return 2
+        raise UsageError(f"e5rt export needs the export extra: pip install 'e5rt[export]' ({exc})") from None
+    if args.max_length is not None and args.max_length < 2:
+        raise UsageError(f"--max-length must be at least 2, got {args.max_length}")
     opts = ExportOptions(
         variants=parse_variants(args.variants),
         max_length=args.max_length,
@@ -172,22 +246,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .progress import Bar
 
-    texts = read_texts(args.input, args.field)
+    check_output_path(args.output, EMBED_SUFFIXES)
+    texts = read_texts(args.input, args.field, args.encoding)
     emb = _load(args)
     kind = "query" if (args.query or args.task) else "passage"
-    vecs = emb.encode(texts, kind=kind, task=args.task, long_text=args.long_text, progress=Bar("embedding"))
+    result = emb.embed(texts, kind=kind, task=args.task, long_text=args.long_text, progress=Bar("embedding"))
+    vecs = result.embeddings
     out = args.output
-    if out and out.endswith(".npy"):
-        np.save(out, vecs)
+    if out and out != "-" and out.lower().endswith(".npy"):
+        with atomic_output(Path(out), "wb") as fh:
+            np_save(fh, vecs)
+    elif out and out != "-":
+        with atomic_output(Path(out)) as fh:
+            _write_jsonl(fh, texts, vecs)
     else:
-        stream = open(out, "w", encoding="utf-8") if out else sys.stdout
-        try:
-            for text, vec in zip(texts, vecs, strict=True):
-                stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
-        finally:
-            if out:
-                stream.close()
-    s = emb.last_stats
+        _write_jsonl(sys.stdout, texts, vecs)
+    s = result.stats
     print(
         f"{s.texts} texts, {s.tokens} tokens, {s.batches} batches, padding efficiency {s.padding_efficiency:.1%}, "
         f"{s.truncated} truncated ({emb.variant} on {emb.providers[0]})",
@@ -196,10 +270,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def np_save(fh: IO[Any], vecs: Any) -> None:
+    import numpy as np
+
+    np.save(fh, vecs)
+
+
+def _write_jsonl(stream: IO[str], texts: list[str], vecs: Any) -> None:
+    for text, vec in zip(texts, vecs, strict=True):
+        stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .ops import search
 
-    corpus = read_texts(args.corpus, args.field)
+    corpus = read_texts(args.corpus, args.field, args.encoding)
+    if not corpus:
+        raise UsageError(f"{args.corpus}: holds no texts to search")
     emb = _load(args)
     docs = emb.encode_passages(corpus)
     queries = emb.encode_queries(args.query, task=args.task)
@@ -221,10 +308,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from .bench.corpus import DEFAULT_CORPUS
+        from .bench.runner import main_bench
+    except ImportError as exc:
+        raise UsageError(f"e5rt bench needs the bench extra: pip install 'e5rt[bench]' ({exc})") from None
+    corpus = args.corpus or DEFAULT_CORPUS
+    if not corpus.is_file():
+        raise UsageError(f"--corpus {corpus}: no such file")
+    if args.json is not None:
+        if args.json.suffix != ".json":
+            raise UsageError(f"--json {args.json}: name a .json file (the .md table and .png plot go beside it)")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    limit = args.limit or (256 if args.quick else None)
+    only = args.engines.split(",") if args.engines else (None if args.compare else ["e5rt"])
+    return main_bench(args.model_dir, limit, args.json, args.threads, args.provider, only, corpus)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from .backend import installed_ort_packages
+    from .backends.ort import installed_ort_packages
     from .cpu import cpu_model, detect_int8_target, int8_features
 
     info: dict[str, Any] = {
@@ -286,9 +391,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e5rt", description="Fast ONNX Runtime inference for E5 text embeddings")
+    parser = _Parser(prog="e5rt", description="Fast ONNX Runtime inference for E5 text embeddings")
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_export(sub)
     _add_embed(sub)
     _add_search(sub)
@@ -306,14 +411,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except E5rtError as exc:
+        # One line; the user's own mistakes exit 2, everything else (damaged model, missing provider) 1.
         print(f"e5rt: error: {exc}", file=sys.stderr)
+        return 2 if exc.kind == "invalid_input" else 1
+    except KeyboardInterrupt:
+        print("e5rt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `e5rt embed ... | head`: the reader left; nothing to report.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush quiet
+        return 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"e5rt: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        # Export errors live in the export package, which the runtime must not import eagerly.
-        if type(exc).__module__.startswith("export"):
-            print(f"e5rt: error: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

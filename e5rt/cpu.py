@@ -1,4 +1,4 @@
-"""CPU feature detection for picking an int8 kernel target (no third-party dependencies)."""
+"""CPU facts for picking int8 kernels and for labelling benchmark figures (no third-party dependencies)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,37 @@ import platform
 from functools import lru_cache
 
 INT8_TARGETS = ("avx2", "avx512", "avx512_vnni", "arm64")
+# The flags that decide which int8 GEMM kernels onnxruntime can use, and what benchmarks record.
+INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 @lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo (empty where it is unavailable)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    if fields:
+                        break  # one processor is enough: they are alike
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_flags() -> frozenset[str]:
-    """The CPU flags the kernel reports (empty where /proc/cpuinfo is unavailable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
+    """The CPU flags the kernel reports (x86 'flags', Arm 'Features')."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
-@lru_cache(maxsize=1)
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    info = _cpuinfo()
+    return info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
 
 
 def detect_int8_target() -> str:
@@ -49,7 +53,5 @@ def detect_int8_target() -> str:
 
 
 def int8_features() -> dict[str, bool]:
-    """The flags that decide which int8 GEMM kernels onnxruntime can use here."""
     flags = cpu_flags()
-    names = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
-    return {name: name in flags for name in names}
+    return {name: name in flags for name in INT8_FLAGS}

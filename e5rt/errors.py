@@ -1,27 +1,103 @@
-"""Every error the runtime raises on purpose derives from E5rtError, so callers can catch one type."""
+"""One error tree. Every error e5rt raises on purpose derives from E5rtError and belongs to one kind.
+
+The kind says what went wrong from the caller's side, so interfaces map it once: the CLI to an exit status,
+the server to an HTTP status (``HTTP_STATUS``). Specific classes keep their builtin bases (ValueError,
+TypeError) where callers already caught those.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["invalid_input", "unavailable", "overloaded", "integrity", "internal"]
+
+# The one place an error kind becomes an HTTP status.
+HTTP_STATUS: dict[str, int] = {
+    "invalid_input": 422,
+    "unavailable": 503,
+    "overloaded": 429,
+    "integrity": 500,
+    "internal": 500,
+}
 
 
 class E5rtError(Exception):
     """Base class for errors raised by e5rt."""
 
+    kind: Kind = "internal"
 
-class ManifestError(E5rtError):
-    """The model directory's manifest is missing, unreadable or does not match the schema."""
+
+# --- the five kinds ------------------------------------------------------------------------------------------
+class InvalidInputError(E5rtError, ValueError):
+    """The caller sent something e5rt cannot use: fix the input or the option."""
+
+    kind: Kind = "invalid_input"
+
+
+class UnavailableError(E5rtError):
+    """A resource e5rt needs is missing or not reachable now (a provider, a file, a network, the service)."""
+
+    kind: Kind = "unavailable"
+
+
+class OverloadedError(E5rtError):
+    """Too much work is queued; retry after ``retry_after`` seconds."""
+
+    kind: Kind = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class IntegrityError(E5rtError):
-    """A model file's size or sha256 differs from what the manifest recorded."""
+    """Data on disk is damaged or inconsistent: a file's size or sha256 differs from the manifest, a parity
+    check failed."""
+
+    kind: Kind = "integrity"
 
 
-class VariantError(E5rtError):
+class InternalError(E5rtError):
+    """A failure inside e5rt or the inference library that no input should cause (a bug: please report it)."""
+
+    kind: Kind = "internal"
+
+
+# --- specific errors -----------------------------------------------------------------------------------------
+class InputError(InvalidInputError, TypeError):
+    """The texts (or token ids) given to encode are not what it accepts."""
+
+
+class ConfigError(InvalidInputError):
+    """An option has a value outside its range, or names something that does not exist."""
+
+
+class VariantError(InvalidInputError):
     """An unknown variant was requested, or a variant cannot run on the chosen provider."""
 
 
-class ProviderUnavailableError(E5rtError):
+class ManifestError(IntegrityError):
+    """The model directory's manifest is missing, unreadable or does not match the schema."""
+
+
+class ModelNotFoundError(ManifestError, InvalidInputError):
+    """The path given as a model directory does not exist or holds no manifest."""
+
+    kind: Kind = "invalid_input"
+
+
+class ProviderUnavailableError(UnavailableError):
     """An explicitly requested execution provider could not be activated."""
 
 
-class InputError(E5rtError, TypeError):
-    """The texts given to encode() are not a string or a flat list of strings."""
+class QueueFullError(OverloadedError):
+    """The batching queue holds as many texts as it may."""
+
+
+class ShuttingDownError(UnavailableError):
+    """The batching queue is closed: the service is draining or has stopped."""
+
+
+def kind_of(exc: BaseException) -> Kind:
+    """The kind of any exception; anything not raised on purpose counts as internal."""
+    return exc.kind if isinstance(exc, E5rtError) else "internal"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, ManifestError
+from .errors import IntegrityError, ManifestError, ModelNotFoundError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -180,9 +180,9 @@ def load_manifest(model_dir: str | Path) -> Manifest:
     """Read and validate DIR/manifest.json."""
     path = Path(model_dir) / MANIFEST_NAME
     if not Path(model_dir).is_dir():
-        raise ManifestError(f"{model_dir}: not a directory (expected a model directory written by 'e5rt export')")
+        raise ModelNotFoundError(f"{model_dir}: not a directory (expected a model directory written by 'e5rt export')")
     if not path.is_file():
-        raise ManifestError(f"{path}: no manifest.json; is this a model directory written by 'e5rt export'?")
+        raise ModelNotFoundError(f"{path}: no manifest.json; is this a model directory written by 'e5rt export'?")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pool import l2_normalize
+from .core.pool import l2_normalize
+from .errors import InvalidInputError
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -12,7 +13,7 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+        raise InvalidInputError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
     return arr
 
 
@@ -21,14 +22,14 @@ def similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     left = l2_normalize(_as_matrix(a, "a"))
     right = left if b is None else l2_normalize(_as_matrix(b, "b"))
     if left.shape[1] != right.shape[1]:
-        raise ValueError(f"dimension mismatch: a has {left.shape[1]}, b has {right.shape[1]}")
+        raise InvalidInputError(f"dimension mismatch: a has {left.shape[1]}, b has {right.shape[1]}")
     return left @ right.T
 
 
 def search(query_embs: np.ndarray, corpus_embs: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Top-k corpus rows per query by cosine: (indices, scores), each (Q, min(k, N)), best first."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InvalidInputError(f"k must be >= 1, got {k}")
     scores = similarity(query_embs, corpus_embs)
     k = min(k, scores.shape[1])
     if k == 0:

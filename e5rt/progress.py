@@ -1,5 +1,5 @@
-"""Progress display on stderr: a bar for long encodes and step lines for exports. Silent when not a terminal
-unless asked, so pipes and logs stay clean."""
+"""Progress display on stderr for long encodes. Silent when not a terminal unless asked, so pipes and logs stay
+clean."""
 
 from __future__ import annotations
 
@@ -33,30 +33,3 @@ class Bar:
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
-
-
-class Steps:
-    """Numbered step lines with elapsed time: '[ 3] fp16: converting (t=4.1s)'."""
-
-    def __init__(self, total: int = 0, stream: TextIO | None = None, enabled: bool = True) -> None:
-        self.total = total
-        self.n = 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self._step_start = self.t0
-
-    def step(self, message: str) -> None:
-        self.n += 1
-        self._step_start = time.perf_counter()
-        if self.enabled:
-            self.stream.write(f"[{self.n:2d}] {message} (t={self._step_start - self.t0:.1f}s)\n")
-            self.stream.flush()
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            self.stream.write(f"      {message}\n")
-            self.stream.flush()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0

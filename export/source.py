@@ -11,7 +11,14 @@ from typing import Any
 
 from e5rt.manifest import sha256_file
 
-from .errors import ExportError, HubUnreachableError, MissingTokenizerError, UnsupportedArchitectureError
+from .errors import (
+    ExportError,
+    ExportOptionError,
+    HubUnreachableError,
+    MissingTokenizerError,
+    SourceUnavailableError,
+    UnsupportedArchitectureError,
+)
 
 # model_type -> onnxruntime transformer-optimizer model type. These encoders share BERT's fusion patterns.
 SUPPORTED_ARCHITECTURES = {"bert": "bert", "xlm-roberta": "bert", "roberta": "bert"}
@@ -66,7 +73,9 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str]:
         from huggingface_hub import snapshot_download
         from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with the export extra
-        raise ExportError("exporting from a hub id needs huggingface_hub (pip install 'e5rt[export]')") from exc
+        raise SourceUnavailableError(
+            "exporting from a hub id needs huggingface_hub (pip install 'e5rt[export]')"
+        ) from exc
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*.bin"]
     try:
         # Read the cache location now, not at huggingface_hub's import, so a caller's HF_HUB_CACHE applies.
@@ -100,15 +109,15 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
         path = local.resolve()
         origin: dict[str, Any] = {"kind": "local", "id": str(path)}
     elif local.exists():
-        raise ExportError(f"{source}: is a file; pass a checkpoint directory or a hub id")
+        raise ExportOptionError(f"{source}: is a file; pass a checkpoint directory or a hub id")
     elif _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
         path, commit = _download(source, revision)
         origin = {"kind": "hub", "id": source, "revision": commit}
     else:
-        raise ExportError(f"{source}: no such directory, and not a valid hub id (owner/name)")
+        raise ExportOptionError(f"{source}: no such directory, and not a valid hub id (owner/name)")
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ExportError(f"{path}: no config.json; is this a Hugging Face checkpoint directory?")
+        raise ExportOptionError(f"{path}: no config.json; is this a Hugging Face checkpoint directory?")
     config = _read_json(config_path)
     model_type = str(config.get("model_type", ""))
     if model_type not in SUPPORTED_ARCHITECTURES:
@@ -117,7 +126,7 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
             f"supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
         )
     if not any((path / f).is_file() for f in _WEIGHT_FILES):
-        raise ExportError(f"{path}: no weights (expected one of {', '.join(_WEIGHT_FILES)})")
+        raise ExportOptionError(f"{path}: no weights (expected one of {', '.join(_WEIGHT_FILES)})")
     origin["files"] = input_hashes(path)
     if origin["kind"] == "hub":
         name = source.rstrip("/").split("/")[-1]
@@ -148,7 +157,7 @@ def default_pooling(ckpt: Checkpoint) -> str:
             return "cls"
         if pooling.get("pooling_mode_mean_tokens"):
             return "mean"
-        raise ExportError(
+        raise ExportOptionError(
             f"{ckpt.path}: the sentence-transformers pooling config asks for a mode e5rt does not implement "
             f"({pooling}); pass --pooling mean or --pooling cls to choose one deliberately"
         )

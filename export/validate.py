@@ -1,18 +1,23 @@
-"""Parity of an exported variant against the PyTorch reference, on the CPU provider."""
+"""Parity of an exported variant against the PyTorch reference, on the CPU provider.
+
+The ONNX side runs through e5rt's own pipeline (Embedder.from_onnx), so what is validated is what serves.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from e5rt.backend import OrtBackend
-from e5rt.plan import plan_batches
-from e5rt.pool import l2_normalize
-from e5rt.runner import build_feeds, embed_ids
+from e5rt import BatchOptions, Embedder
+from e5rt.core import build_feeds, plan_batches
+from e5rt.engine import ModelSpec
+
+from .reference import load_reference_model, torch_pool
 
 THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 _BUDGET = 4096  # padded tokens per batch while validating; small enough for a 24-layer model on 2 cores
@@ -45,49 +50,37 @@ class ParityResult:
         }
 
 
-def _pool(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return l2_normalize(sums / np.maximum(counts, 1e-9)[:, None])
-
-
 def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: int, pooling: str) -> np.ndarray:
     """Normalized embeddings from the PyTorch model (fp32, eager attention) on the same token ids."""
     import torch
-    from transformers import AutoModel
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if isinstance(checkpoint, (str, Path)):
-        model = AutoModel.from_pretrained(
-            str(checkpoint), dtype=torch.float32, attn_implementation="eager", add_pooling_layer=False
-        )
-    else:
-        model = checkpoint
-    model.eval()
-    dim = int(model.config.hidden_size)
-    sums = np.zeros((len(ids), dim), dtype=np.float32)
-    counts = np.ones(len(ids), dtype=np.float32)
+    model = load_reference_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.eval()
+    out = np.zeros((len(ids), int(model.config.hidden_size)), dtype=np.float32)
     names = ("input_ids", "attention_mask", "token_type_ids")
-    types = {n: np.int64 for n in names}
     for batch in plan_batches([len(x) for x in ids], _BUDGET):
         rows = list(batch.indices)
-        feeds = build_feeds([ids[i] for i in rows], batch.width, pad_id, names, types)
+        feeds = build_feeds([ids[i] for i in rows], batch.width, pad_id, names, dict.fromkeys(names, np.int64))
         with torch.inference_mode():
-            out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).last_hidden_state.float().numpy()
-        if pooling == "cls":
-            sums[rows] = out[:, 0, :]
-        else:
-            mask = feeds["attention_mask"].astype(np.float32)
-            sums[rows] = np.einsum("blh,bl->bh", out, mask)
-            counts[rows] = mask.sum(axis=1)
-    return _pool(sums, counts)
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            out[rows] = torch_pool(model(**t).last_hidden_state, t["attention_mask"], pooling).numpy()
+    return out
 
 
-def onnx_embeddings(model_path: Path, ids: list[np.ndarray], pad_id: int, pooling: str, dim: int) -> np.ndarray:
-    """Normalized embeddings from one ONNX file on the CPU provider; raises on inf/NaN."""
-    backend = OrtBackend(model_path, "cpu", arena="default")
-    sums, counts, _ = embed_ids(
-        backend, ids, dim=dim, pad_id=pad_id, pooling=pooling, max_batch_tokens=_BUDGET, check_finite=True
+def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec) -> Embedder:
+    """e5rt's pipeline on one ONNX file, CPU provider, refusing inf/NaN hidden states."""
+    return Embedder.from_onnx(
+        model_path,
+        tokenizer_path,
+        spec,
+        batching=BatchOptions(max_batch_tokens=_BUDGET, min_efficiency=0.0),
+        check_finite=True,
     )
-    return _pool(sums, counts)
+
+
+def onnx_embeddings(model_path: Path, tokenizer_path: Path, spec: ModelSpec, ids: list[np.ndarray]) -> np.ndarray:
+    """Normalized embeddings of token ids from one ONNX file; raises FloatingPointError on inf/NaN."""
+    return onnx_embedder(model_path, tokenizer_path, spec).embed_tokens(ids).embeddings
 
 
 def compare(ref: np.ndarray, got: np.ndarray, texts: list[str], threshold: float) -> ParityResult:
@@ -104,17 +97,16 @@ def compare(ref: np.ndarray, got: np.ndarray, texts: list[str], threshold: float
     )
 
 
-def cpu_latency_ms(model_path: Path, batch: int = 16, length: int = 128, repeats: int = 3) -> float:
-    """Best-of-N wall time of one batch on the CPU provider: a quick, same-machine speed comparison."""
-    import time
-
-    backend = OrtBackend(model_path, "cpu", arena="default")
-    ids = [np.full(length, 5, dtype=np.int64) for _ in range(batch)]
-    feeds = build_feeds(ids, length, 0, backend.input_names, backend.input_types)
-    backend.run(feeds)
+def cpu_latency_ms(
+    model_path: Path, tokenizer_path: Path, spec: ModelSpec, batch: int = 16, length: int = 128, repeats: int = 3
+) -> float:
+    """Best-of-N wall time of one batch through the pipeline on the CPU provider: a same-machine comparison."""
+    emb = onnx_embedder(model_path, tokenizer_path, spec)
+    ids = [np.full(min(length, spec.max_length), 5, dtype=np.int64) for _ in range(batch)]
+    emb.embed_tokens(ids)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        backend.run(feeds)
+        emb.embed_tokens(ids)
         best = min(best, time.perf_counter() - t0)
     return best * 1000.0

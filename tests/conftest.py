@@ -29,7 +29,7 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 @pytest.fixture(scope="session")
 def tiny_models(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Both tiny checkpoints exported with every variant, fp16-packed included."""
-    from export import ExportOptions, export_model
+    from e5rt_export import ExportOptions, export_model
 
     root = tmp_path_factory.mktemp("models")
     out = {}
@@ -43,7 +43,7 @@ def tiny_models(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session")
 def minilm_model(minilm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 exported with fp32, fp16 and int8."""
-    from export import ExportOptions, export_model
+    from e5rt_export import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("minilm") / "model"
     export_model(str(minilm_checkpoint), out, ExportOptions(progress=False))

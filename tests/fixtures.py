@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from e5rt_export.probes import probe_texts
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-from export.probes import probe_texts
 
 CORPUS = probe_texts() * 2
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from e5rt import Embedder
-from e5rt.bench import RECORD_KEYS
+from e5rt.bench.engines import RECORD_KEYS
 
 E5RT = shutil.which("e5rt", path=str(Path(sys.executable).parent)) or shutil.which("e5rt")
 
@@ -38,7 +38,7 @@ def test_export_then_info(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> 
     assert set(data["model"]["variants"]) == {"fp32", "int8"}
     assert data["int8_target"] in ("avx2", "avx512", "avx512_vnni", "arm64")
     again = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), check=False)
-    assert again.returncode == 1 and "already exists; pass --force" in again.stderr
+    assert again.returncode == 2 and "already exists; pass --force" in again.stderr
 
 
 def test_embed_txt_to_npy_matches_library(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_embed_jsonl_field_and_stdin(tiny_models: dict[str, Path], tmp_path: Pat
     piped = run("embed", str(tiny_models["bert"]), stdin="one\ntwo\n")
     assert len(piped.stdout.splitlines()) == 2
     bad = run("embed", str(tiny_models["bert"]), "-i", str(src), check=False)
-    assert bad.returncode == 1 and "no string field 'text'" in bad.stderr
+    assert bad.returncode == 2 and "no string field 'text'" in bad.stderr
 
 
 def test_search(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_search(tiny_models: dict[str, Path], tmp_path: Path) -> None:
 )
 def test_errors_are_one_line(args: list[str], message: str) -> None:
     proc = run(*args, stdin="x\n", check=False)
-    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -111,6 +111,7 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
         for key in RECORD_KEYS:
             assert key in r
         assert r["texts_per_s"] > 0 and r["min_cos_vs_ref"] > 0.99
+        assert r["texts"] == 24  # --limit reached every worker
     assert out.with_suffix(".md").read_text().startswith("| engine |")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| e5rt |" in proc.stdout and data["machine"]["cores"] >= 1

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from e5rt_export.probes import probe_texts
 
 import e5rt
-from e5rt import Embedder, InputError, IntegrityError, ManifestError, ProviderUnavailableError, VariantError
-from export.probes import probe_texts
+from e5rt import BatchOptions, Embedder, InputError
+from e5rt.errors import IntegrityError, ManifestError, ProviderUnavailableError, VariantError
 
 TEXTS = probe_texts()
 
@@ -62,8 +63,9 @@ def test_batching_changes_nothing(tiny_models: dict[str, Path]) -> None:
     one_at_a_time = emb.encode(TEXTS)
     assert emb.last_stats.batches == len(TEXTS)
     for budget in (16, 300, 2048, 100_000):
-        emb.max_batch_tokens = budget
-        np.testing.assert_allclose(emb.encode(TEXTS), one_at_a_time, atol=1e-5, err_msg=f"budget {budget}")
+        other = emb.with_batching(BatchOptions(max_batch_tokens=budget))
+        assert other.max_batch_tokens == budget
+        np.testing.assert_allclose(other.encode(TEXTS), one_at_a_time, atol=1e-5, err_msg=f"budget {budget}")
 
 
 def test_matches_manual_single_runs(tiny_models: dict[str, Path], tiny_xlmr: Embedder) -> None:

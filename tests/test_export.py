@@ -11,9 +11,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-
-from e5rt.manifest import load_manifest, sha256_file, verify_files
-from export import (
+from e5rt_export import (
     DiskSpaceError,
     ExportError,
     ExportOptions,
@@ -26,8 +24,10 @@ from export import (
     export_model,
     parse_variants,
 )
-from export.source import default_prompt_scheme, input_hashes
-from export.validate import THRESHOLDS
+from e5rt_export.source import default_prompt_scheme, input_hashes
+from e5rt_export.validate import THRESHOLDS
+
+from e5rt.manifest import load_manifest, sha256_file, verify_files
 
 QUIET = ExportOptions(variants=("fp32",), progress=False)
 
@@ -141,7 +141,7 @@ def test_unwritable_output(tiny_checkpoints: dict[str, Path], tmp_path: Path) ->
 
 def test_disk_too_small(tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("export.pipeline.shutil.disk_usage", lambda _p: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr("e5rt_export.pipeline.shutil.disk_usage", lambda _p: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DiskSpaceError, match="GB free, the export needs about"):
         export_model(str(tiny_checkpoints["bert"]), tmp_path / "out", QUIET)
 
@@ -232,7 +232,7 @@ def test_external_data_path(tiny_checkpoints: dict[str, Path], tmp_path: Path, m
 
     from e5rt import Embedder
 
-    monkeypatch.setattr("export.graph.EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr("e5rt_export.graph.EXTERNAL_DATA_BYTES", 0)
     ckpt = tiny_checkpoints["bert"]
     before = input_hashes(ckpt)
     out = tmp_path / "out"

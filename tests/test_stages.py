@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e5rt.core.plan import padded_length, plan_batches
+from e5rt.core.pool import cls_pool, l2_normalize, mean_pool, pool_sum
+from e5rt.core.prompts import TASKS, format_texts, resolve_task
 from e5rt.ops import search, similarity
-from e5rt.plan import padded_length, plan_batches
-from e5rt.pool import cls_pool, l2_normalize, mean_pool, pool_sum
-from e5rt.prompts import TASKS, format_texts, resolve_task
 
 
 def test_instruct_prompts() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import ManifestError
+from ..errors import InputError, ManifestError
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,16 @@ class TextTokenizer:
         self.suffix = np.asarray(specials[1:], dtype=np.int64)
 
     @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    @property
     def n_special(self) -> int:
         return len(self.prefix) + len(self.suffix)
 
     def encode(self, texts: list[str]) -> Encoded:
         """Encode with truncation to max_length, counting texts that were cut."""
-        encs = self._tok.encode_batch(texts, add_special_tokens=True)
+        encs = _encode_batch(self._tok, texts, add_special_tokens=True)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
         truncated = sum(1 for e in encs if e.overflowing)
         return Encoded(ids=ids, truncated=truncated)
@@ -70,7 +75,7 @@ class TextTokenizer:
 
     def encode_content(self, texts: list[str]) -> list[np.ndarray]:
         """Encode without special tokens or truncation (for chunking long texts)."""
-        encs = self._full.encode_batch(texts, add_special_tokens=False)
+        encs = _encode_batch(self._full, texts, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int64) for e in encs]
 
     def wrap(self, content: np.ndarray) -> np.ndarray:
@@ -78,4 +83,28 @@ class TextTokenizer:
         return np.concatenate([self.prefix, content, self.suffix])
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self._full.encode_batch(texts, add_special_tokens=True)]
+        return [len(e.ids) for e in _encode_batch(self._full, texts, add_special_tokens=True)]
+
+
+def unencodable_index(texts: list[str]) -> tuple[int, int] | None:
+    """(text index, character position) of the first text that is not valid Unicode for UTF-8 (a lone
+    surrogate, e.g. from a bad decode or a JSON '\\ud800' escape), or None."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return i, exc.start
+    return None
+
+
+def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> list[Any]:
+    try:
+        return tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+    except Exception as exc:  # tokenizers raises TypeError/Exception with its own wording; find the text
+        bad = unencodable_index(texts)
+        if bad is None:
+            raise
+        raise InputError(
+            f"texts[{bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
+            "decode the input with errors='replace' or remove the character"
+        ) from exc

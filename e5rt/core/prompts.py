@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..errors import InvalidInputError
+
 Kind = Literal["query", "passage"]
 
 # Task instructions used to train and evaluate the e5 instruct models, by short name.
@@ -33,14 +35,14 @@ def resolve_task(task: str | None) -> str:
     if task is None:
         return TASKS[DEFAULT_TASK]
     if not isinstance(task, str) or not task.strip():
-        raise ValueError(f"task must be a non-empty string (a name from e5rt.TASKS or free text), got {task!r}")
+        raise InvalidInputError(f"task must be a non-empty string (a name from e5rt.TASKS or free text), got {task!r}")
     return TASKS.get(task, task)
 
 
 def format_texts(texts: list[str], scheme: str, kind: Kind, task: str | None = None) -> list[str]:
     """Apply the model's prompt scheme to every text."""
     if kind not in ("query", "passage"):
-        raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+        raise InvalidInputError(f"kind must be 'query' or 'passage', got {kind!r}")
     if scheme == "instruct":
         if kind == "passage":
             return list(texts)
@@ -51,4 +53,4 @@ def format_texts(texts: list[str], scheme: str, kind: Kind, task: str | None = N
         return [prefix + t for t in texts]
     if scheme == "none":
         return list(texts)
-    raise ValueError(f"unknown prompt scheme {scheme!r}; expected instruct, query-passage or none")
+    raise InvalidInputError(f"unknown prompt scheme {scheme!r}; expected instruct, query-passage or none")

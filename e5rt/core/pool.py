@@ -19,10 +19,14 @@ def pool_sum(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return sums, mask_f.sum(axis=1)
 
 
+def divide(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sums over their weights (token counts); a zero weight gives a zero row, never a NaN."""
+    return sums / np.maximum(weights, 1e-9)[:, None]
+
+
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean of the hidden states over the attention mask."""
-    sums, counts = pool_sum(hidden, mask)
-    return sums / np.maximum(counts, 1e-9)[:, None]
+    return divide(*pool_sum(hidden, mask))
 
 
 def cls_pool(hidden: np.ndarray) -> np.ndarray:
@@ -34,3 +38,11 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def finish(sums: np.ndarray, weights: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Weighted sums and their weights -> contiguous float32 embeddings, L2-normalized unless told not to."""
+    pooled = divide(sums, weights)
+    if normalize:
+        pooled = l2_normalize(pooled)
+    return np.ascontiguousarray(pooled, dtype=np.float32)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ProviderUnavailableError
+from ..config import ARENA_POLICIES, environment
+from ..errors import ConfigError, IntegrityError, ProviderUnavailableError
 
 log = logging.getLogger("e5rt")
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-ARENA_POLICIES = ("default", "shrink", "off")
 _ORT_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -45,7 +44,7 @@ def installed_ort_packages() -> list[str]:
 
 def gpu_present() -> bool:
     """A cheap check for an NVIDIA device node; CUDA activation is verified on the session anyway."""
-    return any(Path("/dev").glob("nvidia[0-9]*")) or bool(os.environ.get("E5RT_ASSUME_GPU"))
+    return any(Path("/dev").glob("nvidia[0-9]*")) or environment().assume_gpu
 
 
 def resolve_provider(requested: str) -> str:
@@ -55,7 +54,7 @@ def resolve_provider(requested: str) -> str:
         log.info("e5rt: provider auto -> %s (available: %s)", choice, ", ".join(ort.get_available_providers()))
         return choice
     if requested not in PROVIDERS:
-        raise ValueError(f"unknown provider {requested!r}; expected auto, {', '.join(PROVIDERS)}")
+        raise ConfigError(f"unknown provider {requested!r}; expected auto, {', '.join(PROVIDERS)}")
     return requested
 
 
@@ -90,7 +89,7 @@ class OrtBackend:
         max_cached_shapes: int = 8,
     ) -> None:
         if arena not in ARENA_POLICIES:
-            raise ValueError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
+            raise ConfigError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
         self.provider = provider
         if provider in ("cuda", "tensorrt") and hasattr(ort, "preload_dlls"):
             try:  # makes pip-installed CUDA/cuDNN (or torch's copies) visible to the CUDA provider
@@ -119,7 +118,10 @@ class OrtBackend:
         providers.append(PROVIDERS["cpu"])
         if provider != "cpu" and PROVIDERS[provider] not in ort.get_available_providers():
             raise ProviderUnavailableError(_unavailable_reason(provider))
-        self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise IntegrityError(f"{model_path}: onnxruntime cannot load this graph ({exc})") from exc
         self.active_providers = tuple(self.session.get_providers())
         if PROVIDERS[provider] not in self.active_providers:
             raise ProviderUnavailableError(_unavailable_reason(provider))

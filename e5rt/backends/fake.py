@@ -1,0 +1,50 @@
+"""A deterministic backend without model files, for queue, server and CLI tests.
+
+Each token's hidden state is a fixed pseudo-random vector of its id, mixed with its position, so mean pooling
+gives every text its own embedding, identical alone or inside any batch. Nothing else about it is a model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+
+class FakeBackend:
+    def __init__(
+        self,
+        dim: int = 32,
+        vocab_size: int = 1024,
+        seed: int = 0,
+        delay_s: float = 0.0,
+        per_token_s: float = 0.0,
+        fail_on_token: int | None = None,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self.table = rng.standard_normal((vocab_size, dim)).astype(np.float32)
+        self.positions = rng.standard_normal((4096, dim)).astype(np.float32) * 0.1
+        self.input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+        self.input_types: dict[str, Any] = {"input_ids": np.int64, "attention_mask": np.int64}
+        self.active_providers: tuple[str, ...] = ("FakeExecutionProvider",)
+        self.delay_s = delay_s
+        self.per_token_s = per_token_s
+        self.fail_on_token = fail_on_token
+        self.calls = 0
+        self.shapes: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        ids = feeds["input_ids"]
+        with self._lock:
+            self.calls += 1
+            self.shapes.append(ids.shape)
+        if self.fail_on_token is not None and (ids == self.fail_on_token).any():
+            raise RuntimeError(f"fake backend: token {self.fail_on_token} fails on purpose")
+        if self.delay_s or self.per_token_s:
+            # Simulated compute: the cost grows with the padded batch, as on a real device.
+            time.sleep(self.delay_s + self.per_token_s * ids.size)
+        width = ids.shape[1]
+        return self.table[ids % len(self.table)] + self.positions[:width][None, :, :]

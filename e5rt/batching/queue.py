@@ -1,0 +1,207 @@
+"""The cross-request batching queue: requests in, batches cut by the shared scheduler, rows handed back.
+
+Two ways through the same scheduler and batch step:
+- run_inline(): the caller's thread drains a private scheduler for one request (Embedder.encode);
+- BatchQueue: worker threads drain a shared one, fed by many callers at once (the server).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..core.plan import CostRule
+from ..errors import InvalidInputError, QueueFullError, ShuttingDownError
+from .request import PoolSpec, Progress, Request, run_batch
+from .scheduler import ScheduledBatch, Scheduler
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch the worker ran, for metrics."""
+
+    texts: int
+    requests: int
+    width: int
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+
+
+def run_inline(request: Request, backend: Backend, spec: PoolSpec, rule: CostRule) -> Request:
+    """Run every text of one request in the caller's thread, in the batches the scheduler cuts."""
+    scheduler = Scheduler(rule)
+    scheduler.add(0, request.lengths)
+    while (batch := scheduler.next_batch()) is not None:
+        run_batch(backend, [(request, row) for _, row in batch.rows], batch.width, spec)
+        if request.future.done() and request.future.exception() is not None:
+            break
+    return request
+
+
+class BatchQueue:
+    """Thread-safe. submit() returns a Request whose future resolves when all its rows are done.
+
+    max_queued_texts bounds the texts waiting or running; past it, submit raises QueueFullError with a
+    retry-after estimate from the measured token rate.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: PoolSpec,
+        rule: CostRule,
+        *,
+        max_queued_texts: int | None = None,
+        workers: int = 1,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+        name: str = "e5rt-batcher",
+    ) -> None:
+        if max_queued_texts is not None and max_queued_texts < 1:
+            raise InvalidInputError(f"max_queued_texts must be >= 1, got {max_queued_texts}")
+        if workers < 1:
+            raise InvalidInputError(f"workers must be >= 1, got {workers}")
+        self.backend = backend
+        self.spec = spec
+        self.rule = rule
+        self.max_queued_texts = max_queued_texts
+        self.on_batch = on_batch
+        self._scheduler = Scheduler(rule)
+        self._requests: dict[int, Request] = {}
+        self._keys = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._in_flight_texts = 0  # taken by a worker, not yet delivered
+        self._tokens_per_s = 0.0  # moving average, for Retry-After
+        self.dropped_texts = 0
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    # --- state -------------------------------------------------------------------------------------------
+    @property
+    def queued_texts(self) -> int:
+        with self._cond:
+            return self._scheduler.pending_texts + self._in_flight_texts
+
+    @property
+    def queued_tokens(self) -> int:
+        with self._cond:
+            return self._scheduler.pending_tokens
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def retry_after(self) -> int:
+        """Seconds until the queued tokens should be done at the measured rate (at least 1)."""
+        with self._cond:
+            rate = self._tokens_per_s
+            pending = self._scheduler.pending_tokens
+        return max(1, math.ceil(pending / rate)) if rate > 0 else 1
+
+    # --- callers -----------------------------------------------------------------------------------------
+    def submit(
+        self,
+        ids: Sequence[np.ndarray],
+        *,
+        truncated: int = 0,
+        tokenize_s: float = 0.0,
+        progress: Progress | None = None,
+    ) -> Request:
+        request = Request(ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, progress=progress)
+        n = len(request.ids)
+        if n == 0:
+            return request
+        with self._cond:
+            if self._closed:
+                raise ShuttingDownError("the batching queue is closed (the service is shutting down)")
+            limit = self.max_queued_texts
+            if limit is not None and n > limit:
+                raise InvalidInputError(f"{n} texts in one request; this queue holds at most {limit}")
+            queued = self._scheduler.pending_texts + self._in_flight_texts
+            if limit is not None and queued + n > limit:
+                rate = self._tokens_per_s
+                wait = max(1, math.ceil(self._scheduler.pending_tokens / rate)) if rate > 0 else 1
+                raise QueueFullError(
+                    f"queue full: {queued} texts queued, {n} more would pass the limit of {limit}; retry in {wait} s",
+                    retry_after=wait,
+                )
+            key = next(self._keys)
+            self._requests[key] = request
+            self._scheduler.add(key, request.lengths)
+            self._cond.notify()
+        request.future.add_done_callback(lambda _f: self._forget(key))
+        return request
+
+    def cancel(self, request: Request) -> int:
+        """Drop a request's texts that have not started (its client went away). Returns how many."""
+        with self._cond:
+            key = next((k for k, r in self._requests.items() if r is request), None)
+            dropped = self._scheduler.drop(key) if key is not None else 0
+            self.dropped_texts += dropped
+        request.cancel()
+        return dropped
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop accepting work; with drain, finish what is queued first. True when the workers ended in time."""
+        abandoned: list[Request] = []
+        with self._cond:
+            self._closed = True
+            if not drain:
+                for key, request in list(self._requests.items()):
+                    self._scheduler.drop(key)
+                    abandoned.append(request)
+            self._cond.notify_all()
+        for request in abandoned:
+            request.fail(ShuttingDownError("the batching queue was closed before this request ran"))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    # --- workers -----------------------------------------------------------------------------------------
+    def _forget(self, key: int) -> None:
+        with self._cond:
+            self._requests.pop(key, None)
+            if key in self._scheduler:
+                self.dropped_texts += self._scheduler.drop(key)
+
+    def _take(self) -> tuple[ScheduledBatch, list[tuple[Request, int]]] | None:
+        with self._cond:
+            while True:
+                batch = self._scheduler.next_batch()
+                if batch is not None:
+                    rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
+                    self._in_flight_texts += len(rows)
+                    return batch, rows
+                if self._closed:
+                    return None
+                self._cond.wait()
+
+    def _loop(self) -> None:
+        while (taken := self._take()) is not None:
+            batch, rows = taken
+            seconds = run_batch(self.backend, rows, batch.width, self.spec)
+            with self._cond:
+                self._in_flight_texts -= len(rows)
+                rate = batch.real_tokens / max(seconds, 1e-9)
+                self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+            if self.on_batch is not None:
+                self.on_batch(
+                    BatchRecord(
+                        texts=len(rows),
+                        requests=len({id(r) for r, _ in rows}),
+                        width=batch.width,
+                        real_tokens=batch.real_tokens,
+                        padded_tokens=batch.padded_tokens,
+                        seconds=seconds,
+                    )
+                )

@@ -1,0 +1,164 @@
+"""Which pending texts run next, across all requests in flight.
+
+Texts from every request sit in one length-sorted list. Each batch is built around one request's shortest
+pending text (its anchor) and grows to the nearest lengths on either side, from any request, while the
+planner's cost rule admits them: batches stay padding-efficient however the traffic mixes.
+
+Whose text anchors the next batch: requests not yet served go first (oldest first), so a short query that
+arrives while a 2,000-text request is running waits for the batch in progress, not for the whole request
+(TEI's strict FIFO makes it wait for everything queued before it). New and started requests alternate
+while both wait, and started ones take turns by least recently served, so a bulk request is never starved.
+
+With a single request this cuts exactly the batches that core.plan() cuts: the library's encode and the
+server share one planner.
+
+Not thread-safe: BatchQueue holds a lock around it; the engine drains a private one inline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from ..core.plan import CostRule
+
+
+@dataclass(frozen=True)
+class ScheduledBatch:
+    rows: tuple[tuple[Hashable, int], ...]  # (request key, row in that request), shortest text first
+    width: int  # padded sequence length
+    real_tokens: int
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.width * len(self.rows)
+
+
+class Scheduler:
+    def __init__(self, rule: CostRule) -> None:
+        self.rule = rule
+        self._sorted: list[tuple[int, int]] = []  # (length, seq) of every pending text, ascending
+        self._where: dict[int, tuple[Hashable, int, int]] = {}  # seq -> (request key, row, length)
+        self._heaps: dict[Hashable, list[tuple[int, int]]] = {}  # per request, lazily pruned of taken texts
+        self._turn: dict[Hashable, int] = {}  # when each request was last served (or added)
+        self._started: set[Hashable] = set()  # requests that have had at least one batch
+        self._last_was_new = False
+        self._clock = 0
+        self._seq = 0
+        self.pending_tokens = 0
+
+    @property
+    def pending_texts(self) -> int:
+        return len(self._sorted)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._heaps
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def add(self, key: Hashable, lengths: Sequence[int]) -> None:
+        """Queue a request's texts by their token lengths (an empty request is not queued)."""
+        if key in self._heaps:
+            raise KeyError(f"request {key!r} is already queued")
+        if not lengths:
+            return
+        items = []
+        for row, n in enumerate(lengths):
+            self._where[self._seq] = (key, row, int(n))
+            items.append((int(n), self._seq))
+            self._seq += 1
+        items.sort()  # a sorted list is a valid heap
+        self._heaps[key] = items
+        self._turn[key] = self._tick()
+        if len(items) <= 16:
+            for item in items:
+                bisect.insort(self._sorted, item)
+        else:
+            self._sorted = list(heapq.merge(self._sorted, items))
+        self.pending_tokens += sum(n for n, _ in items)
+
+    def drop(self, key: Hashable) -> int:
+        """Remove a request's pending texts (its client went away); returns how many were dropped."""
+        heap = self._heaps.pop(key, None)
+        self._turn.pop(key, None)
+        self._started.discard(key)
+        if not heap:
+            return 0
+        live = {seq for _, seq in heap if seq in self._where}
+        for seq in live:
+            self.pending_tokens -= self._where.pop(seq)[2]
+        self._sorted = [item for item in self._sorted if item[1] not in live]
+        return len(live)
+
+    def _prune(self, key: Hashable) -> bool:
+        """Pop texts other batches took off the request's heap; False when it has none left."""
+        heap = self._heaps[key]
+        while heap and heap[0][1] not in self._where:
+            heapq.heappop(heap)
+        if heap:
+            return True
+        del self._heaps[key]
+        del self._turn[key]
+        self._started.discard(key)
+        return False
+
+    def _pick(self) -> Hashable:
+        """The request whose shortest pending text anchors the next batch (see the module docstring)."""
+        new = [k for k in self._turn if k not in self._started]
+        if new and len(new) == len(self._turn):
+            self._last_was_new = False  # nobody started is waiting: nobody is passed over
+            return min(new, key=self._turn.__getitem__)
+        if new and not self._last_was_new:
+            self._last_was_new = True  # a started request is passed over once, not twice in a row
+            return min(new, key=self._turn.__getitem__)
+        self._last_was_new = False
+        return min((k for k in self._turn if k in self._started), key=self._turn.__getitem__)
+
+    def next_batch(self) -> ScheduledBatch | None:
+        if not self._sorted:
+            return None
+        key = self._pick()
+        anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
+        rule = self.rule
+        lo = hi = bisect.bisect_left(self._sorted, anchor)
+        count, real, width = 1, anchor[0], rule.width(anchor[0])
+        end = len(self._sorted) - 1
+        while True:
+            left = self._sorted[lo - 1] if lo > 0 else None
+            right = self._sorted[hi + 1] if hi < end else None
+            # A shorter text never widens the batch; a longer one sets the new width.
+            ok_left = left is not None and rule.admits(count + 1, real + left[0], width)
+            ok_right = right is not None and rule.admits(count + 1, real + right[0], rule.width(right[0]))
+            if ok_left and ok_right:
+                take_left = anchor[0] - left[0] <= right[0] - anchor[0]  # type: ignore[index]
+            elif ok_left or ok_right:
+                take_left = ok_left
+            else:
+                break
+            if take_left:
+                lo -= 1
+                real += left[0]  # type: ignore[index]
+            else:
+                hi += 1
+                real += right[0]  # type: ignore[index]
+                width = rule.width(right[0])  # type: ignore[index]
+            count += 1
+        taken = self._sorted[lo : hi + 1]
+        del self._sorted[lo : hi + 1]
+        rows = []
+        served = set()
+        for _, seq in taken:
+            owner, row, _ = self._where.pop(seq)
+            rows.append((owner, row))
+            served.add(owner)
+        self.pending_tokens -= real
+        tick = self._tick()
+        for owner in served:
+            if self._prune(owner):
+                self._turn[owner] = tick
+                self._started.add(owner)
+        return ScheduledBatch(rows=tuple(rows), width=width, real_tokens=real)

@@ -1,0 +1,127 @@
+"""Options as frozen dataclasses, validated once, with their defaults in one place; and the one place that
+reads environment variables.
+
+Environment variables (all optional):
+
+| variable | meaning |
+|---|---|
+| E5RT_CACHE | cache folder for rebuilt reference checkpoints (default ~/.cache/e5rt) |
+| E5RT_ASSUME_GPU | treat the machine as having an NVIDIA GPU when /dev/nvidia* is not visible (containers) |
+| E5RT_<SERVE FLAG> | every `e5rt serve` flag, e.g. E5RT_PORT, E5RT_MAX_BATCH_TOKENS (see `e5rt serve --help`) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+ARENA_POLICIES = ("default", "shrink", "off")
+# Padded-token budgets per batch, chosen by measurement (see README, "Choosing max_batch_tokens").
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384, "tensorrt": 16384}
+# A batch is also cut when the next text would leave under 95% of its padded tokens real (see CostRule).
+DEFAULT_MIN_EFFICIENCY = 0.95
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How texts are cut into batches. None means the provider's default, filled in by resolved()."""
+
+    max_batch_tokens: int | None = None
+    pad_multiple: int | None = None
+    min_efficiency: float = DEFAULT_MIN_EFFICIENCY
+    max_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("max_batch_tokens", self.max_batch_tokens)
+        _positive("pad_multiple", self.pad_multiple)
+        _positive("max_batch_size", self.max_batch_size)
+        if isinstance(self.min_efficiency, bool) or not 0.0 <= float(self.min_efficiency) <= 1.0:
+            raise ConfigError(f"min_efficiency must be in [0, 1], got {self.min_efficiency!r}")
+
+    def resolved(self, provider: str, packed: bool = False) -> BatchOptions:
+        """Concrete values for a provider: its measured budget; pad to multiples of 8 on GPUs (tensor cores)
+        but not on CPU, where it only adds padding; packed graphs have no padding to round."""
+        on_gpu = provider in ("cuda", "tensorrt")
+        multiple = 1 if packed else (self.pad_multiple or (8 if on_gpu else 1))
+        return replace(
+            self,
+            max_batch_tokens=self.max_batch_tokens or DEFAULT_BATCH_TOKENS.get(provider, DEFAULT_BATCH_TOKENS["cpu"]),
+            pad_multiple=multiple,
+        )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model directory is loaded. Embedder.load(dir, **fields) builds one of these."""
+
+    variant: str = "auto"
+    provider: str = "auto"
+    threads: int | None = None
+    verify: bool = True
+    io_binding: bool | None = None
+    arena: str = "default"
+    allow_failed_parity: bool = False
+    warmup: bool = True
+    batching: BatchOptions = field(default_factory=BatchOptions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.variant, str) or not self.variant:
+            raise ConfigError(f"variant must be a non-empty string, got {self.variant!r}")
+        if self.provider not in PROVIDER_CHOICES:
+            raise ConfigError(f"unknown provider {self.provider!r}; expected one of {', '.join(PROVIDER_CHOICES)}")
+        _positive("threads", self.threads)
+        if self.arena not in ARENA_POLICIES:
+            raise ConfigError(f"arena must be one of {', '.join(ARENA_POLICIES)}, got {self.arena!r}")
+        if not isinstance(self.batching, BatchOptions):
+            raise ConfigError(f"batching must be a BatchOptions, got {type(self.batching).__name__}")
+
+    @classmethod
+    def build(cls, base: LoadOptions | None = None, **overrides: Any) -> LoadOptions:
+        """base (or the defaults) with overrides; BatchOptions fields may be given flat (max_batch_tokens=...)."""
+        opts = base or cls()
+        load_names = {f.name for f in fields(cls)}
+        batch_names = {f.name for f in fields(BatchOptions)}
+        unknown = sorted(set(overrides) - load_names - batch_names)
+        if unknown:
+            valid = ", ".join(sorted((load_names | batch_names) - {"batching"}))
+            raise ConfigError(f"unknown load option(s) {', '.join(unknown)}; valid: {valid}")
+        batch_kw = {k: v for k, v in overrides.items() if k in batch_names}
+        load_kw = {k: v for k, v in overrides.items() if k in load_names}
+        if batch_kw:
+            load_kw["batching"] = replace(load_kw.get("batching", opts.batching), **batch_kw)
+        return replace(opts, **load_kw) if load_kw else opts
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment variables e5rt reads, read once."""
+
+    cache_dir: Path
+    assume_gpu: bool
+    prefixed: Mapping[str, str]  # every E5RT_* variable, for the server's flag defaults
+
+    def flag_default(self, flag: str) -> str | None:
+        """The E5RT_* value for a CLI flag such as '--max-batch-tokens' (E5RT_MAX_BATCH_TOKENS)."""
+        return self.prefixed.get("E5RT_" + flag.lstrip("-").replace("-", "_").upper())
+
+
+def environment(env: Mapping[str, str] | None = None) -> Environment:
+    src = os.environ if env is None else env
+    return Environment(
+        cache_dir=Path(src.get("E5RT_CACHE") or Path.home() / ".cache" / "e5rt"),
+        assume_gpu=src.get("E5RT_ASSUME_GPU", "").strip().lower() in ("1", "true", "yes", "on"),
+        prefixed={k: v for k, v in src.items() if k.startswith("E5RT_")},
+    )

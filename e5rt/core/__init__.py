@@ -1,0 +1,34 @@
+"""The pure stages of the pipeline, on numpy and tokenizers only (never onnxruntime):
+prompts → tokenize → plan → feeds → pool, and the result types they produce."""
+
+from .feeds import build_feeds
+from .plan import Batch, CostRule, padded_length, plan, plan_batches
+from .pool import cls_pool, divide, finish, l2_normalize, mean_pool, pool_sum
+from .prompts import DEFAULT_TASK, TASKS, Kind, format_texts, resolve_task
+from .tokenize import Encoded, TextTokenizer
+from .types import EMPTY_STATS, EmbedResult, Stats
+
+__all__ = [
+    "DEFAULT_TASK",
+    "EMPTY_STATS",
+    "TASKS",
+    "Batch",
+    "CostRule",
+    "EmbedResult",
+    "Encoded",
+    "Kind",
+    "Stats",
+    "TextTokenizer",
+    "build_feeds",
+    "cls_pool",
+    "divide",
+    "finish",
+    "format_texts",
+    "l2_normalize",
+    "mean_pool",
+    "padded_length",
+    "plan",
+    "plan_batches",
+    "pool_sum",
+    "resolve_task",
+]

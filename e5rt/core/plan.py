@@ -1,0 +1,108 @@
+"""Batch planning: sort by length and cut batches under a padded-token budget.
+
+Pure functions on token lengths, so the invariants (order restored, budget kept, every text once) can be
+property-tested without a model. The cost rule lives in one class, so the cross-request queue
+(e5rt.batching) cuts batches exactly as this planner does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def padded_length(length: int, multiple: int) -> int:
+    """Round a sequence length up to a multiple (1 = no rounding)."""
+    if multiple <= 1:
+        return length
+    return -(-length // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class CostRule:
+    """When a batch is too costly or too wasteful to grow.
+
+    The cost is width × size for padded graphs, and the sum of real lengths for packed graphs (which compute
+    no padding). min_efficiency also refuses a batch whose padded tokens would be less than that fraction real:
+    without it, a budget sized for long texts lets one batch span queries of 6 tokens and sentences of 60.
+    """
+
+    max_batch_tokens: int
+    pad_multiple: int = 1
+    packed: bool = False
+    max_batch_size: int | None = None
+    min_efficiency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        if self.pad_multiple < 1:
+            raise ConfigError(f"pad_multiple must be >= 1, got {self.pad_multiple}")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if not 0.0 <= self.min_efficiency <= 1.0:
+            raise ConfigError(f"min_efficiency must be in [0, 1], got {self.min_efficiency}")
+
+    def width(self, length: int) -> int:
+        return padded_length(length, self.pad_multiple)
+
+    def cost(self, count: int, real: int, width: int) -> int:
+        return real if self.packed else width * count
+
+    def admits(self, count: int, real: int, width: int) -> bool:
+        """Whether a batch of count texts holding real tokens, padded to width, may run. A single text always
+        may: one costlier than the budget runs alone."""
+        if count <= 1:
+            return True
+        if self.cost(count, real, width) > self.max_batch_tokens:
+            return False
+        if self.max_batch_size is not None and count > self.max_batch_size:
+            return False
+        return self.packed or real >= self.min_efficiency * width * count
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: tuple[int, ...]  # positions in the caller's input list
+    width: int  # padded sequence length of the batch
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.width * len(self.indices)
+
+
+def plan(lengths: Sequence[int], rule: CostRule) -> list[Batch]:
+    """Cut length-sorted batches under the rule, shortest first."""
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[Batch] = []
+    current: list[int] = []
+    width = 0
+    real = 0
+    for idx in order.tolist():
+        n = int(lengths[idx])
+        w = rule.width(n)  # sorted ascending, so the newcomer sets the batch width
+        if current and not rule.admits(len(current) + 1, real + n, w):
+            batches.append(Batch(tuple(current), width))
+            current, real = [], 0
+        current.append(idx)
+        width = w
+        real += n
+    if current:
+        batches.append(Batch(tuple(current), width))
+    return batches
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    pad_multiple: int = 1,
+    packed: bool = False,
+    max_batch_size: int | None = None,
+    min_efficiency: float = 0.0,
+) -> list[Batch]:
+    """plan() with the rule spelled out as arguments."""
+    return plan(lengths, CostRule(max_batch_tokens, pad_multiple, packed, max_batch_size, min_efficiency))

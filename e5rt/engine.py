@@ -1,0 +1,386 @@
+"""Embedder: prompts → tokenize → schedule batches → run → pool → normalize → restore order.
+
+The synchronous pipeline. Its batches are cut by the same scheduler and batch step as the server's queue
+(e5rt.batching); embed() returns each call's own stats, so concurrent callers never see each other's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .backends.base import Backend
+from .batching import BatchQueue, BatchRecord, PoolSpec, Request, run_inline
+from .config import BatchOptions, LoadOptions
+from .core.plan import CostRule
+from .core.pool import finish
+from .core.prompts import Kind, format_texts
+from .core.tokenize import Encoded, TextTokenizer
+from .core.types import EMPTY_STATS, EmbedResult, Stats
+from .errors import InputError, InvalidInputError, VariantError
+from .manifest import Manifest, Variant, load_manifest, verify_files
+
+log = logging.getLogger("e5rt")
+
+LongText = Literal["truncate", "chunk"]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the pipeline needs to know about a graph: from the manifest, or given by the export stage while
+    it validates a graph that has no manifest yet."""
+
+    dim: int
+    pad_token_id: int
+    max_length: int
+    pooling: str = "mean"
+    prompt_scheme: str = "none"
+    packed: bool = False
+    name: str = ""
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, variant: Variant) -> ModelSpec:
+        return cls(
+            dim=manifest.dim,
+            pad_token_id=manifest.pad_token_id,
+            max_length=manifest.max_length,
+            pooling=manifest.pooling,
+            prompt_scheme=manifest.prompt_scheme,
+            packed=variant.packed,
+            name=manifest.name,
+        )
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if texts is None:
+        raise InputError("texts is None; pass a string or a list of strings")
+    if isinstance(texts, (bytes, bytearray)):
+        raise InputError("texts is bytes; decode it to str first")
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    if not isinstance(texts, Sequence) or isinstance(texts, str):
+        raise InputError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    for i, item in enumerate(texts):
+        if not isinstance(item, str):
+            if isinstance(item, (list, tuple)):
+                raise InputError(f"texts[{i}] is a nested {type(item).__name__}; pass a flat list of strings")
+            raise InputError(f"texts[{i}] is {type(item).__name__}, not str" + (" (None)" if item is None else ""))
+    return list(texts)
+
+
+def pick_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
+    """'auto' means fp16 on CUDA, int8 on CPU when its parity passed, otherwise fp32."""
+    variants = manifest.variants
+    if requested != "auto":
+        if requested not in variants:
+            raise VariantError(f"unknown variant {requested!r}; this model has: {', '.join(sorted(variants))}")
+        return variants[requested]
+    order = ["fp16", "fp32"] if provider in ("cuda", "tensorrt") else ["int8", "fp32"]
+    for name in order:
+        v = variants.get(name)
+        if v is None or not v.parity.passed or provider not in v.providers:
+            continue
+        speed = v.raw.get("cpu_speed") if v.precision == "int8" else None
+        if isinstance(speed, dict) and float(speed.get("speedup_vs_fp32", 1.0)) < 1.0 and "fp32" in variants:
+            # The export measured this int8 graph slower than fp32 on its CPU; prefer fp32.
+            log.info("e5rt: int8 measured %.2fx fp32 at export; auto picks fp32", speed["speedup_vs_fp32"])
+            continue
+        return v
+    for v in variants.values():
+        if provider in v.providers and v.parity.passed:
+            return v
+    listing = ", ".join(f"{n} ({'/'.join(v.providers)})" for n, v in variants.items())
+    raise VariantError(f"no variant of this model passed export parity and runs on {provider}; available: {listing}")
+
+
+class Embedder:
+    """Text embeddings from an e5rt model directory. Thread-safe: encode()/embed() may be called concurrently.
+
+    Build one with Embedder.load(model_dir, ...); the constructor takes any Backend (tests use FakeBackend).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer: TextTokenizer,
+        spec: ModelSpec,
+        batching: BatchOptions | None = None,
+        *,
+        provider: str = "cpu",
+        manifest: Manifest | None = None,
+        variant: str = "",
+        model_dir: Path | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.batching = (batching or BatchOptions()).resolved(provider, spec.packed)
+        self.rule = CostRule(
+            max_batch_tokens=int(self.batching.max_batch_tokens or 1),
+            pad_multiple=int(self.batching.pad_multiple or 1),
+            packed=spec.packed,
+            max_batch_size=self.batching.max_batch_size,
+            min_efficiency=self.batching.min_efficiency,
+        )
+        self.pool_spec = PoolSpec(
+            dim=spec.dim, pad_id=spec.pad_token_id, pooling=spec.pooling, packed=spec.packed, check_finite=check_finite
+        )
+        self.manifest = manifest
+        self.model_dir = model_dir
+        self._variant = variant
+        self._local = threading.local()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, options: LoadOptions | None = None, **overrides: Any) -> Embedder:
+        """Load a model directory written by 'e5rt export'.
+
+        options (or keyword overrides of its fields, batching fields included: max_batch_tokens=2048) say
+        which variant on which provider; verify checks every file of the chosen variant against the
+        manifest's sha256.
+        """
+        from .backends.ort import OrtBackend, resolve_provider
+
+        opts = LoadOptions.build(options, **overrides)
+        root = Path(model_dir)
+        manifest = load_manifest(root)
+        prov = resolve_provider(opts.provider)
+        chosen = pick_variant(manifest, opts.variant, prov)
+        if prov not in chosen.providers:
+            usable = ", ".join(n for n, v in manifest.variants.items() if prov in v.providers) or "none"
+            raise VariantError(
+                f"variant {chosen.name!r} is built for {', '.join(chosen.providers)}, not {prov}"
+                + ("; packed variants have CUDA kernels only" if chosen.packed else "")
+                + f". Variants for {prov}: {usable}"
+            )
+        if not chosen.parity.passed and not opts.allow_failed_parity:
+            raise VariantError(
+                f"variant {chosen.name!r} failed its export parity check (min cos {chosen.parity.min_cos:.6f} < "
+                f"{chosen.parity.threshold}); pass allow_failed_parity=True to use it anyway"
+            )
+        if opts.verify:
+            verify_files(root, chosen)
+        backend = OrtBackend(
+            root / chosen.model_file, prov, threads=opts.threads, io_binding=opts.io_binding, arena=opts.arena
+        )
+        tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
+        emb = cls(
+            backend,
+            tok,
+            ModelSpec.from_manifest(manifest, chosen),
+            opts.batching,
+            provider=prov,
+            manifest=manifest,
+            variant=chosen.name,
+            model_dir=root,
+        )
+        log.info("e5rt: loaded %s variant %s on %s", manifest.name, chosen.name, ", ".join(backend.active_providers))
+        if opts.warmup:
+            # One tiny run allocates the session's buffers and kernels before the first real request.
+            emb.embed(["warm-up"])
+            emb._local.stats = EMPTY_STATS
+        return emb
+
+    @classmethod
+    def from_onnx(
+        cls,
+        model_path: str | Path,
+        tokenizer_path: str | Path,
+        spec: ModelSpec,
+        *,
+        provider: str = "cpu",
+        batching: BatchOptions | None = None,
+        threads: int | None = None,
+        check_finite: bool = False,
+    ) -> Embedder:
+        """The pipeline on one ONNX file without a manifest (the export stage validates graphs this way)."""
+        from .backends.ort import OrtBackend
+
+        backend = OrtBackend(model_path, provider, threads=threads)
+        tok = TextTokenizer(tokenizer_path, spec.max_length)
+        return cls(backend, tok, spec, batching, provider=provider, check_finite=check_finite)
+
+    # --- properties -------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def variant(self) -> str:
+        return self._variant
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(self.backend.active_providers)
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.rule.max_batch_tokens
+
+    @property
+    def last_stats(self) -> Stats:
+        """Stats of the last encode()/embed() call made *by this thread* (per-thread, so concurrent callers
+        never see each other's figures). Prefer embed(), which returns them with the embeddings."""
+        return getattr(self._local, "stats", EMPTY_STATS)
+
+    def with_batching(self, batching: BatchOptions) -> Embedder:
+        """The same loaded model and session with other batching options (no reload)."""
+        return Embedder(
+            self.backend,
+            self.tokenizer,
+            self.spec,
+            batching,
+            provider=_provider_of(self.providers),
+            manifest=self.manifest,
+            variant=self._variant,
+            model_dir=self.model_dir,
+            check_finite=self.pool_spec.check_finite,
+        )
+
+    # --- public encode API ------------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        kind: Kind = "passage",
+        task: str | None = None,
+        normalize: bool = True,
+        long_text: LongText = "truncate",
+        overlap: int = 0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Embed texts as (N, dim) float32 in input order; a single str gives (dim,).
+
+        long_text='chunk' embeds texts longer than max_length as windows and averages them by token count.
+        """
+        result = self.embed(texts, kind, task, normalize, long_text, overlap, progress)
+        return result.embeddings[0] if isinstance(texts, str) else result.embeddings
+
+    def encode_queries(self, queries: str | Sequence[str], task: str | None = None, **kw: Any) -> np.ndarray:
+        return self.encode(queries, kind="query", task=task, **kw)
+
+    def encode_passages(self, passages: str | Sequence[str], **kw: Any) -> np.ndarray:
+        return self.encode(passages, kind="passage", **kw)
+
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        kind: Kind = "passage",
+        task: str | None = None,
+        normalize: bool = True,
+        long_text: LongText = "truncate",
+        overlap: int = 0,
+        progress: Progress | None = None,
+    ) -> EmbedResult:
+        """Like encode(), but always (N, dim) and with this call's own Stats (tokens, padding, batches,
+        truncation, and tokenize / queue / inference / total milliseconds)."""
+        items = [texts] if isinstance(texts, str) else _check_texts(texts)
+        if long_text not in ("truncate", "chunk"):
+            raise InvalidInputError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
+        if long_text == "chunk":
+            result = self._embed_chunked(items, kind, task, overlap, normalize, progress)
+        else:
+            enc, tokenize_s = self.tokenize(items, kind, task)
+            request = Request(enc.ids, self.dim, truncated=enc.truncated, tokenize_s=tokenize_s, progress=progress)
+            result = self.finish(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
+        self._local.stats = result.stats
+        return result
+
+    def embed_tokens(self, ids: Sequence[Sequence[int]] | Sequence[np.ndarray], normalize: bool = True) -> EmbedResult:
+        """Embed pre-tokenized inputs: complete model inputs, special tokens included, at most max_length each."""
+        arrays = self.check_token_ids(ids)
+        request = Request(arrays, self.dim)
+        result = self.finish(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
+        self._local.stats = result.stats
+        return result
+
+    # --- the pieces a server composes -------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], kind: Kind = "passage", task: str | None = None) -> tuple[Encoded, float]:
+        """Prompted and tokenized (truncated to max_length), with the seconds it took."""
+        t0 = time.perf_counter()
+        enc = self.tokenizer.encode(format_texts(list(texts), self.spec.prompt_scheme, kind, task))
+        return enc, time.perf_counter() - t0
+
+    def check_token_ids(self, ids: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Validate pre-tokenized inputs: non-empty lists of ints within the vocabulary, max_length at most."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise InputError(f"token ids must be a list of lists of int, got {type(ids).__name__}")
+        vocab = self.tokenizer.vocab_size
+        out = []
+        for i, row in enumerate(ids):
+            arr = np.asarray(row)
+            if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+                raise InputError(f"token ids[{i}] must be a non-empty list of int")
+            if arr.size > self.spec.max_length:
+                raise InputError(
+                    f"token ids[{i}] has {arr.size} tokens; this model takes at most {self.spec.max_length}"
+                )
+            if arr.min() < 0 or arr.max() >= vocab:
+                raise InputError(f"token ids[{i}] holds an id outside the vocabulary [0, {vocab})")
+            out.append(arr.astype(np.int64, copy=False))
+        return out
+
+    def queue(
+        self,
+        max_queued_texts: int | None = None,
+        workers: int = 1,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ) -> BatchQueue:
+        """A cross-request batching queue over this model (for servers): submit token ids from any thread,
+        get a Request whose future resolves when its rows are done; finish() turns it into an EmbedResult."""
+        return BatchQueue(
+            self.backend,
+            self.pool_spec,
+            self.rule,
+            max_queued_texts=max_queued_texts,
+            workers=workers,
+            on_batch=on_batch,
+        )
+
+    def finish(self, request: Request, normalize: bool = True) -> EmbedResult:
+        """A completed request as embeddings in input order, with its stats (raises the request's error)."""
+        done = request.future.result()
+        return EmbedResult(finish(done.sums, done.weights, normalize), done.stats())
+
+    # --- internals --------------------------------------------------------------------------------------
+    def _embed_chunked(
+        self, texts: list[str], kind: Kind, task: str | None, overlap: int, normalize: bool, progress: Progress | None
+    ) -> EmbedResult:
+        window = self.spec.max_length - self.tokenizer.n_special
+        if not 0 <= overlap < window:
+            raise InvalidInputError(f"overlap must be in [0, {window}), got {overlap}")
+        step = window - overlap
+        t0 = time.perf_counter()
+        owners: list[int] = []
+        pieces: list[np.ndarray] = []
+        prompted = format_texts(texts, self.spec.prompt_scheme, kind, task)
+        for i, content in enumerate(self.tokenizer.encode_content(prompted)):
+            starts = range(0, max(len(content) - overlap, 1), step) if len(content) > window else range(1)
+            for s in starts:
+                pieces.append(self.tokenizer.wrap(content[s : s + window]))
+                owners.append(i)
+        request = Request(pieces, self.dim, tokenize_s=time.perf_counter() - t0, chunks=len(pieces), progress=progress)
+        done = run_inline(request, self.backend, self.pool_spec, self.rule).future.result()
+        sums, counts = done.sums, done.weights
+        if self.spec.pooling == "cls":
+            # CLS has no per-token sum; weight each window's CLS vector by its token count instead.
+            counts = np.asarray(done.lengths, dtype=np.float32)
+            sums = sums * counts[:, None]
+        total = np.zeros((len(texts), self.dim), dtype=np.float32)
+        weight = np.zeros(len(texts), dtype=np.float32)
+        owner_idx = np.asarray(owners, dtype=np.int64)
+        np.add.at(total, owner_idx, sums)  # sum of masked sums = token-weighted mean of window means
+        np.add.at(weight, owner_idx, counts)
+        return EmbedResult(finish(total, weight, normalize), replace(done.stats(), texts=len(texts)))
+
+
+def _provider_of(active: Sequence[str]) -> str:
+    first = active[0] if active else "CPUExecutionProvider"
+    return {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}.get(first, "cpu")

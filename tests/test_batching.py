@@ -1,0 +1,182 @@
+"""The cross-request batching core: scheduler invariants (hypothesis), and the queue on the fake backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e5rt.backends import FakeBackend
+from e5rt.batching import BatchQueue, PoolSpec, Request, Scheduler, run_inline
+from e5rt.core import CostRule, finish, plan
+from e5rt.errors import InternalError, QueueFullError, ShuttingDownError
+
+SPEC = PoolSpec(dim=32, pad_id=0)
+requests_st = st.lists(st.lists(st.integers(1, 300), min_size=0, max_size=40), min_size=1, max_size=8)
+rules_st = st.builds(
+    CostRule,
+    max_batch_tokens=st.integers(1, 4096),
+    pad_multiple=st.sampled_from([1, 8]),
+    packed=st.booleans(),
+    max_batch_size=st.one_of(st.none(), st.integers(1, 64)),
+    min_efficiency=st.sampled_from([0.0, 0.5, 0.95]),
+)
+
+
+def _ids(lengths: list[int], salt: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(salt)
+    return [rng.integers(1, 1000, size=n) for n in lengths]
+
+
+@settings(max_examples=150, deadline=None)
+@given(requests=requests_st, rule=rules_st)
+def test_scheduler_takes_every_text_once_within_budget(requests: list[list[int]], rule: CostRule) -> None:
+    sched = Scheduler(rule)
+    for key, lengths in enumerate(requests):
+        sched.add(key, lengths)
+    seen = []
+    while (batch := sched.next_batch()) is not None:
+        lengths = [requests[k][r] for k, r in batch.rows]
+        assert batch.width == rule.width(max(lengths))
+        assert batch.real_tokens == sum(lengths)
+        if len(batch.rows) > 1:  # one text costlier than the budget runs alone, never with others
+            assert rule.cost(len(lengths), sum(lengths), batch.width) <= rule.max_batch_tokens
+            assert rule.admits(len(lengths), sum(lengths), batch.width)
+        seen.extend(batch.rows)
+    expected = [(k, r) for k, lengths in enumerate(requests) for r in range(len(lengths))]
+    assert sorted(seen) == expected and sched.pending_tokens == 0 and sched.pending_texts == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=60), rule=rules_st)
+def test_one_request_cuts_the_planners_batches(lengths: list[int], rule: CostRule) -> None:
+    """The library's encode and the server share one planner: alone, a request gets plan()'s exact batches."""
+    sched = Scheduler(rule)
+    sched.add("only", lengths)
+    got = []
+    while (batch := sched.next_batch()) is not None:
+        got.append(([r for _, r in batch.rows], batch.width))
+    assert got == [(list(b.indices), b.width) for b in plan(lengths, rule)]
+
+
+def test_short_query_is_not_starved_by_a_bulk_request() -> None:
+    sched = Scheduler(CostRule(max_batch_tokens=256))
+    sched.add("bulk", [64] * 100)  # 25 batches of 4
+    first = sched.next_batch()
+    assert first is not None and {k for k, _ in first.rows} == {"bulk"}
+    sched.add("query", [8])
+    second = sched.next_batch()
+    assert second is not None and ("query", 0) in second.rows  # served next, not after 24 more batches
+
+
+def test_drop_removes_only_that_request() -> None:
+    sched = Scheduler(CostRule(max_batch_tokens=64))
+    sched.add("a", [5, 6, 7])
+    sched.add("b", [5, 9])
+    assert sched.drop("a") == 3 and sched.drop("a") == 0
+    rows = []
+    while (batch := sched.next_batch()) is not None:
+        rows.extend(batch.rows)
+    assert sorted(rows) == [("b", 0), ("b", 1)]
+
+
+def _expected(backend: FakeBackend, ids: list[np.ndarray]) -> np.ndarray:
+    """Each text alone, one batch of one: the reference for any batching."""
+    out = []
+    for x in ids:
+        req = run_inline(Request([x], SPEC.dim), backend, SPEC, CostRule(max_batch_tokens=1))
+        out.append(finish(req.sums, req.weights)[0])
+    return np.stack(out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(requests=st.lists(st.lists(st.integers(1, 60), min_size=1, max_size=12), min_size=1, max_size=12))
+def test_queue_hands_every_request_its_own_rows(requests: list[list[int]]) -> None:
+    backend = FakeBackend(dim=SPEC.dim)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=512, min_efficiency=0.5))
+    try:
+        all_ids = [_ids(lengths, salt) for salt, lengths in enumerate(requests)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = [pool.submit(lambda ids=ids: queue.submit(ids).future.result(timeout=30)) for ids in all_ids]
+            done = [f.result(timeout=60) for f in futures]
+        for ids, req in zip(all_ids, done, strict=True):
+            np.testing.assert_allclose(finish(req.sums, req.weights), _expected(backend, ids), atol=1e-5)
+            stats = req.stats()
+            assert stats.texts == len(ids) and stats.tokens == sum(len(x) for x in ids)
+            assert stats.padded_tokens >= stats.tokens and stats.batches >= 1
+    finally:
+        assert queue.close(timeout=10)
+
+
+def test_queue_full_is_an_overload_with_retry_after_and_recovers() -> None:
+    backend = FakeBackend(dim=SPEC.dim, delay_s=0.05)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=64), max_queued_texts=8)
+    try:
+        first = queue.submit(_ids([30] * 8, 0))
+        with pytest.raises(QueueFullError) as info:
+            queue.submit(_ids([5], 1))
+        assert info.value.kind == "overloaded" and info.value.retry_after >= 1
+        first.future.result(timeout=10)
+        deadline = time.monotonic() + 5
+        while queue.queued_texts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queue.submit(_ids([5], 2)).future.result(timeout=10).remaining == 0
+    finally:
+        queue.close(timeout=10)
+
+
+def test_cancel_drops_pending_texts_and_counts_them() -> None:
+    backend = FakeBackend(dim=SPEC.dim, delay_s=0.05)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=32))
+    try:
+        blocker = queue.submit(_ids([30, 30], 0))  # two batches: keeps the worker busy
+        victim = queue.submit(_ids([30] * 20, 1))
+        dropped = queue.cancel(victim)
+        assert dropped >= 18 and queue.dropped_texts == dropped and victim.future.cancelled()
+        blocker.future.result(timeout=10)
+        calls = backend.calls
+        time.sleep(0.2)
+        assert backend.calls == calls  # nothing of the cancelled request ran afterwards
+    finally:
+        queue.close(timeout=10)
+
+
+def test_backend_failure_fails_only_that_batch_and_the_worker_lives() -> None:
+    backend = FakeBackend(dim=SPEC.dim, fail_on_token=999)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=4))  # 1 text per batch
+    try:
+        bad = queue.submit([np.array([5, 999, 6])])
+        with pytest.raises(InternalError, match="token 999"):
+            bad.future.result(timeout=10)
+        good = queue.submit(_ids([3, 4], 5)).future.result(timeout=10)
+        assert good.remaining == 0
+    finally:
+        queue.close(timeout=10)
+
+
+def test_close_drains_then_refuses() -> None:
+    backend = FakeBackend(dim=SPEC.dim, delay_s=0.01)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=16))
+    reqs = [queue.submit(_ids([10, 12], i)) for i in range(5)]
+    assert queue.close(drain=True, timeout=10)
+    assert all(r.future.result(timeout=0).remaining == 0 for r in reqs)
+    with pytest.raises(ShuttingDownError):
+        queue.submit(_ids([3], 9))
+
+
+def test_progress_reports_every_text() -> None:
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def progress(done: int, total: int) -> None:
+        with lock:
+            seen.append((done, total))
+
+    req = Request(_ids([5] * 10, 0), SPEC.dim, progress=progress)
+    run_inline(req, FakeBackend(dim=SPEC.dim), SPEC, CostRule(max_batch_tokens=15))
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)
