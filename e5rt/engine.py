@@ -138,6 +138,7 @@ class Embedder:
         self.model_dir = model_dir
         self._variant = variant
         self._local = threading.local()
+        self._keep: Any = None
 
     @classmethod
     def load(cls, model_dir: str | Path, options: LoadOptions | None = None, **overrides: Any) -> Embedder:
@@ -207,6 +208,32 @@ class Embedder:
         backend = OrtBackend(model_path, provider, threads=threads)
         tok = TextTokenizer(tokenizer_path, spec.max_length)
         return cls(backend, tok, spec, batching, provider=provider, check_finite=check_finite)
+
+    @classmethod
+    def fake(
+        cls,
+        dim: int = 32,
+        max_length: int = 128,
+        prompt_scheme: str = "query-passage",
+        batching: BatchOptions | None = None,
+        delay_s: float = 0.0,
+        per_token_s: float = 0.0,
+    ) -> Embedder:
+        """A deterministic Embedder without model files (FakeBackend + a byte-level tokenizer): for tests of
+        servers, queues and CLIs. Its vectors are reproducible and batch-invariant, and mean nothing."""
+        import tempfile
+
+        from .backends.fake import FAKE_PAD_ID, FAKE_VOCAB, FakeBackend, write_fake_tokenizer
+
+        folder = tempfile.TemporaryDirectory(prefix="e5rt-fake-")
+        tok = TextTokenizer(write_fake_tokenizer(Path(folder.name) / "tokenizer.json"), max_length)
+        backend = FakeBackend(dim=dim, vocab_size=FAKE_VOCAB, delay_s=delay_s, per_token_s=per_token_s)
+        spec = ModelSpec(
+            dim=dim, pad_token_id=FAKE_PAD_ID, max_length=max_length, prompt_scheme=prompt_scheme, name="fake"
+        )
+        emb = cls(backend, tok, spec, batching, provider="cpu", variant="fake")
+        emb._keep = folder  # the tokenizer file lives as long as the embedder
+        return emb
 
     # --- properties -------------------------------------------------------------------------------------
     @property

@@ -14,7 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "e5rt"
 HEAVY = ("torch", "transformers", "optimum", "onnx", "sentence_transformers", "fastembed", "matplotlib", "ray")
 # Modules of the runtime a stage outside it (the export stage) may import: the public surface.
-PUBLIC = {"e5rt", "e5rt.errors", "e5rt.config", "e5rt.manifest", "e5rt.core", "e5rt.backends", "e5rt.engine", "e5rt.cpu"}
+PUBLIC = {
+    "e5rt",
+    "e5rt.errors",
+    "e5rt.config",
+    "e5rt.manifest",
+    "e5rt.core",
+    "e5rt.backends",
+    "e5rt.engine",
+    "e5rt.cpu",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -130,8 +139,9 @@ def test_export_package_does_not_leak_its_folder_name() -> None:
 def test_every_error_belongs_to_the_tree() -> None:
     import inspect
 
-    import e5rt.errors as runtime_errors
     import e5rt_export.errors as export_errors
+
+    import e5rt.errors as runtime_errors
     from e5rt.errors import HTTP_STATUS, E5rtError
 
     classes = [

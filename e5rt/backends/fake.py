@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ class FakeBackend:
     def __init__(
         self,
         dim: int = 32,
-        vocab_size: int = 1024,
+        vocab_size: int = 260,
         seed: int = 0,
         delay_s: float = 0.0,
         per_token_s: float = 0.0,
@@ -48,3 +49,25 @@ class FakeBackend:
             time.sleep(self.delay_s + self.per_token_s * ids.size)
         width = ids.shape[1]
         return self.table[ids % len(self.table)] + self.positions[:width][None, :, :]
+
+
+def write_fake_tokenizer(path: str | Path) -> Path:
+    """A byte-level tokenizer.json (one token per UTF-8 byte, <s> … </s> around each text) to pair with
+    FakeBackend: distinct texts get distinct ids, and no model files are needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    out = Path(path)
+    tok.save(str(out))
+    return out
+
+
+FAKE_VOCAB = 4 + 256
+FAKE_PAD_ID = 1
