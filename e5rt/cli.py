@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from .config import BatchOptions
 from .errors import E5rtError, InvalidInputError
 
 EMBED_SUFFIXES = (".npy", ".jsonl")
@@ -197,6 +198,148 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--engines", default=None, help="comma list to restrict the peers (pytorch always runs)")
     p.add_argument("--corpus", type=Path, default=None)
+
+
+def _env_default(flag: str, fallback: Any, parse: Callable[[str], Any] = str) -> Any:
+    """A flag's default from its E5RT_* variable (read by config.environment), else the built-in one."""
+    from .config import environment
+
+    raw = environment().flag_default(flag)
+    if raw is None:
+        return fallback
+    try:
+        return parse(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        env = "E5RT_" + flag.lstrip("-").replace("-", "_").upper()
+        raise UsageError(f"{env}={raw!r}: {exc}") from None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+
+
+def _add_serve(sub: Any) -> None:
+    from .config import ServeOptions
+
+    d = ServeOptions()
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI- and TEI-compatible HTTP server with cross-request batching",
+        description="Serve MODEL_DIR over HTTP. Every flag can also be set as E5RT_<FLAG> (e.g. E5RT_PORT=9000). "
+        "MODEL_DIR 'fake:DIM[:MS]' serves a deterministic fake model (no files; MS per batch) to try the API.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model_dir", nargs="?", default=_env_default("--model", None), help="model directory (E5RT_MODEL)")
+    p.add_argument("--host", default=_env_default("--host", d.host), help="address to bind")
+    p.add_argument("--port", type=int, default=_env_default("--port", d.port, int), help="port to bind (0: any free)")
+    p.add_argument("--variant", default=_env_default("--variant", "auto"))
+    p.add_argument(
+        "--provider", default=_env_default("--provider", "auto"), choices=["auto", "cpu", "cuda", "tensorrt"]
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=_env_default("--threads", None, positive_int),
+        help="ONNX Runtime intra-op threads (default: all cores)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=_env_default("--max-batch-tokens", None, positive_int),
+        help="padded tokens per batch (default: 4096 on CPU, 16384 on CUDA)",
+    )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=positive_int,
+        default=_env_default("--max-concurrent-requests", d.max_concurrent_requests, positive_int),
+        help="texts queued or running; past it 429 with Retry-After",
+    )
+    p.add_argument(
+        "--max-client-batch-size",
+        type=positive_int,
+        default=_env_default("--max-client-batch-size", d.max_client_batch_size, positive_int),
+        help="texts per request; past it 413",
+    )
+    p.add_argument(
+        "--payload-limit",
+        type=positive_int,
+        default=_env_default("--payload-limit", d.payload_limit, positive_int),
+        help="request body bytes; past it 413",
+    )
+    p.add_argument(
+        "--api-key",
+        default=_env_default("--api-key", None),
+        help="require 'Authorization: Bearer KEY' (all routes but /health, /metrics, /docs)",
+    )
+    p.add_argument(
+        "--served-model-name",
+        default=_env_default("--served-model-name", None),
+        help="model name in responses (default: the manifest's)",
+    )
+    p.add_argument(
+        "--auto-truncate",
+        action=argparse.BooleanOptionalAction,
+        default=_env_default("--auto-truncate", d.auto_truncate, _bool),
+        help="cut over-length texts to max_length (off: 413)",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
+    p.add_argument(
+        "--log-level",
+        default=_env_default("--log-level", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server.main import serve
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    from .config import ServeOptions
+    from .engine import Embedder
+    from .manifest import load_manifest
+
+    if not args.model_dir:
+        raise UsageError("serve: name a model directory (or set E5RT_MODEL)")
+    opts = ServeOptions(
+        host=args.host,
+        port=args.port,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key,
+        served_model_name=args.served_model_name,
+        auto_truncate=args.auto_truncate,
+    )
+    model = str(args.model_dir)
+    if model.startswith("fake:"):
+        dim, _, delay = model[5:].partition(":")
+        if not dim.isdigit() or int(dim) < 1 or (delay and not delay.isdigit()):
+            raise UsageError(f"{model}: expected fake:DIM or fake:DIM:MS_PER_BATCH, e.g. fake:32 or fake:32:20")
+        batching = BatchOptions(max_batch_tokens=args.max_batch_tokens)
+
+        def loader() -> Embedder:
+            return Embedder.fake(int(dim), batching=batching, delay_s=int(delay or 0) / 1000.0)
+    else:
+        load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
+
+        def loader() -> Embedder:
+            return Embedder.load(
+                model,
+                variant=args.variant,
+                provider=args.provider,
+                threads=args.threads,
+                max_batch_tokens=args.max_batch_tokens,
+                verify=not args.no_verify,
+            )
+
+    logging.getLogger("e5rt").setLevel(args.log_level.upper())
+    return serve(loader, opts, log_level=args.log_level)
 
 
 def _add_info(sub: Any) -> None:
@@ -399,10 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub)
     _add_info(sub)
     _add_bench(sub)
+    _add_serve(sub)
     return parser
 
 
-COMMANDS = {"export": cmd_export, "embed": cmd_embed, "search": cmd_search, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {
+    "export": cmd_export,
+    "embed": cmd_embed,
+    "search": cmd_search,
+    "info": cmd_info,
+    "bench": cmd_bench,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

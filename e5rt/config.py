@@ -125,3 +125,35 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         assume_gpu=src.get("E5RT_ASSUME_GPU", "").strip().lower() in ("1", "true", "yes", "on"),
         prefixed={k: v for k, v in src.items() if k.startswith("E5RT_")},
     )
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`e5rt serve`'s limits and identity. Defaults follow TEI where it has one (2 MB payloads, 512-text
+    permits) and leave room for bulk requests (256 texts per request)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_concurrent_requests: int = 1024  # texts queued or running; past it 429 with Retry-After
+    max_client_batch_size: int = 256  # texts in one request; past it 413
+    payload_limit: int = 2_000_000  # request body bytes; past it 413
+    api_key: str | None = None  # when set, every route but /health, /metrics, /docs needs 'Bearer KEY'
+    served_model_name: str | None = None  # default: the manifest's name
+    auto_truncate: bool = True  # cut texts to max_length; when False an over-length text is a 413
+    tokenizer_threads: int = 2
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535 or isinstance(self.port, bool):
+            raise ConfigError(f"port must be in [0, 65535], got {self.port!r}")
+        for name in ("max_concurrent_requests", "max_client_batch_size", "payload_limit", "tokenizer_threads"):
+            _positive(name, getattr(self, name))
+        if self.max_client_batch_size > self.max_concurrent_requests:
+            raise ConfigError(
+                f"max_client_batch_size ({self.max_client_batch_size}) cannot exceed max_concurrent_requests "
+                f"({self.max_concurrent_requests}): such a request could never be queued"
+            )
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key is empty; leave it unset to serve without authentication")
+        if self.shutdown_timeout_s <= 0:
+            raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")

@@ -17,6 +17,7 @@ from ..errors import InputError, ManifestError
 class Encoded:
     ids: list[np.ndarray]  # one int64 array per text, special tokens included
     truncated: int  # how many texts lost tokens to max_length
+    truncated_indices: tuple[int, ...] = ()  # which ones
 
     @property
     def lengths(self) -> list[int]:
@@ -58,8 +59,8 @@ class TextTokenizer:
         """Encode with truncation to max_length, counting texts that were cut."""
         encs = _encode_batch(self._tok, texts, add_special_tokens=True)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
-        truncated = sum(1 for e in encs if e.overflowing)
-        return Encoded(ids=ids, truncated=truncated)
+        cut = tuple(i for i, e in enumerate(encs) if e.overflowing)
+        return Encoded(ids=ids, truncated=len(cut), truncated_indices=cut)
 
     @property
     def _full(self) -> Tokenizer:
@@ -81,6 +82,19 @@ class TextTokenizer:
     def wrap(self, content: np.ndarray) -> np.ndarray:
         """Add the special tokens around a window of content ids."""
         return np.concatenate([self.prefix, content, self.suffix])
+
+    def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, Any]]]:
+        """Every token of every text with its id, piece, character span and whether it is special (untruncated)."""
+        out = []
+        for text, enc in zip(texts, _encode_batch(self._full, texts, add_special_tokens), strict=True):
+            specials = enc.special_tokens_mask
+            out.append(
+                [
+                    {"id": i, "text": text[a:b] if b > a else piece, "special": bool(s), "start": a, "stop": b}
+                    for i, piece, (a, b), s in zip(enc.ids, enc.tokens, enc.offsets, specials, strict=True)
+                ]
+            )
+        return out
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in _encode_batch(self._full, texts, add_special_tokens=True)]

@@ -1,0 +1,54 @@
+"""Run the server: uvicorn on one event loop, the model on the queue's worker thread.
+
+SIGTERM or SIGINT: /health turns 503, the listener closes, requests in flight finish (up to the shutdown
+timeout), the queue drains, and the process exits 0. A second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+from ..config import ServeOptions
+from ..engine import Embedder
+from .app import Service, create_app
+
+log = logging.getLogger("e5rt.server")
+
+
+def serve(loader: Callable[[], Embedder], options: ServeOptions, log_level: str = "info") -> int:
+    import uvicorn
+
+    service = Service(loader, options)
+    app = create_app(service)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Not uvicorn's: it re-raises the signal after shutting down, so a clean drain would exit -15.
+            service.drain()
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=log_level,
+        access_log=False,  # e5rt logs its own access line (route, status, texts, tokens, ms; never the text)
+        timeout_graceful_shutdown=int(options.shutdown_timeout_s),
+        lifespan="off",
+    )
+    server = _Server(config)
+    service.on_failed = lambda: setattr(server, "should_exit", True)
+    service.start()
+    try:
+        server.run()
+    finally:
+        service.close()
+    if service.state == "failed":
+        return 1
+    return 0

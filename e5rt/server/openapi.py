@@ -1,0 +1,138 @@
+"""The OpenAPI description of the server's routes, and a self-contained /docs page (no CDN: works offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+_INPUT = {
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "array", "items": {"type": "integer"}},
+        {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+    ]
+}
+_E5 = {
+    "input_type": {"type": "string", "enum": ["query", "passage"], "default": "passage"},
+    "task": {"type": "string", "description": "a name from e5rt.TASKS or free text (instruct models, queries)"},
+}
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {k: {"type": ["string", "null"]} for k in ("message", "type", "param", "code")},
+        }
+    },
+}
+
+
+def _post(summary: str, props: dict[str, Any], required: list[str], response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": props, "required": required}}
+                },
+            },
+            "responses": {
+                "200": {"description": "ok", "content": {"application/json": {"schema": response}}},
+                "4XX": {"description": "invalid request", "content": {"application/json": {"schema": _ERROR}}},
+                "429": {"description": "queue full; see Retry-After"},
+                "503": {"description": "loading or shutting down"},
+            },
+        }
+    }
+
+
+def _get(summary: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
+
+
+def openapi_spec(version: str) -> dict[str, Any]:
+    vectors = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    openai = _post(
+        "OpenAI-compatible embeddings",
+        {
+            "input": _INPUT,
+            "model": {"type": "string"},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+            "dimensions": {"type": "integer", "description": "first N values, re-normalized (E5 is not Matryoshka)"},
+            "user": {"type": "string"},
+            **_E5,
+        },
+        ["input"],
+        {"type": "object"},
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "e5rt", "version": version, "description": "E5 text embeddings on ONNX Runtime"},
+        "paths": {
+            "/v1/embeddings": openai,
+            "/embed": _post(
+                "TEI-compatible embeddings",
+                {
+                    "inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "normalize": {"type": "boolean", "default": True},
+                    "truncate": {"type": "boolean"},
+                    "prompt_name": {"type": "string", "description": "query, passage or a task name"},
+                    "dimensions": {"type": "integer"},
+                    **_E5,
+                },
+                ["inputs"],
+                vectors,
+            ),
+            "/similarity": _post(
+                "cosine of a source sentence (embedded as a query) against sentences (passages by default)",
+                {
+                    "inputs": {
+                        "type": "object",
+                        "properties": {"source_sentence": {"type": "string"}, "sentences": {"type": "array"}},
+                    },
+                    **_E5,
+                },
+                ["inputs"],
+                {"type": "array", "items": {"type": "number"}},
+            ),
+            "/tokenize": _post(
+                "tokens of each input, with ids, pieces and character spans",
+                {
+                    "inputs": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                    "add_special_tokens": {"type": "boolean", "default": True},
+                    **_E5,
+                },
+                ["inputs"],
+                {"type": "array"},
+            ),
+            "/v1/models": _get("the served model"),
+            "/info": _get("model, dimensions, variant, provider, batch invariance, limits, version"),
+            "/health": _get("200 once the model is loaded and warmed up; 503 while loading or draining"),
+            "/metrics": _get("Prometheus metrics"),
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    rows = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            fields = ", ".join(schema.get("properties", {}))
+            rows.append(
+                f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td><td>{html.escape(op['summary'])}</td>"
+                f"<td><code>{html.escape(fields)}</code></td></tr>"
+            )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>e5rt API</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:4px 10px;border-bottom:1px solid #ddd}</style>"
+        f"</head><body><h1>e5rt {html.escape(spec['info']['version'])}</h1><table>{''.join(rows)}</table>"
+        '<p>Errors: <code>{"error": {"message", "type", "param", "code"}}</code>. '
+        "Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
+        f"<details><summary>OpenAPI</summary><pre>{html.escape(json.dumps(spec, indent=1))}</pre></details>"
+        "</body></html>"
+    )

@@ -1,0 +1,333 @@
+"""Request bodies in, response bodies out: OpenAI's /v1/embeddings, TEI's /embed, /similarity and /tokenize.
+
+Pure functions on decoded JSON, so every rule (types, limits, which status) is testable without a server.
+Every failure is an ApiError carrying its HTTP status and OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..core.prompts import Kind
+from ..errors import HTTP_STATUS, E5rtError, OverloadedError, kind_of
+
+Encoding = Literal["float", "base64"]
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An HTTP error with OpenAI's body: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        kind = _ERROR_TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ApiError:
+        """The one place a library error becomes an HTTP status (by its kind, see e5rt.errors.HTTP_STATUS)."""
+        if isinstance(exc, ApiError):
+            return exc
+        kind = kind_of(exc)
+        status = HTTP_STATUS[kind]
+        headers = {}
+        if isinstance(exc, OverloadedError):
+            headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
+        message = str(exc) if isinstance(exc, E5rtError) else "internal error; see the server log"
+        return cls(status, message, code=kind, headers=headers)
+
+
+# --- decoding ----------------------------------------------------------------------------------------------
+def decode_json(raw: bytes) -> Any:
+    """The body as JSON, or a 400 naming what is wrong with it (never an exception of another type)."""
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"the request body is not valid JSON ({exc.msg} at {exc.pos})", code="invalid_json"
+        ) from exc
+    except (RecursionError, ValueError) as exc:  # nesting too deep; an integer literal with thousands of digits
+        message = f"the request body cannot be decoded ({type(exc).__name__})"
+        raise ApiError(400, message, code="invalid_json") from exc
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(422, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_body")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in kinds:
+        raise ApiError(422, f"'{name}' must be {_names(kinds)}, got a boolean", param=name, code="invalid_type")
+    if not isinstance(value, kinds):
+        raise ApiError(
+            422, f"'{name}' must be {_names(kinds)}, got {type(value).__name__}", param=name, code="invalid_type"
+        )
+    return value
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(
+        {str: "a string", int: "an integer", bool: "a boolean", list: "a list"}.get(k, k.__name__) for k in kinds
+    )
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    """One embedding request, whichever route it came by."""
+
+    texts: list[str] | None  # or
+    token_ids: list[list[int]] | None
+    kind: Kind = "passage"
+    task: str | None = None
+    normalize: bool = True
+    truncate: bool = True
+    dimensions: int | None = None
+    encoding: Encoding = "float"
+    model: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.texts if self.texts is not None else self.token_ids or [])
+
+
+def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, list[list[int]] | None]:
+    """str | [str] | [int] | [[int]] -> texts or token id lists (OpenAI's four input shapes)."""
+    if isinstance(value, str):
+        return [value], None
+    if not isinstance(value, list):
+        raise ApiError(
+            422,
+            f"'{name}' must be a string, a list of strings, or token ids; got {type(value).__name__}",
+            param=name,
+            code="invalid_type",
+        )
+    if not value:
+        raise ApiError(422, f"'{name}' is empty; send at least one text", param=name, code="empty_input")
+    if len(value) > max_batch:
+        raise ApiError(
+            413,
+            f"'{name}' holds {len(value)} items; this server takes at most {max_batch} per request "
+            "(split the request, or raise --max-client-batch-size)",
+            param=name,
+            code="too_many_inputs",
+        )
+    if all(isinstance(v, str) for v in value):
+        return list(value), None
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None, [_token_row(value, name)]
+    if all(isinstance(v, list) for v in value):
+        return None, [_token_row(row, f"{name}[{i}]") for i, row in enumerate(value)]
+    raise ApiError(422, f"'{name}' mixes types; send only strings, or only token ids", param=name, code="invalid_type")
+
+
+def _token_row(row: list[Any], name: str) -> list[int]:
+    param = name.split("[")[0]
+    if not row or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+        raise ApiError(
+            422, f"'{name}' must be a non-empty list of integer token ids", param=param, code="invalid_tokens"
+        )
+    if min(row) < 0 or max(row) >= 2**31:
+        raise ApiError(422, f"'{name}' holds a token id outside [0, 2^31)", param=param, code="invalid_tokens")
+    return list(row)
+
+
+def _kind(body: dict[str, Any]) -> Kind:
+    kind = _field(body, "input_type", (str,), "passage")
+    if kind not in ("query", "passage"):
+        raise ApiError(
+            422, f"'input_type' must be 'query' or 'passage', got {kind!r}", param="input_type", code="invalid_value"
+        )
+    return kind
+
+
+def _task(body: dict[str, Any]) -> str | None:
+    task = _field(body, "task", (str,))
+    if task is not None and not task.strip():
+        raise ApiError(
+            422, "'task' is empty; give a name from e5rt.TASKS or an instruction", param="task", code="invalid_value"
+        )
+    return task
+
+
+def _dimensions(body: dict[str, Any], dim: int) -> int | None:
+    value = _field(body, "dimensions", (int,))
+    if value is not None and not 1 <= value <= dim:
+        raise ApiError(
+            422,
+            f"'dimensions' must be in [1, {dim}] for this model, got {value}",
+            param="dimensions",
+            code="invalid_value",
+        )
+    return value
+
+
+def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> EmbedCall:
+    obj = _object(body)
+    if "input" not in obj:
+        raise ApiError(422, "missing field 'input'", param="input", code="missing_field")
+    texts, ids = _inputs(obj["input"], "input", max_batch)
+    encoding = _field(obj, "encoding_format", (str,), "float")
+    if encoding not in ("float", "base64"):
+        raise ApiError(
+            422,
+            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
+            param="encoding_format",
+            code="invalid_value",
+        )
+    _field(obj, "user", (str,))
+    return EmbedCall(
+        texts=texts,
+        token_ids=ids,
+        kind=_kind(obj),
+        task=_task(obj),
+        normalize=True,
+        truncate=auto_truncate,
+        dimensions=_dimensions(obj, dim),
+        encoding=encoding,
+        model=_field(obj, "model", (str,)),
+    )
+
+
+def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> EmbedCall:
+    obj = _object(body)
+    if "inputs" not in obj:
+        raise ApiError(422, "missing field 'inputs'", param="inputs", code="missing_field")
+    texts, ids = _inputs(obj["inputs"], "inputs", max_batch)
+    if ids is not None:
+        raise ApiError(422, "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type")
+    kind, task = _kind(obj), _task(obj)
+    prompt = _field(obj, "prompt_name", (str,))
+    if prompt is not None:
+        # TEI picks a prompt by name; here the names are the E5 kinds and the task names of e5rt.TASKS.
+        from ..core.prompts import TASKS
+
+        if prompt in ("query", "passage"):
+            kind = prompt
+        elif prompt in TASKS:
+            kind, task = "query", prompt
+        else:
+            raise ApiError(
+                422,
+                f"unknown 'prompt_name' {prompt!r}; use query, passage or one of {', '.join(TASKS)}",
+                param="prompt_name",
+                code="invalid_value",
+            )
+    return EmbedCall(
+        texts=texts,
+        token_ids=None,
+        kind=kind,
+        task=task,
+        normalize=_field(obj, "normalize", (bool,), True),
+        truncate=_field(obj, "truncate", (bool,), auto_truncate),
+        dimensions=_dimensions(obj, dim),
+    )
+
+
+@dataclass(frozen=True)
+class SimilarityCall:
+    source: str
+    sentences: list[str]
+    task: str | None
+    kind: Kind
+
+
+def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
+    obj = _object(body)
+    inputs = _object(obj.get("inputs")) if "inputs" in obj else None
+    if inputs is None:
+        raise ApiError(
+            422,
+            "missing field 'inputs' ({'source_sentence': str, 'sentences': [str]})",
+            param="inputs",
+            code="missing_field",
+        )
+    source = _field(inputs, "source_sentence", (str,))
+    if source is None:
+        raise ApiError(
+            422, "missing field 'inputs.source_sentence'", param="inputs.source_sentence", code="missing_field"
+        )
+    texts, ids = _inputs(inputs.get("sentences"), "inputs.sentences", max_batch - 1)
+    if texts is None or ids is not None:
+        raise ApiError(
+            422, "'inputs.sentences' must be a list of strings", param="inputs.sentences", code="invalid_type"
+        )
+    return SimilarityCall(source=source, sentences=texts, task=_task(obj), kind=_kind(obj))
+
+
+def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, Kind | None, str | None]:
+    obj = _object(body)
+    if "inputs" not in obj:
+        raise ApiError(422, "missing field 'inputs'", param="inputs", code="missing_field")
+    texts, ids = _inputs(obj["inputs"], "inputs", max_batch)
+    if texts is None:
+        raise ApiError(422, "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type")
+    kind = _kind(obj) if "input_type" in obj else None
+    return texts, _field(obj, "add_special_tokens", (bool,), True), kind, _task(obj)
+
+
+# --- encoding ----------------------------------------------------------------------------------------------
+def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """The first N values of each vector, re-normalized. E5 was not trained for this (no Matryoshka loss):
+    the shortened vectors lose accuracy faster than a Matryoshka model's would."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    if normalize:
+        cut /= np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return cut
+
+
+def encode_vector(vec: np.ndarray, encoding: Encoding) -> Any:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
+    return vec.tolist()
+
+
+def openai_body(vectors: np.ndarray, encoding: Encoding, model: str, tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": encode_vector(v, encoding), "index": i} for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
