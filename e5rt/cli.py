@@ -251,7 +251,7 @@ def _add_serve(sub: Any) -> None:
         "--max-batch-tokens",
         type=positive_int,
         default=_env_default("--max-batch-tokens", None, positive_int),
-        help="padded tokens per batch (default: 4096 on CPU, 16384 on CUDA)",
+        help="padded tokens per batch (default: 512 on CPU, 16384 on CUDA)",
     )
     p.add_argument(
         "--max-concurrent-requests",
@@ -329,13 +329,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
 
         def loader() -> Embedder:
+            from .backends.ort import resolve_provider
+            from .config import SERVE_CPU_BATCH_TOKENS
+
+            provider = resolve_provider(args.provider)
+            budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
             return Embedder.load(
                 model,
                 variant=args.variant,
-                provider=args.provider,
+                provider=provider,
                 threads=args.threads,
-                max_batch_tokens=args.max_batch_tokens,
+                max_batch_tokens=budget,
                 verify=not args.no_verify,
+                spin=False,
             )
 
     logging.getLogger("e5rt").setLevel(args.log_level.upper())

@@ -170,7 +170,12 @@ class Embedder:
         if opts.verify:
             verify_files(root, chosen)
         backend = OrtBackend(
-            root / chosen.model_file, prov, threads=opts.threads, io_binding=opts.io_binding, arena=opts.arena
+            root / chosen.model_file,
+            prov,
+            threads=opts.threads,
+            io_binding=opts.io_binding,
+            arena=opts.arena,
+            spin=opts.spin,
         )
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         emb = cls(

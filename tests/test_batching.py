@@ -74,6 +74,22 @@ def test_short_query_is_not_starved_by_a_bulk_request() -> None:
     assert second is not None and ("query", 0) in second.rows  # served next, not after 24 more batches
 
 
+def test_a_stream_of_small_requests_never_starves_a_bulk_one() -> None:
+    now = [0.0]
+    sched = Scheduler(CostRule(max_batch_tokens=64), max_wait_s=1.0, clock=lambda: now[0])
+    sched.add("bulk", [60] * 10)
+    served_bulk_at = []
+    for step in range(12):
+        sched.add(f"q{step}", [5])  # a new small request arrives before every batch
+        batch = sched.next_batch()
+        assert batch is not None
+        if any(k == "bulk" for k, _ in batch.rows):
+            served_bulk_at.append(step)
+        now[0] += 0.3  # each batch takes 0.3 s
+    # small requests go first, but the bulk request is served at least once every max_wait_s (4 batches)
+    assert served_bulk_at and all(b - a <= 5 for a, b in zip([-1, *served_bulk_at], served_bulk_at, strict=False))
+
+
 def test_drop_removes_only_that_request() -> None:
     sched = Scheduler(CostRule(max_batch_tokens=64))
     sched.add("a", [5, 6, 7])

@@ -97,6 +97,11 @@ def test_runtime_never_imports_export_bench_or_heavy_libraries() -> None:
             assert not any(n.startswith(("e5rt_export", "e5rt.bench")) for n in names if n in ast.unparse(node))
 
 
+def test_nothing_imports_the_server_but_the_cli() -> None:
+    others = [f for f in _files(RUNTIME) if "server" not in f.relative_to(RUNTIME).parts and f.name != "cli.py"]
+    assert _violations(others, ("e5rt.server", "starlette", "uvicorn", "prometheus_client")) == []
+
+
 def test_export_stage_uses_only_public_runtime_names() -> None:
     bad = []
     for f in _files(ROOT / "export"):
@@ -122,7 +127,7 @@ print(json.dumps([after_import, sorted(sys.modules)]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
     after_import, after_encode = json.loads(proc.stdout.strip().splitlines()[-1])
-    roots = ("e5rt_export", "export", "e5rt.bench", "e5rt.cli", *HEAVY)
+    roots = ("e5rt_export", "export", "e5rt.bench", "e5rt.cli", "e5rt.server", "starlette", "uvicorn", *HEAVY)
     for loaded in (after_import, after_encode):
         assert [m for m in loaded if any(m == r or m.startswith(r + ".") for r in roots)] == []
     assert "onnxruntime" not in after_import  # loaded on first Embedder.load, not by import e5rt

@@ -87,6 +87,7 @@ class OrtBackend:
         arena: str = "default",
         device_id: int = 0,
         max_cached_shapes: int = 8,
+        spin: bool = True,
     ) -> None:
         if arena not in ARENA_POLICIES:
             raise ConfigError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
@@ -102,6 +103,10 @@ class OrtBackend:
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        if not spin:
+            # Idle intra-op threads otherwise spin for a while after each run: good for back-to-back bulk
+            # batches, but in a server they take the cores the event loop and tokenizer threads need.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # The arena keeps the blocks it grew to and reuses them. Token-budget batching caps the largest
         # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
         # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.

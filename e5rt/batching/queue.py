@@ -63,6 +63,7 @@ class BatchQueue:
         workers: int = 1,
         on_batch: Callable[[BatchRecord], None] | None = None,
         name: str = "e5rt-batcher",
+        max_wait_s: float = 1.0,
     ) -> None:
         if max_queued_texts is not None and max_queued_texts < 1:
             raise InvalidInputError(f"max_queued_texts must be >= 1, got {max_queued_texts}")
@@ -73,7 +74,7 @@ class BatchQueue:
         self.rule = rule
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch
-        self._scheduler = Scheduler(rule)
+        self._scheduler = Scheduler(rule, max_wait_s=max_wait_s)
         self._requests: dict[int, Request] = {}
         self._keys = itertools.count()
         self._cond = threading.Condition()

