@@ -334,15 +334,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             provider = resolve_provider(args.provider)
             budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
-            return Embedder.load(
-                model,
-                variant=args.variant,
-                provider=provider,
-                threads=args.threads,
-                max_batch_tokens=budget,
-                verify=not args.no_verify,
-                spin=False,
-            )
+            return _load(args, provider=provider, max_batch_tokens=budget, spin=False)
 
     logging.getLogger("e5rt").setLevel(args.log_level.upper())
     return serve(loader, opts, log_level=args.log_level)
@@ -354,17 +346,19 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The model named by the command's model options (overrides win)."""
     from .engine import Embedder
 
-    return Embedder.load(
-        args.model_dir,
-        variant=args.variant,
-        provider=args.provider,
-        threads=args.threads,
-        max_batch_tokens=args.max_batch_tokens,
-        verify=not args.no_verify,
-    )
+    options = {
+        "variant": args.variant,
+        "provider": args.provider,
+        "threads": args.threads,
+        "max_batch_tokens": args.max_batch_tokens,
+        "verify": not args.no_verify,
+        **overrides,
+    }
+    return Embedder.load(args.model_dir, **options)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
