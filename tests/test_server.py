@@ -338,3 +338,12 @@ def test_openai_client_on_real_weights(minilm_server: Server, minilm_model: Path
     got = np.asarray([d.embedding for d in oa.embeddings.create(model="m", input=texts).data])
     want = Embedder.load(minilm_model, variant="fp32", provider="cpu").encode(texts)
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_info_says_which_variants_are_batch_invariant(tiny_models: dict[str, Path]) -> None:
+    """Dynamic int8 quantizes activations per batch, so behind a batching server its vectors follow the traffic."""
+    from e5rt.server.app import batch_invariant
+
+    fp32 = Embedder.load(tiny_models["bert"], variant="fp32", provider="cpu", warmup=False)
+    int8 = Embedder.load(tiny_models["bert"], variant="int8", provider="cpu", warmup=False)
+    assert batch_invariant(fp32) is True and batch_invariant(int8) is False

@@ -381,8 +381,9 @@ def batch_invariant(emb: Embedder) -> bool:
     variant = emb.manifest.variants.get(emb.variant)
     if variant is None or variant.precision != "int8":
         return True
-    quant = variant.quantization or {}
-    return str(quant.get("activations", quant.get("method", ""))).lower() in ("static", "weight-only", "blockwise")
+    # Only calibrated (static) activation scales are known to be batch-invariant; every int8 recipe exported
+    # today (dynamic, and blockwise weights with int8 compute) is reported as not, until measured.
+    return str((variant.quantization or {}).get("method", "")).lower() == "static"
 
 
 def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
