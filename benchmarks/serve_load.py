@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from e5rt.bench.corpus import read_rows  # noqa: E402
-from e5rt.bench.report import machine  # noqa: E402
+from e5rt.bench.report import machine, proc_status_mb  # noqa: E402
 from e5rt.bench.runner import checkpoint_for  # noqa: E402
 from e5rt.manifest import load_manifest  # noqa: E402
 
@@ -227,14 +227,8 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, path: str, timeout: f
 
 
 def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    mb = proc_status_mb(pid, key)
+    return float("nan") if mb is None else mb
 
 
 # --- scenarios --------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import numpy as np
+
 from .config import BatchOptions
 from .errors import E5rtError, InvalidInputError
 
@@ -398,7 +400,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = args.output
     if out and out != "-" and out.lower().endswith(".npy"):
         with atomic_output(Path(out), "wb") as fh:
-            np_save(fh, vecs)
+            np.save(fh, vecs)
     elif out and out != "-":
         with atomic_output(Path(out)) as fh:
             _write_jsonl(fh, texts, vecs)
@@ -411,12 +413,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def np_save(fh: IO[Any], vecs: Any) -> None:
-    import numpy as np
-
-    np.save(fh, vecs)
 
 
 def _write_jsonl(stream: IO[str], texts: list[str], vecs: Any) -> None:

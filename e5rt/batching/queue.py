@@ -101,12 +101,10 @@ class BatchQueue:
     def closed(self) -> bool:
         return self._closed
 
-    def retry_after(self) -> int:
-        """Seconds until the queued tokens should be done at the measured rate (at least 1)."""
-        with self._cond:
-            rate = self._tokens_per_s
-            pending = self._scheduler.pending_tokens
-        return max(1, math.ceil(pending / rate)) if rate > 0 else 1
+    def _retry_after(self) -> int:
+        """Seconds until the queued tokens should be done at the measured rate (at least 1); lock held."""
+        rate = self._tokens_per_s
+        return max(1, math.ceil(self._scheduler.pending_tokens / rate)) if rate > 0 else 1
 
     # --- callers -----------------------------------------------------------------------------------------
     def submit(
@@ -129,8 +127,7 @@ class BatchQueue:
                 raise InvalidInputError(f"{n} texts in one request; this queue holds at most {limit}")
             queued = self._scheduler.pending_texts + self._in_flight_texts
             if limit is not None and queued + n > limit:
-                rate = self._tokens_per_s
-                wait = max(1, math.ceil(self._scheduler.pending_tokens / rate)) if rate > 0 else 1
+                wait = self._retry_after()
                 raise QueueFullError(
                     f"queue full: {queued} texts queued, {n} more would pass the limit of {limit}; retry in {wait} s",
                     retry_after=wait,

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.prompts import format_texts
 from ..manifest import Manifest, load_manifest
 from .corpus import load_corpus
+from .report import proc_status_mb
 
 RECORD_KEYS = (
     "engine",
@@ -41,14 +42,8 @@ RECORD_KEYS = (
 
 def _peak_rss_mb() -> float:
     """This process's peak RSS since exec (VmHWM); ru_maxrss would carry the forking parent's peak."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = proc_status_mb("self", "VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _percentile_ms(samples: list[float], q: float) -> float:

@@ -10,6 +10,18 @@ from typing import Any
 from ..cpu import INT8_FLAGS, cpu_flags, cpu_model
 
 
+def proc_status_mb(pid: int | str = "self", key: str = "VmRSS") -> float | None:
+    """A memory field of /proc/PID/status in MB (VmRSS now, VmHWM peak), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict[str, Any]:
     flags = cpu_flags()
     return {

@@ -28,7 +28,9 @@ from .. import __version__
 from ..batching import BatchQueue
 from ..batching import Request as Work
 from ..config import ServeOptions
-from ..core.types import Stats
+from ..core.prompts import Kind
+from ..core.tokenize import Encoded
+from ..core.types import EmbedResult, Stats
 from ..engine import Embedder
 from .metrics import ServerMetrics
 from .openapi import docs_html, openapi_spec
@@ -149,10 +151,9 @@ class Service:
 
     # --- the work ----------------------------------------------------------------------------------------
     async def embed(self, request: Request, call: EmbedCall) -> tuple[np.ndarray, Stats]:
-        emb, queue = self.ready()
-        loop = asyncio.get_running_loop()
+        emb, _ = self.ready()
         if call.texts is not None:
-            enc, tokenize_s = await loop.run_in_executor(self.pool, emb.tokenize, call.texts, call.kind, call.task)
+            enc, tokenize_s = await self.tokenize(emb, call.texts, call.kind, call.task)
             if enc.truncated and not call.truncate:
                 i = enc.truncated_indices[0]
                 raise ApiError(
@@ -166,15 +167,27 @@ class Service:
         else:
             ids, truncated = self._wrap_tokens(emb, call.token_ids or [], call.truncate)
             tokenize_s = 0.0
+        result = await self.run(request, ids, truncated, tokenize_s, call.normalize)
+        return cut_dimensions(result.embeddings, call.dimensions, call.normalize), result.stats
+
+    async def tokenize(self, emb: Embedder, texts: list[str], kind: Kind, task: str | None) -> tuple[Encoded, float]:
+        """Prompt and tokenize on the thread pool (tokenizers releases the GIL; the event loop keeps moving)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenize, texts, kind, task)
+
+    async def run(
+        self, request: Request, ids: list[np.ndarray], truncated: int, tokenize_s: float, normalize: bool = True
+    ) -> EmbedResult:
+        """Queue token ids, wait for them (or drop them when the client leaves), and count the request."""
+        emb, queue = self.ready()
         work = queue.submit(ids, truncated=truncated, tokenize_s=tokenize_s)
         await self._wait(request, queue, work)
-        result = emb.finish(work, call.normalize)
+        result = emb.finish(work, normalize)
         stats = result.stats
         self.metrics.tokenize.observe(stats.tokenize_ms / 1000.0)
         self.metrics.queue.observe(stats.queue_ms / 1000.0)
         self.metrics.texts.inc(stats.texts)
         self.metrics.tokens.inc(stats.tokens)
-        return cut_dimensions(result.embeddings, call.dimensions, call.normalize), stats
+        return result
 
     def _wrap_tokens(self, emb: Embedder, rows: list[list[int]], truncate: bool) -> tuple[list[np.ndarray], int]:
         """Token ids from the client are the text: add the model's special tokens around them."""
@@ -296,14 +309,11 @@ def create_app(service: Service) -> Starlette:
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def similarity(request: Request, info: dict[str, Any]) -> Response:
-        emb, queue = service.ready()
+        emb, _ = service.ready()
         call = parse_similarity(await service.body(request), service.options.max_client_batch_size)
-        loop = asyncio.get_running_loop()
-        src, s1 = await loop.run_in_executor(service.pool, emb.tokenize, [call.source], "query", call.task)
-        docs, s2 = await loop.run_in_executor(service.pool, emb.tokenize, call.sentences, call.kind, call.task)
-        work = queue.submit(src.ids + docs.ids, truncated=src.truncated + docs.truncated, tokenize_s=s1 + s2)
-        await service._wait(request, queue, work)
-        result = emb.finish(work)
+        src, s1 = await service.tokenize(emb, [call.source], "query", call.task)
+        docs, s2 = await service.tokenize(emb, call.sentences, call.kind, call.task)
+        result = await service.run(request, src.ids + docs.ids, src.truncated + docs.truncated, s1 + s2)
         vecs = result.embeddings
         info.update(texts=result.stats.texts, tokens=result.stats.tokens)
         scores = (vecs[1:] @ vecs[0]).astype(float).tolist()
