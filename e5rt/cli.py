@@ -13,16 +13,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NoReturn
-
-import numpy as np
+from typing import Any, NoReturn
 
 from .config import BatchOptions
 from .errors import E5rtError, InvalidInputError
-
-EMBED_SUFFIXES = (".npy", ".jsonl")
 
 
 class UsageError(InvalidInputError):
@@ -95,34 +91,6 @@ def read_texts(source: str, field: str = "text", encoding: str = "utf-8") -> lis
     return texts
 
 
-def check_output_path(out: str | None, suffixes: tuple[str, ...]) -> None:
-    """Refuse an output path before any work: unknown suffix, missing folder, a folder in the way."""
-    if out is None or out == "-":
-        return
-    path = Path(out)
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"-o {out}: unknown output type {path.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"-o {out}: folder {parent} does not exist; create it first")
-    if path.is_dir():
-        raise UsageError(f"-o {out}: is a directory; name a file")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"-o {out}: folder {parent} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a hidden temporary file beside path and rename it into place only when the block succeeds."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
-            yield fh
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --- commands --------------------------------------------------------------------------------------------------
 def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face checkpoint to a validated e5rt model directory")
@@ -156,16 +124,48 @@ def _add_export(sub: Any) -> None:
 
 
 def _add_embed(sub: Any) -> None:
-    p = sub.add_parser("embed", help="embed texts from a file or stdin")
+    p = sub.add_parser(
+        "embed",
+        help="embed a corpus file of any size (streamed, resumable) or stdin",
+        description="Embed texts from txt, jsonl or Parquet into Parquet, .npy (file or shards) or jsonl. The input "
+        "is streamed in chunks: memory stays bounded, each chunk is committed, and --resume continues a killed run.",
+    )
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--input", "-i", default="-", help="txt (one text per line), .jsonl, or - for stdin")
-    p.add_argument("--field", default="text", help="jsonl field holding the text")
-    p.add_argument("--encoding", default="utf-8", help="text encoding of the input (default utf-8)")
-    p.add_argument("--output", "-o", default=None, help="out.npy or out.jsonl (default: jsonl on stdout)")
+    p.add_argument("--input", "-i", default="-", help="txt (a text per line), .jsonl, .parquet, or - for stdin")
+    p.add_argument("--field", default="text", help="jsonl field / Parquet column holding the text")
+    p.add_argument("--id-field", default=None, help="field / column holding each record's id (default: line number)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of a txt or jsonl input (default utf-8)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="out.parquet, out.npy, out.jsonl, or a folder (end it with /) of shards; default: jsonl on stdout",
+    )
+    p.add_argument(
+        "--format", choices=["parquet", "npy", "jsonl"], default=None, help="shard format of a folder output"
+    )
+    p.add_argument(
+        "--with-text", action=argparse.BooleanOptionalAction, default=None, help="store the text too (jsonl: on)"
+    )
+    p.add_argument(
+        "--on-error", choices=["fail", "skip"], default="fail", help="bad records: stop, or skip to a rejects file"
+    )
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run into the same output")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run into the same output")
+    p.add_argument("--chunk-size", type=positive_int, default=2048, help="records per committed chunk (default 2048)")
+    p.add_argument(
+        "--log-every", type=float, default=30.0, help="seconds between progress lines when not on a terminal"
+    )
     _add_model_args(p)
     p.add_argument("--query", action="store_true", help="embed as queries (with the task instruction)")
     p.add_argument("--task", default=None, help="task name from e5rt.TASKS or free text (implies --query)")
     p.add_argument("--long-text", choices=["truncate", "chunk"], default="truncate")
+    ray = p.add_argument_group("Ray Data (the ray extra)")
+    ray.add_argument("--ray", action="store_true", help="run on a Ray cluster: Parquet in, a folder of Parquet out")
+    ray.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: a local cluster")
+    ray.add_argument("--actors", type=positive_int, default=1, help="embedding actors (each loads the model once)")
+    ray.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0: CPU actors)")
+    ray.add_argument("--batch-rows", type=positive_int, default=1024, help="rows per Ray batch")
 
 
 def _add_model_args(p: Any) -> None:
@@ -389,35 +389,71 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .progress import Bar
+    from .corpus import CorpusOptions, Output, Source, embed_corpus
+    from .corpus.job import stream_jsonl
+    from .progress import Meter
 
-    check_output_path(args.output, EMBED_SUFFIXES)
-    texts = read_texts(args.input, args.field, args.encoding)
-    emb = _load(args)
     kind = "query" if (args.query or args.task) else "passage"
-    result = emb.embed(texts, kind=kind, task=args.task, long_text=args.long_text, progress=Bar("embedding"))
-    vecs = result.embeddings
-    out = args.output
-    if out and out != "-" and out.lower().endswith(".npy"):
-        with atomic_output(Path(out), "wb") as fh:
-            np.save(fh, vecs)
-    elif out and out != "-":
-        with atomic_output(Path(out)) as fh:
-            _write_jsonl(fh, texts, vecs)
+    opts = CorpusOptions(
+        kind=kind,
+        task=args.task,
+        long_text=args.long_text,
+        with_text=args.with_text,
+        on_error=args.on_error,
+        chunk_size=args.chunk_size,
+    )
+    if args.ray:
+        return _embed_ray(args, opts)
+    to_stdout = args.output in (None, "-")
+    output = None if to_stdout else Output.parse(args.output, args.format)
+    if to_stdout and (args.resume or args.restart):
+        raise UsageError("--resume needs an output file or folder (-o); stdout cannot be resumed")
+    source = Source(args.input, field=args.field, id_field=args.id_field, encoding=args.encoding)
+    emb = _load(args)
+    if output is None:
+        summary = stream_jsonl(emb, source, sys.stdout, opts)
     else:
-        _write_jsonl(sys.stdout, texts, vecs)
-    s = result.stats
+        meter = Meter(source.size, "rows" if source.fmt == "parquet" else "bytes", log_every=args.log_every)
+        summary = embed_corpus(emb, source, output, opts, resume=args.resume, restart=args.restart, meter=meter)
+    resumed = f", resumed at line {summary.resumed_at_line:,}" if summary.resumed_at_line else ""
+    rejects = f" (see {summary.rejects_file})" if summary.rejects_file else ""
     print(
-        f"{s.texts} texts, {s.tokens} tokens, {s.batches} batches, padding efficiency {s.padding_efficiency:.1%}, "
-        f"{s.truncated} truncated ({emb.variant} on {emb.providers[0]})",
+        f"{summary.records:,} texts, {summary.tokens:,} tokens, {summary.truncated:,} truncated, "
+        f"{summary.rejected:,} rejected{rejects}, {summary.blank:,} blank lines skipped, {summary.chunks:,} chunks, "
+        f"{summary.texts_per_s:,.1f} texts/s{resumed} ({emb.variant} on {emb.providers[0]}) -> {summary.output}",
         file=sys.stderr,
     )
     return 0
 
 
-def _write_jsonl(stream: IO[str], texts: list[str], vecs: Any) -> None:
-    for text, vec in zip(texts, vecs, strict=True):
-        stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
+    from .ray import ray_embed_file
+
+    if args.resume or args.restart:
+        raise UsageError("--resume is for the single-machine path; a Ray run retries failed work itself")
+    if args.output is None or Path(args.output).suffix:
+        raise UsageError("--ray writes a folder of Parquet shards: pass -o OUT/")
+    summary = ray_embed_file(
+        args.input,
+        args.model_dir,
+        Path(args.output),
+        field=args.field,
+        id_field=args.id_field,
+        options=opts,
+        address=args.address,
+        actors=args.actors,
+        num_gpus=args.actor_gpus,
+        batch_rows=args.batch_rows,
+        threads=args.threads,
+        variant=args.variant,
+        max_batch_tokens=args.max_batch_tokens,
+    )
+    print(
+        f"{summary['rows']:,} texts on {summary['actors']} Ray actor(s) ({summary['threads']} threads each), "
+        f"{summary['texts_per_s']:,.1f} texts/s -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:

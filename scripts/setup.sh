@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[cpu,export,dev,bench,server]'
+.venv/bin/python -m pip install -q -e '.[cpu,export,dev,bench,server,ray]'
 # onnxruntime and onnxruntime-gpu overwrite each other's files; refuse an environment holding both.
 .venv/bin/python - <<'PY'
 import importlib.metadata as md
