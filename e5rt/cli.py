@@ -391,7 +391,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .corpus import CorpusOptions, Output, Source, embed_corpus
     from .corpus.job import stream_jsonl
-    from .progress import Meter
+    from .progress import Meter, proc_status_mb
 
     kind = "query" if (args.query or args.task) else "passage"
     opts = CorpusOptions(
@@ -420,7 +420,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     print(
         f"{summary.records:,} texts, {summary.tokens:,} tokens, {summary.truncated:,} truncated, "
         f"{summary.rejected:,} rejected{rejects}, {summary.blank:,} blank lines skipped, {summary.chunks:,} chunks, "
-        f"{summary.texts_per_s:,.1f} texts/s{resumed} ({emb.variant} on {emb.providers[0]}) -> {summary.output}",
+        f"{summary.texts_per_s:,.1f} texts/s{resumed}, peak RSS {proc_status_mb(key='VmHWM') or 0:,.0f} MB "
+        f"({emb.variant} on {emb.providers[0]}) -> {summary.output}",
         file=sys.stderr,
     )
     return 0

@@ -89,3 +89,19 @@ class Meter:
             self._last = now
             self.stream.write("e5rt embed: " + self.line(done, texts, tokens) + "\n")
             self.stream.flush()
+
+
+def proc_status_mb(pid: int | str = "self", key: str = "VmRSS") -> float | None:
+    """A memory field of /proc/PID/status in MB (VmRSS now, VmHWM peak), or None where it cannot be read.
+
+    VmHWM is this process's own peak since exec: unlike getrusage's ru_maxrss, it does not start from the size of
+    the parent it was forked from, so a small CLI run started by a big benchmark process reports its own peak.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

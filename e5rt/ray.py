@@ -24,6 +24,7 @@ Needs the `ray` extra; `import e5rt` never imports this module (nor ray).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,10 +171,14 @@ def embed_dataset(
     )
 
 
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
 def ray_embed_file(
     input_path: str,
     model_dir: str | Path,
-    out: Path,
+    out: str | Path,
     *,
     field: str = "text",
     id_field: str | None = None,
@@ -187,25 +192,38 @@ def ray_embed_file(
     max_batch_tokens: int | None = None,
     num_cpus: int | None = None,
 ) -> dict[str, Any]:
-    """`e5rt embed --ray`: Parquet file(s) in, a folder of Parquet shards out, in input order, with the same
-    columns (`id`, optional `text`, `embedding`) and an `index.json` like the single-machine folder output.
+    """`e5rt embed --ray`: Parquet in (a file, a folder, or a URI such as s3://bucket/passages/), a folder of
+    Parquet shards out (local or a URI), with the columns of the single-machine folder output (`id`, optional
+    `text`, `embedding`) and an `_index.json` beside them.
 
-    Ray has no global row number, so the input must carry an id column (`id_field`). Without `address` a local
-    cluster is started with `num_cpus` (default: all) and no dashboard.
+    Ray has no global row number, so the input must carry an id column (`id_field`). Rows come out in input
+    order unless an actor was restarted (then every row is still there exactly once; match them by id). Without
+    `address` a local cluster is started with `num_cpus` (default: all) and no dashboard. `model_dir` must be
+    readable at the same path on every node (a shared file system, or baked into the node image).
     """
     import time
 
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
     from .corpus.job import INDEX_FILE, CorpusOptions
-    from .corpus.sinks import write_json
 
     opts = options or CorpusOptions()
+    src, dst = str(input_path), str(out).rstrip("/")
     if id_field is None:
         raise InvalidInputError(
             "--ray needs --id-field: Ray reads row groups in parallel and has no global line number"
         )
-    if not str(input_path).endswith((".parquet", ".pq")) and not Path(input_path).is_dir():
-        raise InvalidInputError(f"-i {input_path}: --ray reads Parquet (a .parquet file or a folder of them)")
-    if out.exists() and any(out.iterdir()):
+    if not _is_uri(src):
+        if not Path(src).exists():
+            raise InvalidInputError(f"-i {src}: no such file or folder")
+        if not (src.endswith((".parquet", ".pq")) or Path(src).is_dir()):
+            raise InvalidInputError(f"-i {src}: --ray reads Parquet (a .parquet file, a folder of them, or a URI)")
+    fs, root = pafs.FileSystem.from_uri(dst if _is_uri(dst) else str(Path(dst).resolve()))
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise InvalidInputError(f"-o {out}: is a file; name a folder")
+    if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(root)):
         raise InvalidInputError(f"-o {out}: the folder is not empty; pick an empty folder")
     ray = _ray()
     if not ray.is_initialized():
@@ -219,8 +237,8 @@ def ray_embed_file(
     keep_text = opts.texts_kept("parquet")
     columns = [id_field, field] if id_field != field else [field]
     started = time.monotonic()
-    ds = ray.data.read_parquet(str(input_path), columns=columns, ray_remote_args=io_remote_args())
-    plan = plan_cpus(float(ray.cluster_resources().get("CPU", 1)), actors, num_gpus) if num_gpus <= 0 else None
+    ds = ray.data.read_parquet(src, columns=columns, ray_remote_args=io_remote_args())
+    plan = plan_cpus(float(ray.cluster_resources().get("CPU", 1)), actors, num_gpus)
     out_ds = embed_dataset(
         ds,
         model_dir,
@@ -240,23 +258,26 @@ def ray_embed_file(
         out_ds = out_ds.drop_columns([field])
     elif field != "text":
         out_ds = out_ds.rename_columns({field: "text"})
-    out.mkdir(parents=True, exist_ok=True)
-    out_ds.write_parquet(str(out), ray_remote_args=io_remote_args())
+    fs.create_dir(root, recursive=True)
+    out_ds.write_parquet(dst if _is_uri(dst) else root, ray_remote_args=io_remote_args())
     seconds = time.monotonic() - started
-    import pyarrow.parquet as pq
-
-    shards = [{"file": p.name, "rows": int(pq.read_metadata(p).num_rows)} for p in sorted(out.glob("*.parquet"))]
+    files = sorted(
+        (f for f in fs.get_file_info(pafs.FileSelector(root)) if f.path.endswith(".parquet")), key=lambda f: f.path
+    )
+    shards: list[dict[str, Any]] = [
+        {"file": f.base_name, "rows": int(pq.read_metadata(f.path, filesystem=fs).num_rows)} for f in files
+    ]
     rows = sum(int(s["rows"]) for s in shards)
     summary = {
         "rows": rows,
         "actors": actors,
-        "threads": threads or (plan.threads if plan else 1),
+        "threads": threads or plan.threads,
         "seconds": seconds,
         "texts_per_s": rows / seconds if seconds else 0.0,
     }
     config = {
-        "input": str(input_path),
-        "model": str(Path(model_dir).resolve()),
+        "input": src,
+        "model": str(model_dir),
         "kind": opts.kind,
         "task": opts.task,
         "format": "parquet",
@@ -264,5 +285,7 @@ def ray_embed_file(
         "with_text": keep_text,
         "engine": "ray",
     }
-    write_json(out / INDEX_FILE, {"config": config, "rows": rows, "shards": shards, "summary": summary})
+    index = json.dumps({"config": config, "rows": rows, "shards": shards, "summary": summary}, indent=1)
+    with fs.open_output_stream(f"{root}/{INDEX_FILE}") as fh:
+        fh.write(index.encode())
     return summary

@@ -8,18 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cpu import INT8_FLAGS, cpu_flags, cpu_model
-
-
-def proc_status_mb(pid: int | str = "self", key: str = "VmRSS") -> float | None:
-    """A memory field of /proc/PID/status in MB (VmRSS now, VmHWM peak), or None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+from ..progress import proc_status_mb  # noqa: F401  (re-exported: serve_load and the runner use it)
 
 
 def machine() -> dict[str, Any]:
