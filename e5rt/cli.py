@@ -437,7 +437,7 @@ def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
     summary = ray_embed_file(
         args.input,
         args.model_dir,
-        Path(args.output),
+        args.output,  # a str: Path() would fold s3://bucket into s3:/bucket
         field=args.field,
         id_field=args.id_field,
         options=opts,
