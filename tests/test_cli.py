@@ -62,7 +62,7 @@ def test_embed_jsonl_field_and_stdin(tiny_models: dict[str, Path], tmp_path: Pat
     piped = run("embed", str(tiny_models["bert"]), stdin="one\ntwo\n")
     assert len(piped.stdout.splitlines()) == 2
     bad = run("embed", str(tiny_models["bert"]), "-i", str(src), check=False)
-    assert bad.returncode == 2 and "no string field 'text'" in bad.stderr
+    assert bad.returncode == 2 and "no field 'text'" in bad.stderr
 
 
 def test_search(tiny_models: dict[str, Path], tmp_path: Path) -> None:

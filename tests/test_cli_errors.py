@@ -88,7 +88,7 @@ def test_lone_surrogate_names_the_text(model: str, tmp_path: Path) -> None:
     src.write_text('{"text": "fine"}\n{"text": "bad \\ud800 here"}\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
     proc = run("embed", model, "-i", str(src), "-o", str(out))
-    assert_one_line_error(proc, "texts[1]", "UTF-8", "surrogate")
+    assert_one_line_error(proc, f"{src}:2:", "lone surrogate", "--on-error skip")
     assert not out.exists() and "TextEncodeInput" not in proc.stderr
 
 
