@@ -196,9 +196,9 @@ def ray_embed_file(
     Parquet shards out (local or a URI), with the columns of the single-machine folder output (`id`, optional
     `text`, `embedding`) and an `_index.json` beside them.
 
-    Ray has no global row number, so the input must carry an id column (`id_field`). Rows come out in input
-    order unless an actor was restarted (then every row is still there exactly once; match them by id). Without
-    `address` a local cluster is started with `num_cpus` (default: all) and no dashboard. `model_dir` must be
+    Ray has no global row number, so the input must carry an id column (`id_field`). Every row comes out
+    exactly once, but not necessarily in input order (Ray 2.60 moved batches despite preserve_order): match by id.
+    Without `address` a local cluster is started with `num_cpus` (default: all) and no dashboard. `model_dir` must be
     readable at the same path on every node (a shared file system, or baked into the node image).
     """
     import time
@@ -232,7 +232,7 @@ def ray_embed_file(
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # shards and rows come out in input order
+    ctx.execution_options.preserve_order = True  # asked for, but not always kept by Ray 2.60
     ctx.enable_progress_bars = False
     keep_text = opts.texts_kept("parquet")
     columns = [id_field, field] if id_field != field else [field]
