@@ -88,6 +88,75 @@ def quantize_static_graph(
     return time.perf_counter() - t0
 
 
+def smooth(fp32: Path, dest: Path, emb: Any, texts: list[str], alpha: float) -> int:
+    """SmoothQuant-style migration: for each MatMul with a constant weight W (in x out), measure the per-channel
+    max |x| of its input on calibration texts, then scale: x / s (an inserted Mul), W * s (rows), with
+    s = max|x|^alpha / max|W row|^(1 - alpha). Returns how many MatMuls were smoothed."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    targets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for n in targets:
+        if n.input[0] not in known:
+            probe.graph.output.append(helper.make_tensor_value_info(n.input[0], onnx.TensorProto.FLOAT, None))
+            known.add(n.input[0])
+    tmp = dest.with_name("probe.onnx")
+    onnx.save(probe, tmp)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    names = [n.input[0] for n in targets]
+    amax = {name: None for name in names}
+    reader = calibration_reader(emb, texts)
+    while (feeds := reader.get_next()) is not None:
+        outs = sess.run(names, feeds)
+        mask = feeds["attention_mask"].astype(bool)
+        for name, value in zip(names, outs):
+            m = np.abs(value[mask]).max(axis=0)
+            amax[name] = m if amax[name] is None else np.maximum(amax[name], m)
+    tmp.unlink()
+    for k, n in enumerate(targets):
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        s = np.power(np.maximum(amax[n.input[0]], 1e-5), alpha) / np.power(
+            np.maximum(np.abs(w).max(axis=1), 1e-5), 1 - alpha
+        )
+        s = np.clip(s, 1e-2, 1e2).astype(np.float32)
+        inits[n.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], n.input[1]))
+        inv = f"{n.name}_smooth_inv"
+        graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
+        out = f"{n.input[0]}_smoothed_{k}"
+        graph.node.append(helper.make_node("Mul", [n.input[0], inv], [out], name=f"{n.name}_smooth"))
+        n.input[0] = out
+    onnx.save(_toposort(model), dest)
+    return len(targets)
+
+
+def _toposort(model: Any) -> Any:
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise RuntimeError("graph has a cycle or a missing input")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
+
+
 def activation_quantized(path: Path) -> tuple[int, int]:
     """(MatMuls whose activation input comes from a DequantizeLinear, all MatMuls): proof of int8 compute."""
     import onnx
@@ -125,6 +194,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weight-type", default="QInt8")
     ap.add_argument("--calibrate", default="MinMax", help="MinMax, Percentile or Entropy")
+    ap.add_argument("--alpha", type=float, default=None, help="SmoothQuant migration strength (default: none)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -148,10 +218,17 @@ def main() -> int:
         graphs["int8 (exported dynamic)"] = args.model_dir / "int8" / "model.onnx"
     with tempfile.TemporaryDirectory() as d:
         static = Path(d) / "static.onnx"
-        q_s = quantize_static_graph(
-            graphs["fp32"], static, calibration_reader(base, calib), args.weight_type, ["MatMul"]
+        source = graphs["fp32"]
+        if args.alpha is not None:
+            source = Path(d) / "smoothed.onnx"
+            print(f"smoothed {smooth(graphs['fp32'], source, base, calib, args.alpha)} MatMuls (alpha {args.alpha})")
+        reader = calibration_reader(base, calib)
+        q_s = quantize_static_graph(source, static, reader, args.weight_type, ["MatMul"], args.calibrate)
+        print(f"calibration: {args.calibrate}, {len(calib)} texts; weights {args.weight_type}")
+        label = f"static QDQ MatMul ({args.weight_type}, {args.calibrate}" + (
+            f", smooth {args.alpha})" if args.alpha is not None else ")"
         )
-        graphs[f"static QDQ MatMul ({args.weight_type} weights, {args.calibrate})"] = static
+        graphs[label] = static
         print(f"quantize_static: {q_s:.1f} s")
         for name, path in graphs.items():
             row = evaluate(path, tok, spec, evaluated, ref, args.threads)
