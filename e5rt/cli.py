@@ -534,10 +534,18 @@ def cmd_info(args: argparse.Namespace) -> int:
                     "min_cos": v.parity.min_cos,
                     "passed": v.parity.passed,
                     "packed": v.packed,
+                    "batch_invariant": v.raw.get("batch_invariant"),
+                    "method": (v.quantization or {}).get("method"),
                 }
                 for n, v in m.variants.items()
             },
         }
+        from .engine import pick_variant
+
+        try:
+            info["model"]["auto_cpu"] = pick_variant(m, "auto", "cpu").name
+        except E5rtError as exc:
+            info["model"]["auto_cpu"] = f"none ({exc})"
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
@@ -559,10 +567,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("variants:")
         for n, v in m["variants"].items():
             status = "ok" if v["passed"] else "FAILED parity"
+            inv = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
             print(
                 f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
-                f"min cos {v['min_cos']:.6f}  {status}"
+                f"min cos {v['min_cos']:.6f}  {status}  {inv}"
             )
+        print(f"auto on cpu:  {m['auto_cpu']} (calibrated int8 if the export measured it faster, else fp32)")
     return 0
 
 

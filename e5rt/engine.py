@@ -76,22 +76,37 @@ def _check_texts(texts: Any) -> list[str]:
     return list(texts)
 
 
+def batch_invariant(variant: Variant) -> bool:
+    """Whether a text's vector is the same alone and in any batch: measured at export (each probe alone against
+    batched) where the manifest has it; older manifests: float graphs yes, dynamic int8 no."""
+    measured = variant.raw.get("batch_invariant")
+    if isinstance(measured, bool):
+        return measured
+    return variant.precision != "int8" or str((variant.quantization or {}).get("method", "")).lower() == "static"
+
+
 def pick_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
-    """'auto' means fp16 on CUDA, int8 on CPU when its parity passed, otherwise fp32."""
+    """'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed parity, is
+    batch-invariant (measured at export) and was measured faster than fp32 at export; otherwise fp32; a
+    batch-dependent int8 only where there is no fp32."""
     variants = manifest.variants
     if requested != "auto":
         if requested not in variants:
             raise VariantError(f"unknown variant {requested!r}; this model has: {', '.join(sorted(variants))}")
         return variants[requested]
-    order = ["fp16", "fp32"] if provider in ("cuda", "tensorrt") else ["int8", "fp32"]
+    order = ["fp16", "fp32"] if provider in ("cuda", "tensorrt") else ["int8-static", "int8", "fp32"]
     for name in order:
         v = variants.get(name)
         if v is None or not v.parity.passed or provider not in v.providers:
             continue
+        if v.precision == "int8" and "fp32" in variants and not batch_invariant(v):
+            # A vector that changes with its batch breaks caches and reproducibility behind a batching server.
+            log.info("e5rt: %s is batch-dependent; auto prefers fp32", name)
+            continue
         speed = v.raw.get("cpu_speed") if v.precision == "int8" else None
         if isinstance(speed, dict) and float(speed.get("speedup_vs_fp32", 1.0)) < 1.0 and "fp32" in variants:
             # The export measured this int8 graph slower than fp32 on its CPU; prefer fp32.
-            log.info("e5rt: int8 measured %.2fx fp32 at export; auto picks fp32", speed["speedup_vs_fp32"])
+            log.info("e5rt: %s measured %.2fx fp32 at export; auto picks fp32", name, speed["speedup_vs_fp32"])
             continue
         return v
     for v in variants.values():

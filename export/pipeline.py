@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e5rt.core import TextTokenizer
+import onnx
+
+from e5rt.core import TextTokenizer, format_texts
 from e5rt.cpu import INT8_TARGETS, detect_int8_target
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
@@ -37,15 +39,19 @@ from .source import (
     prepare_tokenizer,
     resolve_source,
 )
+from .static_int8 import calibration_feeds, calibration_texts, quantize_static_int8
 from .steps import Steps
 from .validate import THRESHOLDS, ParityResult, compare, cpu_latency_ms, onnx_embeddings, reference_embeddings
 
-ALL_VARIANTS = ("fp32", "fp16", "int8")
-KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8")
+ALL_VARIANTS = ("fp32", "fp16", "int8", "int8-static")
+# int8 is dynamic (activation scales per batch: fast to export, batch-dependent); int8-static has calibrated
+# scales with outlier migration (export/static_int8.py) and gives a text the same vector in any batch.
+KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8", "int8-static")
+BATCH_INVARIANCE_MAX_ABS = 1e-5  # a text's vector alone and in any batch may differ by float noise only
 # Ops kept in fp32 when a plain fp16 conversion overflows or misses its parity threshold.
 FP16_SENSITIVE_OPS = ["SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "Softmax"]
 # Disk needed per variant, as a multiple of the fp32 weight bytes (raw export counted once).
-_SIZE_FACTOR = {"raw": 1.0, "fp32": 1.0, "fp16": 0.5, "fp16-packed": 0.5, "int8": 0.8}
+_SIZE_FACTOR = {"raw": 1.0, "fp32": 1.0, "fp16": 0.5, "fp16-packed": 0.5, "int8": 0.8, "int8-static": 1.8}
 
 
 @dataclass
@@ -223,15 +229,18 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
         raw_seconds = time.perf_counter() - t0
 
         records: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, dict[str, Any]] = {}  # variants asked for that missed parity and were left out
         timings: dict[str, float] = {"onnx_export": round(raw_seconds, 2)}
 
         def validate(vname: str, path: Path, precision: str) -> ParityResult:
             steps.step(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
             try:
                 got = onnx_embeddings(path, tok_path, spec, ids)
+                # Each probe alone too: parity per text, and how far a text's vector moves with its batch.
+                alone = onnx_embeddings(path, tok_path, spec, ids, alone=True)
             except FloatingPointError as exc:
                 raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
-            result = compare(ref, got, texts, THRESHOLDS[precision])
+            result = compare(ref, got, texts, THRESHOLDS[precision], alone=alone)
             steps.note(
                 f"{vname}: min cos {result.min_cos:.6f}, mean {result.mean_cos:.6f} (threshold {result.threshold})"
             )
@@ -263,12 +272,15 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 "optimizations": optimizations,
                 "quantization": quant,
                 "parity": parity.as_manifest(),
+                # Measured, not assumed: every probe alone against in the runtime's batches.
+                "batch_invariant": parity.batch_invariance_max_abs is not None
+                and parity.batch_invariance_max_abs <= BATCH_INVARIANCE_MAX_ABS,
                 "export_seconds": round(seconds, 2),
                 **extra,
             }
 
         fp32_path = staging / "fp32" / "model.onnx"
-        if "fp32" in variants or "int8" in variants:
+        if "fp32" in variants or "int8" in variants or "int8-static" in variants:
             steps.step("fp32: transformer fusions for the CPU provider")
             t0 = time.perf_counter()
             model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=False)
@@ -372,19 +384,47 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             }
             record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, time.perf_counter() - t0)
 
-        if "int8" in records and fp32_path.is_file():
+        if "int8-static" in variants:
+            steps.step(f"int8-static: calibrated int8 with outlier migration for {target}")
+            t0 = time.perf_counter()
+            static_path = staging / "int8-static" / "model.onnx"
+            static_path.parent.mkdir(parents=True, exist_ok=True)
+            calib = format_texts(calibration_texts(), scheme, "passage")
+            calib_ids = TextTokenizer(tok_path, max_length).encode(calib).ids
+            names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
+            feeds = calibration_feeds(calib_ids, names, pad_id)
+            weight_type = graph.INT8_TARGET_SETTINGS[target][0]
+            quant = quantize_static_int8(fp32_path, static_path, feeds, weight_type, big)
+            parity = validate("int8-static", static_path, "int8")
+            if parity.passed or opts.allow_failed_parity:
+                counts = graph.op_counts(static_path)
+                opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": counts}
+                seconds = time.perf_counter() - t0
+                record("int8-static", "int8", static_path.parent, ["cpu"], parity, opt, quant, seconds)
+            else:
+                # Some models' activation outliers defeat static scales (measured: all-MiniLM-L6-v2, min cos
+                # 0.94); the export goes on without this variant and says so, rather than failing as a whole.
+                steps.note(
+                    f"int8-static below threshold (min cos {parity.min_cos:.6f} < {parity.threshold}); not written"
+                )
+                skipped["int8-static"] = {"min_cos": round(parity.min_cos, 6), "threshold": parity.threshold}
+                graph.remove_tree(static_path.parent)
+
+        for qname in ("int8", "int8-static"):
+            if qname not in records or not fp32_path.is_file():
+                continue
             # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide.
-            steps.note("timing int8 against fp32 on this CPU (16 x 128 tokens)")
+            steps.note(f"timing {qname} against fp32 on this CPU (16 x 128 tokens)")
             fp32_ms = cpu_latency_ms(fp32_path, tok_path, spec)
-            int8_ms = cpu_latency_ms(staging / "int8" / "model.onnx", tok_path, spec)
-            records["int8"]["cpu_speed"] = {
+            q_ms = cpu_latency_ms(staging / qname / "model.onnx", tok_path, spec)
+            records[qname]["cpu_speed"] = {
                 "batch": "16x128",
-                "ms": round(int8_ms, 2),
+                "ms": round(q_ms, 2),
                 "fp32_ms": round(fp32_ms, 2),
-                "speedup_vs_fp32": round(fp32_ms / int8_ms, 3),
+                "speedup_vs_fp32": round(fp32_ms / q_ms, 3),
                 "int8_target": target,
             }
-            steps.note(f"int8 {int8_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
+            steps.note(f"{qname} {q_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
         if "fp32" not in variants:
             graph.remove_tree(fp32_path.parent)
         graph.remove_tree(work)
@@ -408,6 +448,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 "seconds": round(steps.elapsed(), 1),
                 "timings": timings,
                 "int8_target": target,
+                "skipped_variants": skipped,
                 "host": {"machine": platform.machine(), "python": platform.python_version()},
                 "probe_texts": len(texts),
                 "probe_sha256": _probe_digest(texts),

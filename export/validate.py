@@ -32,6 +32,8 @@ class ParityResult:
     threshold: float
     worst_index: int
     worst_text: str
+    min_cos_alone: float | None = None  # each probe embedded on its own
+    batch_invariance_max_abs: float | None = None  # max |alone - batched| over the probes
 
     @property
     def passed(self) -> bool:
@@ -46,6 +48,10 @@ class ParityResult:
             "threshold": self.threshold,
             "passed": self.passed,
             "worst_text": self.worst_text[:80],
+            "min_cos_alone": None if self.min_cos_alone is None else round(self.min_cos_alone, 8),
+            "batch_invariance_max_abs": (
+                None if self.batch_invariance_max_abs is None else float(f"{self.batch_invariance_max_abs:.3g}")
+            ),
             "provider": "cpu",
         }
 
@@ -78,13 +84,25 @@ def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec) -> Em
     )
 
 
-def onnx_embeddings(model_path: Path, tokenizer_path: Path, spec: ModelSpec, ids: list[np.ndarray]) -> np.ndarray:
-    """Normalized embeddings of token ids from one ONNX file; raises FloatingPointError on inf/NaN."""
-    return onnx_embedder(model_path, tokenizer_path, spec).embed_tokens(ids).embeddings
+def onnx_embeddings(
+    model_path: Path, tokenizer_path: Path, spec: ModelSpec, ids: list[np.ndarray], alone: bool = False
+) -> np.ndarray:
+    """Normalized embeddings of token ids from one ONNX file, in the runtime's batches (or each text alone);
+    raises FloatingPointError on inf/NaN."""
+    emb = onnx_embedder(model_path, tokenizer_path, spec)
+    if alone:
+        return np.concatenate([emb.embed_tokens([x]).embeddings for x in ids]) if ids else np.zeros((0, spec.dim))
+    return emb.embed_tokens(ids).embeddings
 
 
-def compare(ref: np.ndarray, got: np.ndarray, texts: list[str], threshold: float) -> ParityResult:
+def compare(
+    ref: np.ndarray, got: np.ndarray, texts: list[str], threshold: float, alone: np.ndarray | None = None
+) -> ParityResult:
+    """Parity of the batched embeddings (and, given `alone`, of each text alone: the lower of the two counts)."""
     cos = np.sum(ref.astype(np.float64) * got.astype(np.float64), axis=1)
+    cos_alone = None if alone is None else np.sum(ref.astype(np.float64) * alone.astype(np.float64), axis=1)
+    if cos_alone is not None:
+        cos = np.minimum(cos, cos_alone)
     worst = int(np.argmin(cos))
     return ParityResult(
         min_cos=float(cos.min()),
@@ -94,6 +112,8 @@ def compare(ref: np.ndarray, got: np.ndarray, texts: list[str], threshold: float
         threshold=threshold,
         worst_index=worst,
         worst_text=texts[worst],
+        min_cos_alone=None if cos_alone is None else float(cos_alone.min()),
+        batch_invariance_max_abs=None if alone is None else float(np.abs(alone - got).max()),
     )
 
 

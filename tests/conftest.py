@@ -34,7 +34,7 @@ def tiny_models(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
     root = tmp_path_factory.mktemp("models")
     out = {}
     for kind, ckpt in tiny_checkpoints.items():
-        opts = ExportOptions(variants=("fp32", "fp16", "fp16-packed", "int8"), progress=False)
+        opts = ExportOptions(variants=("fp32", "fp16", "fp16-packed", "int8", "int8-static"), progress=False)
         export_model(str(ckpt), root / kind, opts)
         out[kind] = root / kind
     return out

@@ -37,7 +37,7 @@ def test_tiny_export_manifest_schema_hashes_parity(tiny_models: dict[str, Path],
     root = tiny_models[kind]
     m = load_manifest(root)  # strict schema parse
     assert m.schema_version == 1
-    assert set(m.variants) == {"fp32", "fp16", "fp16-packed", "int8"}
+    assert set(m.variants) == {"fp32", "fp16", "fp16-packed", "int8", "int8-static"}
     assert m.architecture["model_type"] == kind and m.architecture["num_layers"] == 2
     assert m.tokenizer == "tokenizer.json" and (root / m.tokenizer).is_file()
     assert m.source["kind"] == "local" and m.source["files"]

@@ -32,6 +32,7 @@ from ..core.prompts import Kind
 from ..core.tokenize import Encoded
 from ..core.types import EmbedResult, Stats
 from ..engine import Embedder
+from ..engine import batch_invariant as variant_batch_invariant
 from .metrics import ServerMetrics
 from .openapi import docs_html, openapi_spec
 from .protocol import (
@@ -384,16 +385,11 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def batch_invariant(emb: Embedder) -> bool:
-    """Whether a text's vector is the same alone and in any batch: true for float graphs; int8 graphs whose
-    activations are quantized per batch (dynamic) are not."""
+    """Whether a text's vector is the same alone and in any batch (see e5rt.engine.batch_invariant)."""
     if emb.manifest is None:
         return True
     variant = emb.manifest.variants.get(emb.variant)
-    if variant is None or variant.precision != "int8":
-        return True
-    # Only calibrated (static) activation scales are known to be batch-invariant; every int8 recipe exported
-    # today (dynamic, and blockwise weights with int8 compute) is reported as not, until measured.
-    return str((variant.quantization or {}).get("method", "")).lower() == "static"
+    return True if variant is None else variant_batch_invariant(variant)
 
 
 def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
