@@ -540,12 +540,18 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for n, v in m.variants.items()
             },
         }
+        from .cpu import exact_int8_needed
         from .engine import pick_variant
 
         try:
             info["model"]["auto_cpu"] = pick_variant(m, "auto", "cpu").name
         except E5rtError as exc:
             info["model"]["auto_cpu"] = f"none ({exc})"
+        for n, v in m.variants.items():
+            wt = (v.quantization or {}).get("weight_type") if v.precision == "int8" else None
+            info["model"]["variants"][n]["int8_session"] = (
+                None if wt is None else ("exact u8u8 (no VNNI here)" if exact_int8_needed(wt) else "default")
+            )
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
@@ -568,6 +574,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         for n, v in m["variants"].items():
             status = "ok" if v["passed"] else "FAILED parity"
             inv = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
+            if v["int8_session"] == "exact u8u8 (no VNNI here)":
+                inv += "  s8 weights: exact u8u8 mode on this CPU"
             print(
                 f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
                 f"min cos {v['min_cos']:.6f}  {status}  {inv}"

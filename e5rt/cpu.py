@@ -55,3 +55,16 @@ def detect_int8_target() -> str:
 def int8_features() -> dict[str, bool]:
     flags = cpu_flags()
     return {name: name in flags for name in INT8_FLAGS}
+
+
+def exact_int8_needed(weight_type: str | None, target: str | None = None) -> bool:
+    """Whether an int8 graph with these weights needs ONNX Runtime's exact u8u8 mode on the serving CPU.
+
+    Signed (s8) weights run as u8 x s8 products; x86 without VNNI computes those with vpmaddubsw, whose int16
+    intermediate saturates and can give wrong vectors. `session.x64quantprecision=1` makes ORT use u8 x u8 there
+    (slower, exact). VNNI and Arm dot products accumulate in int32 and need nothing; unsigned weights never
+    saturate. Decided from the CPU that loads the model, not the one that exported it.
+    """
+    if weight_type != "QInt8":
+        return False
+    return (target or detect_int8_target()) in ("avx2", "avx512")

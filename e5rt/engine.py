@@ -24,6 +24,7 @@ from .core.pool import finish
 from .core.prompts import Kind, format_texts
 from .core.tokenize import Encoded, TextTokenizer
 from .core.types import EMPTY_STATS, EmbedResult, Stats
+from .cpu import exact_int8_needed
 from .errors import InputError, InvalidInputError, VariantError
 from .manifest import Manifest, Variant, load_manifest, verify_files
 
@@ -184,6 +185,7 @@ class Embedder:
             )
         if opts.verify:
             verify_files(root, chosen)
+        weight_type = (chosen.quantization or {}).get("weight_type") if chosen.precision == "int8" else None
         backend = OrtBackend(
             root / chosen.model_file,
             prov,
@@ -191,6 +193,7 @@ class Embedder:
             io_binding=opts.io_binding,
             arena=opts.arena,
             spin=opts.spin,
+            exact_int8=prov == "cpu" and exact_int8_needed(weight_type),
         )
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         emb = cls(
@@ -221,11 +224,12 @@ class Embedder:
         batching: BatchOptions | None = None,
         threads: int | None = None,
         check_finite: bool = False,
+        exact_int8: bool = False,
     ) -> Embedder:
         """The pipeline on one ONNX file without a manifest (the export stage validates graphs this way)."""
         from .backends.ort import OrtBackend
 
-        backend = OrtBackend(model_path, provider, threads=threads)
+        backend = OrtBackend(model_path, provider, threads=threads, exact_int8=exact_int8)
         tok = TextTokenizer(tokenizer_path, spec.max_length)
         return cls(backend, tok, spec, batching, provider=provider, check_finite=check_finite)
 

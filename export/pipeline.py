@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 
 from e5rt.core import TextTokenizer, format_texts
-from e5rt.cpu import INT8_TARGETS, detect_int8_target
+from e5rt.cpu import INT8_TARGETS, detect_int8_target, exact_int8_needed
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
 
@@ -234,10 +234,13 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
 
         def validate(vname: str, path: Path, precision: str) -> ParityResult:
             steps.step(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
+            # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
+            # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
+            exact = precision == "int8" and exact_int8_needed(graph.INT8_TARGET_SETTINGS[target][0])
             try:
-                got = onnx_embeddings(path, tok_path, spec, ids)
+                got = onnx_embeddings(path, tok_path, spec, ids, exact_int8=exact)
                 # Each probe alone too: parity per text, and how far a text's vector moves with its batch.
-                alone = onnx_embeddings(path, tok_path, spec, ids, alone=True)
+                alone = onnx_embeddings(path, tok_path, spec, ids, alone=True, exact_int8=exact)
             except FloatingPointError as exc:
                 raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
             result = compare(ref, got, texts, THRESHOLDS[precision], alone=alone)

@@ -73,7 +73,7 @@ def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: 
     return out
 
 
-def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec) -> Embedder:
+def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec, exact_int8: bool = False) -> Embedder:
     """e5rt's pipeline on one ONNX file, CPU provider, refusing inf/NaN hidden states."""
     return Embedder.from_onnx(
         model_path,
@@ -81,15 +81,21 @@ def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec) -> Em
         spec,
         batching=BatchOptions(max_batch_tokens=_BUDGET, min_efficiency=0.0),
         check_finite=True,
+        exact_int8=exact_int8,
     )
 
 
 def onnx_embeddings(
-    model_path: Path, tokenizer_path: Path, spec: ModelSpec, ids: list[np.ndarray], alone: bool = False
+    model_path: Path,
+    tokenizer_path: Path,
+    spec: ModelSpec,
+    ids: list[np.ndarray],
+    alone: bool = False,
+    exact_int8: bool = False,
 ) -> np.ndarray:
     """Normalized embeddings of token ids from one ONNX file, in the runtime's batches (or each text alone);
     raises FloatingPointError on inf/NaN."""
-    emb = onnx_embedder(model_path, tokenizer_path, spec)
+    emb = onnx_embedder(model_path, tokenizer_path, spec, exact_int8)
     if alone:
         return np.concatenate([emb.embed_tokens([x]).embeddings for x in ids]) if ids else np.zeros((0, spec.dim))
     return emb.embed_tokens(ids).embeddings

@@ -72,3 +72,38 @@ def test_static_int8_really_quantizes_activations(tiny_models: dict[str, Path]) 
     producer = {o: n.op_type for n in nodes for o in n.output}
     matmuls = [n for n in nodes if n.op_type == "MatMul"]
     assert matmuls and all(producer.get(n.input[0]) == "DequantizeLinear" for n in matmuls)
+
+
+def test_exact_int8_mode_is_chosen_from_the_serving_cpu(tiny_models: dict[str, Path]) -> None:
+    from e5rt.cpu import detect_int8_target, exact_int8_needed
+
+    # s8 weights saturate only on x86 without VNNI; u8 weights and dot-product CPUs need nothing.
+    assert exact_int8_needed("QInt8", "avx2") and exact_int8_needed("QInt8", "avx512")
+    assert not exact_int8_needed("QInt8", "avx512_vnni") and not exact_int8_needed("QInt8", "arm64")
+    assert not exact_int8_needed("QUInt8", "avx2") and not exact_int8_needed(None, "avx2")
+    for name in ("int8", "int8-static", "fp32"):
+        emb = Embedder.load(tiny_models["bert"], variant=name, provider="cpu")
+        v = emb.manifest.variants[name]
+        wt = (v.quantization or {}).get("weight_type") if v.precision == "int8" else None
+        assert emb.backend.exact_int8 == exact_int8_needed(wt, detect_int8_target())
+
+
+def test_vnni_export_served_on_this_cpu(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """An int8 model exported for a VNNI CPU (s8 weights) loads here with the mode this CPU needs and stays
+    accurate: the exporter's CPU does not decide how it runs."""
+    from e5rt_export import ExportOptions, export_model
+
+    from e5rt.cpu import detect_int8_target
+
+    out = tmp_path / "vnni"
+    export_model(
+        str(tiny_checkpoints["bert"]),
+        out,
+        ExportOptions(variants=("fp32", "int8"), int8_target="avx512_vnni", progress=False),
+    )
+    assert load_manifest(out).variants["int8"].quantization["weight_type"] == "QInt8"
+    int8 = Embedder.load(out, variant="int8", provider="cpu")
+    assert int8.backend.exact_int8 == (detect_int8_target() in ("avx2", "avx512"))
+    texts = [TARGET, *NEIGHBOURS]
+    cos = np.sum(int8.encode(texts) * Embedder.load(out, variant="fp32").encode(texts), axis=1)
+    assert cos.min() >= 0.99

@@ -88,6 +88,7 @@ class OrtBackend:
         device_id: int = 0,
         max_cached_shapes: int = 8,
         spin: bool = True,
+        exact_int8: bool = False,
     ) -> None:
         if arena not in ARENA_POLICIES:
             raise ConfigError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
@@ -103,6 +104,10 @@ class OrtBackend:
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        self.exact_int8 = exact_int8
+        if exact_int8:
+            # s8 weights on x86 without VNNI: u8u8 products instead of saturating u8s8 (see e5rt.cpu).
+            so.add_session_config_entry("session.x64quantprecision", "1")
         if not spin:
             # Idle intra-op threads otherwise spin for a while after each run: good for back-to-back bulk
             # batches, but in a server they take the cores the event loop and tokenizer threads need.
