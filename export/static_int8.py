@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .errors import ExportError
+
 SMOOTH_ALPHA = 0.6  # measured best of 0.5 / 0.6 on me5-small-r (0.991 / 0.996 min cos); see the probe results
 CALIBRATION_TEXTS = 128
 CALIBRATION_BATCH = 8
@@ -117,7 +119,7 @@ def _toposort(graph: onnx.GraphProto) -> None:
             else:
                 rest.append(node)
         if len(rest) == len(pending):
-            raise ValueError("graph has a cycle or a missing input after smoothing")
+            raise ExportError("graph has a cycle or a missing input after smoothing")
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
