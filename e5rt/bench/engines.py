@@ -140,10 +140,15 @@ def engine_st_onnx(ctx: dict[str, Any]) -> Engine:
 
         base = _st_model({**ctx, "checkpoint": str(work)}, backend="onnx")
         export_dynamic_quantized_onnx_model(base, "avx2", str(work))
+        # Its 'avx2' preset writes onnx/model_quint8_avx2.onnx (unsigned weights); asking for the qint8 name
+        # that does not exist made the reload fail with "Unrecognized model ... model_type". Take what it wrote.
+        written = sorted((work / "onnx").glob("model_*int8_avx2.onnx"))
+        if not written:
+            raise FileNotFoundError(f"sentence-transformers wrote no int8 ONNX file under {work / 'onnx'}")
         model = _st_model(
             {**ctx, "checkpoint": str(work)},
             backend="onnx",
-            model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx", "provider": "CPUExecutionProvider"},
+            model_kwargs={"file_name": f"onnx/{written[0].name}", "provider": "CPUExecutionProvider"},
         )
         return _st_engine(model, ctx, "int8 (avx2)")
     model = _st_model(
