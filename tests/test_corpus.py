@@ -310,3 +310,17 @@ def test_ray_plan_leaves_a_cpu_for_reads_and_writes() -> None:
 def test_import_e5rt_does_not_import_ray() -> None:
     code = "import sys, e5rt, e5rt.corpus; assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_corrupt_state_file_is_one_clear_error(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "c.txt"
+    src.write_text("a\nb\n")
+    work = tmp_path / ".o.parquet.e5rt-work"
+    work.mkdir()
+    (work / "_e5rt_state.json").write_text("{not json")
+    proc = run(
+        "embed", str(tiny_models["bert"]), "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--resume", check=False
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unreadable state file" in proc.stderr
+    run("embed", str(tiny_models["bert"]), "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--restart")
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 2 and not work.exists()

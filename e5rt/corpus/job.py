@@ -161,7 +161,11 @@ def _prepare(output: Output, config: dict[str, Any], resume: bool, restart: bool
         else:
             shutil.rmtree(work)
     if state_path.is_file():
-        saved = json.loads(state_path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(state_path.read_text(encoding="utf-8"))
+            saved["summary"]["position"]["line"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CorpusError(f"{state_path}: unreadable state file; pass --restart to start over") from None
         if not resume:
             raise CorpusError(
                 f"-o {output.path}: an unfinished run is there "
@@ -176,11 +180,18 @@ def _prepare(output: Output, config: dict[str, Any], resume: bool, restart: bool
                     f"cannot resume: the unfinished run had {key}={saved['config'].get(key)!r}, this one {value!r}; "
                     "rerun with the same input and options, or pass --restart"
                 )
-        summary = Summary(**saved["summary"])
-        # Parts beyond the last committed chunk belong to a chunk that was in flight when the run died.
+        try:
+            summary = Summary(**saved["summary"])
+        except TypeError:
+            raise CorpusError(f"{state_path}: unreadable state file; pass --restart to start over") from None
+        # Parts beyond the last committed chunk belong to a chunk that was in flight when the run died, and
+        # hidden .tmp files are writes a kill interrupted.
         for stale in work.glob("part-*"):
-            if int(stale.name[5:11]) >= summary.chunks:
+            number = stale.name[5:11]
+            if number.isdigit() and int(number) >= summary.chunks:
                 stale.unlink()
+        for tmp in work.glob(".*.tmp"):
+            tmp.unlink()
         summary.resumed_at_line = summary.position["line"]
         return summary
     if output.folder and work.exists() and any(work.iterdir()):
