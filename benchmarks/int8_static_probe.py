@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def activation_quantized(path: Path) -> tuple[int, int]:
-    """(MatMuls whose activation input comes from a DequantizeLinear, all MatMuls): proof of int8 compute."""
-    import onnx
-
-    nodes = onnx.load(str(path), load_external_data=False).graph.node
-    producer = {o: n.op_type for n in nodes for o in n.output}
-    mm = [n for n in nodes if n.op_type == "MatMul"]
-    return sum(producer.get(n.input[0]) == "DequantizeLinear" for n in mm), len(mm)
-
-
 def evaluate(model: Path, tok: Path, spec: Any, texts: list[str], ref: np.ndarray, threads: int) -> dict[str, Any]:
     from e5rt import Embedder
     from e5rt.config import BatchOptions
@@ -64,7 +54,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from e5rt_export.probes import probe_texts
-    from e5rt_export.static_int8 import calibration_feeds, quantize_static_int8
+    from e5rt_export.static_int8 import calibration_feeds, int8_activation_matmuls, quantize_static_int8
 
     from e5rt import Embedder
     from e5rt.bench.corpus import DEFAULT_CORPUS, read_rows
@@ -97,7 +87,7 @@ def main() -> int:
         for name, path in graphs.items():
             row = evaluate(path, tok, spec, evaluated, ref, args.threads)
             row["file_mb"] = path.stat().st_size / 2**20
-            row["matmuls_int8_activations"] = "{}/{}".format(*activation_quantized(path))
+            row["matmuls_int8_activations"] = "{}/{}".format(*int8_activation_matmuls(path))
             result["rows"][name] = row
             print(
                 f"{name:40s} alone {row['min_cos_alone']:.5f}  batched {row['min_cos_batched']:.5f}  "

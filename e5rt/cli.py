@@ -413,7 +413,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if output is None:
         summary = stream_jsonl(emb, source, sys.stdout, opts)
     else:
-        meter = Meter(source.size, "rows" if source.fmt == "parquet" else "bytes", log_every=args.log_every)
+        meter = Meter(source.size, log_every=args.log_every)  # size: bytes, or rows for Parquet
         summary = embed_corpus(emb, source, output, opts, resume=args.resume, restart=args.restart, meter=meter)
     resumed = f", resumed at line {summary.resumed_at_line:,}" if summary.resumed_at_line else ""
     rejects = f" (see {summary.rejects_file})" if summary.rejects_file else ""
@@ -540,17 +540,17 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for n, v in m.variants.items()
             },
         }
-        from .cpu import exact_int8_needed
-        from .engine import pick_variant
+        from .engine import needs_exact_int8, pick_variant
 
         try:
             info["model"]["auto_cpu"] = pick_variant(m, "auto", "cpu").name
         except E5rtError as exc:
             info["model"]["auto_cpu"] = f"none ({exc})"
         for n, v in m.variants.items():
-            wt = (v.quantization or {}).get("weight_type") if v.precision == "int8" else None
             info["model"]["variants"][n]["int8_session"] = (
-                None if wt is None else ("exact u8u8 (no VNNI here)" if exact_int8_needed(wt) else "default")
+                ("exact u8u8 (no VNNI here)" if needs_exact_int8(v) else "default")
+                if v.precision == "int8" and (v.quantization or {}).get("weight_type")
+                else None
             )
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

@@ -86,6 +86,12 @@ def batch_invariant(variant: Variant) -> bool:
     return variant.precision != "int8" or str((variant.quantization or {}).get("method", "")).lower() == "static"
 
 
+def needs_exact_int8(variant: Variant) -> bool:
+    """Whether this CPU must run the variant in ORT's exact u8u8 mode (s8 weights, x86 without VNNI)."""
+    weight_type = (variant.quantization or {}).get("weight_type") if variant.precision == "int8" else None
+    return exact_int8_needed(weight_type)
+
+
 def pick_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
     """'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed parity, is
     batch-invariant (measured at export) and was measured faster than fp32 at export; otherwise fp32; a
@@ -185,7 +191,6 @@ class Embedder:
             )
         if opts.verify:
             verify_files(root, chosen)
-        weight_type = (chosen.quantization or {}).get("weight_type") if chosen.precision == "int8" else None
         backend = OrtBackend(
             root / chosen.model_file,
             prov,
@@ -193,7 +198,7 @@ class Embedder:
             io_binding=opts.io_binding,
             arena=opts.arena,
             spin=opts.spin,
-            exact_int8=prov == "cpu" and exact_int8_needed(weight_type),
+            exact_int8=prov == "cpu" and needs_exact_int8(chosen),
         )
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         emb = cls(

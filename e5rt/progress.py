@@ -1,5 +1,5 @@
-"""Progress display on stderr for long encodes. Silent when not a terminal unless asked, so pipes and logs stay
-clean."""
+"""Progress of long corpus runs on stderr (a redrawn line on a terminal, periodic plain lines in logs), and the
+process's own memory figures."""
 
 from __future__ import annotations
 
@@ -7,33 +7,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
-
-
-class Bar:
-    """A one-line progress bar, redrawn at most 10 times a second."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.label = label
-        self.start = time.perf_counter()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if done < total and now - self._last < 0.1:
-            return
-        self._last = now
-        frac = done / total if total else 1.0
-        width = 30
-        fill = int(frac * width)
-        rate = done / max(now - self.start, 1e-9)
-        self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {rate:,.0f}/s")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def _clock(seconds: float) -> str:
@@ -52,7 +25,6 @@ class Meter:
     def __init__(
         self,
         total: int | None,
-        unit: str = "bytes",
         stream: TextIO | None = None,
         tty: bool | None = None,
         log_every: float = 30.0,
@@ -60,7 +32,7 @@ class Meter:
     ) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
-        self.total, self.unit, self.log_every, self.clock = total, unit, log_every, clock
+        self.total, self.log_every, self.clock = total, log_every, clock
         self.start = clock()
         self._last = self.start
         self.base = 0  # input consumed before this run (a resume), left out of the rates

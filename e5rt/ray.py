@@ -72,7 +72,12 @@ def plan_cpus(total_cpus: float, actors: int, num_gpus: float = 0.0, reserve: fl
                 f"{actors} actors do not fit in {total_cpus:g} CPUs with {reserve:g} kept for reading and writing; "
                 f"use at most {max(1, int((total_cpus - reserve) / 0.5))} actors"
             )
-    return ActorPlan(actors, per, max(1, math.floor(per + 0.5)), num_gpus, reserve)
+    return ActorPlan(actors, per, _threads(per), num_gpus, reserve)
+
+
+def _threads(cpus: float) -> int:
+    """ONNX Runtime intra-op threads for an actor's CPU share: the share rounded, at least one."""
+    return max(1, math.floor(cpus + 0.5))
 
 
 def io_remote_args() -> dict[str, Any]:
@@ -142,7 +147,7 @@ def embed_dataset(
     if not ray.is_initialized():
         ray.init()
     if num_cpus is not None:
-        plan = ActorPlan(actors, num_cpus, max(1, math.floor(num_cpus + 0.5)), num_gpus, reserve or 0.0)
+        plan = ActorPlan(actors, num_cpus, _threads(num_cpus), num_gpus, reserve or 0.0)
     else:
         plan = plan_cpus(float(ray.cluster_resources().get("CPU", 1)), actors, num_gpus, reserve)
     load = {
@@ -247,6 +252,7 @@ def ray_embed_file(
         task=opts.task,
         actors=actors,
         num_gpus=num_gpus,
+        num_cpus=plan.num_cpus,  # the plan above, not a second look at the cluster
         threads=threads,
         batch_rows=batch_rows,
         variant=variant,

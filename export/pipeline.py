@@ -217,7 +217,8 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
         prepare_tokenizer(ckpt, tok_path)
         pad_id = pad_token_id(ckpt, tok_path)
         texts = probe_texts() + list(opts.extra_probes)
-        ids = TextTokenizer(tok_path, max_length).encode(texts).ids
+        tokenizer = TextTokenizer(tok_path, max_length)
+        ids = tokenizer.encode(texts).ids
         spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
 
         steps.step("PyTorch reference embeddings")
@@ -393,7 +394,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             static_path = staging / "int8-static" / "model.onnx"
             static_path.parent.mkdir(parents=True, exist_ok=True)
             calib = format_texts(calibration_texts(), scheme, "passage")
-            calib_ids = TextTokenizer(tok_path, max_length).encode(calib).ids
+            calib_ids = tokenizer.encode(calib).ids
             names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
             feeds = calibration_feeds(calib_ids, names, pad_id)
             weight_type = graph.INT8_TARGET_SETTINGS[target][0]
@@ -413,12 +414,12 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 skipped["int8-static"] = {"min_cos": round(parity.min_cos, 6), "threshold": parity.threshold}
                 graph.remove_tree(static_path.parent)
 
-        for qname in ("int8", "int8-static"):
-            if qname not in records or not fp32_path.is_file():
-                continue
-            # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide.
+        timed = [q for q in ("int8", "int8-static") if q in records] if fp32_path.is_file() else []
+        # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide. fp32 is
+        # timed once, so every int8 variant is compared with the same baseline.
+        fp32_ms = cpu_latency_ms(fp32_path, tok_path, spec) if timed else 0.0
+        for qname in timed:
             steps.note(f"timing {qname} against fp32 on this CPU (16 x 128 tokens)")
-            fp32_ms = cpu_latency_ms(fp32_path, tok_path, spec)
             q_ms = cpu_latency_ms(staging / qname / "model.onnx", tok_path, spec)
             records[qname]["cpu_speed"] = {
                 "batch": "16x128",

@@ -125,6 +125,14 @@ def _toposort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
+def int8_activation_matmuls(path: Path) -> tuple[int, int]:
+    """(MatMuls whose activation input comes from a DequantizeLinear, all MatMuls): proof of int8 compute."""
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    producer = {o: n.op_type for n in nodes for o in n.output}
+    matmuls = [n for n in nodes if n.op_type == "MatMul"]
+    return sum(producer.get(n.input[0]) == "DequantizeLinear" for n in matmuls), len(matmuls)
+
+
 class _Reader:
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)

@@ -269,7 +269,7 @@ def _run(
             summary.truncated += result.stats.truncated
             run_tokens += result.stats.tokens
         if chunk.rejects:
-            with sinks.committed(output.work / f"part-{n:06d}.rejects.jsonl", "w") as fh:
+            with sinks.committed(output.work / sinks.rejects_part_name(n), "w") as fh:
                 for rej in chunk.rejects:
                     fh.write(json.dumps(rej.as_dict(), ensure_ascii=False) + "\n")
         summary.records += len(chunk.records)
@@ -373,20 +373,15 @@ def _abandon(output: Output) -> None:
 def _finish(output: Output, config: dict[str, Any], summary: Summary, dim: int) -> None:
     work = output.work
     chunks = range(summary.chunks)
-    parts = [work / sinks.part_name(output.fmt, n) for n in chunks if (work / sinks.part_name(output.fmt, n)).exists()]
-    reject_parts = [work / f"part-{n:06d}.rejects.jsonl" for n in chunks]
-    reject_parts = [p for p in reject_parts if p.exists()]
+    parts = [p for n in chunks if (p := work / sinks.part_name(output.fmt, n)).exists()]
+    reject_parts = [p for n in chunks if (p := work / sinks.rejects_part_name(n)).exists()]
     output.rejects.unlink(missing_ok=True)
     if reject_parts:
         sinks.append_rejects(reject_parts, output.rejects)
         summary.rejects_file = str(output.rejects)
     summary.output = str(output.path)
     if output.folder:
-        shards = []
-        for n in chunks:
-            name = sinks.part_name(output.fmt, n)
-            if (work / name).exists():
-                shards.append({"file": name, "chunk": n, "rows": sinks.part_rows(work / name, output.fmt)})
+        shards = [{"file": p.name, "chunk": int(p.name[5:11]), "rows": sinks.part_rows(p, output.fmt)} for p in parts]
         index = {"config": config, "rows": summary.records, "shards": shards, "summary": asdict(summary)}
         for p in reject_parts:
             p.unlink()

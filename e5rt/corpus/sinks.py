@@ -70,6 +70,10 @@ def part_name(fmt: str, n: int) -> str:
     return f"part-{n:06d}.{fmt}"
 
 
+def rejects_part_name(n: int) -> str:
+    return f"part-{n:06d}.rejects.jsonl"
+
+
 def write_part(
     folder: Path, fmt: str, n: int, ids: Sequence[Any], texts: Sequence[str] | None, vecs: np.ndarray
 ) -> str:

@@ -10,7 +10,6 @@ Every record carries its 1-based line (or row) number, which is also its id when
 
 from __future__ import annotations
 
-import codecs
 import json
 import os
 import sys
@@ -135,7 +134,7 @@ class Source:
             newline = "\n".encode(self.encoding)
         except LookupError:
             raise SourceError(f"--encoding {self.encoding!r} is not an encoding Python knows") from None
-        if newline != b"\n" or codecs.lookup(self.encoding).name.startswith("utf-16"):
+        if newline != b"\n":  # utf-16/32 and the like
             raise SourceError(
                 f"--encoding {self.encoding}: lines are not split on a single newline byte in this encoding; "
                 "convert the file to utf-8 first (iconv -f ... -t utf-8)"
