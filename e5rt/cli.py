@@ -96,7 +96,11 @@ def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face checkpoint to a validated e5rt model directory")
     p.add_argument("source", help="hub id (e.g. intfloat/multilingual-e5-large-instruct) or local checkpoint directory")
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--variants", default="fp32,fp16,int8", help="comma list of fp32,fp16,fp16-packed,int8")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma list of fp32,fp16,fp16-packed,int8,int8-static (default: fp32,fp16,int8,int8-static)",
+    )
     p.add_argument("--max-length", type=int, default=None, help="tokens per text (default: from the checkpoint)")
     p.add_argument(
         "--int8-target",
@@ -105,10 +109,11 @@ def _add_export(sub: Any) -> None:
         help="CPU the int8 variant is tuned for (default: this CPU)",
     )
     p.add_argument(
-        "--quantize-embeddings",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also quantize the word-embedding Gather to int8 (default: off; see README for the numbers)",
+        "--embedding-table",
+        choices=["auto", "fp32", "int8"],
+        default="auto",
+        help="word-embedding table storage: int8 = uint8 blocks of 32 in every CPU variant (fp32 too), "
+        "fp32 = as exported, auto = int8 in the int8 variants only (default)",
     )
     p.add_argument("--pooling", choices=["mean", "cls"], default=None)
     p.add_argument("--prompt-scheme", choices=["instruct", "query-passage", "none"], default=None)
@@ -365,16 +370,16 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from e5rt_export import ExportOptions, export_model, parse_variants, summary_lines
+        from e5rt_export import ALL_VARIANTS, ExportOptions, export_model, parse_variants, summary_lines
     except ImportError as exc:
         raise UsageError(f"e5rt export needs the export extra: pip install 'e5rt[export]' ({exc})") from None
     if args.max_length is not None and args.max_length < 2:
         raise UsageError(f"--max-length must be at least 2, got {args.max_length}")
     opts = ExportOptions(
-        variants=parse_variants(args.variants),
+        variants=parse_variants(args.variants) if args.variants else ALL_VARIANTS,
         max_length=args.max_length,
         int8_target=args.int8_target,
-        quantize_embeddings=args.quantize_embeddings,
+        embedding_table=args.embedding_table,
         pooling=args.pooling,
         prompt_scheme=args.prompt_scheme,
         force=args.force,

@@ -1,4 +1,4 @@
-"""e5rt's export stage: Hugging Face checkpoint -> validated ONNX model directory (fp32, fp16, int8).
+"""e5rt's export stage: Hugging Face checkpoint -> validated ONNX model directory (fp32, fp16, int8, int8-static).
 
 Imports torch, transformers and optimum; the runtime package e5rt never imports this package.
 """
@@ -13,9 +13,10 @@ from .errors import (
     ParityError,
     UnsupportedArchitectureError,
 )
-from .pipeline import ExportOptions, export_checkpoint, export_model, parse_variants, summary_lines
+from .pipeline import ALL_VARIANTS, ExportOptions, export_checkpoint, export_model, parse_variants, summary_lines
 
 __all__ = [
+    "ALL_VARIANTS",
     "DiskSpaceError",
     "ExportError",
     "ExportOptions",

