@@ -541,6 +541,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                     "packed": v.packed,
                     "batch_invariant": v.raw.get("batch_invariant"),
                     "method": (v.quantization or {}).get("method"),
+                    # uint8 blocks (GatherBlockQuantized) or the exported fp32 table; absent in older exports
+                    "embedding_table": "int8 blocks"
+                    if "block_size" in v.raw.get("embedding_table", {})
+                    else ("fp32" if "embedding_table" in v.raw else None),
                 }
                 for n, v in m.variants.items()
             },
@@ -579,6 +583,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         for n, v in m["variants"].items():
             status = "ok" if v["passed"] else "FAILED parity"
             inv = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
+            if v["embedding_table"] == "int8 blocks":
+                inv += "  table int8"
             if v["int8_session"] == "exact u8u8 (no VNNI here)":
                 inv += "  s8 weights: exact u8u8 mode on this CPU"
             print(

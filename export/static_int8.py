@@ -21,6 +21,7 @@ Recipe, the same for every model:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,27 +62,32 @@ def _targets(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in consts]
 
 
-def input_absmax(model_path: Path, feeds: list[dict[str, np.ndarray]], work: Path) -> dict[str, np.ndarray]:
+def input_absmax(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each constant-weight MatMul's input over the real (unpadded) tokens."""
     import onnxruntime as ort
     from onnx import helper
 
-    model = onnx.load(str(model_path))
+    # The graph only, weights left on disk: the probe is written beside the source so that its external-data
+    # references (a model over 2 GB) still resolve, and a 2 GB graph is neither copied nor re-serialized.
+    model = onnx.load(str(model_path), load_external_data=False)
     names = list(dict.fromkeys(n.input[0] for n in _targets(model.graph)))
     outputs = {o.name for o in model.graph.output}
     for name in names:
         if name not in outputs:
             model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    probe = work / "absmax-probe.onnx"
-    onnx.save(model, str(probe))
-    sess = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    probe = model_path.parent / f".absmax-probe-{os.getpid()}.onnx"
     amax: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        mask = feed["attention_mask"].astype(bool)
-        for name, value in zip(names, sess.run(names, feed), strict=True):
-            m = np.abs(value[mask]).max(axis=0)
-            amax[name] = np.maximum(amax[name], m) if name in amax else m
-    probe.unlink()
+    try:
+        onnx.save(model, str(probe))
+        del model
+        sess = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        for feed in feeds:
+            mask = feed["attention_mask"].astype(bool)
+            for name, value in zip(names, sess.run(names, feed), strict=True):
+                m = np.abs(value[mask]).max(axis=0)
+                amax[name] = np.maximum(amax[name], m) if name in amax else m
+    finally:
+        probe.unlink(missing_ok=True)
     return amax
 
 
@@ -166,7 +172,7 @@ def quantize_static_int8(
     work = dest.parent / "_static_work"
     work.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_path))
-    n = 0 if alpha is None else smooth(model, input_absmax(fp32_path, feeds, work), alpha)
+    n = 0 if alpha is None else smooth(model, input_absmax(fp32_path, feeds), alpha)
     model = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
     smoothed = work / "smoothed.onnx"
     onnx.save(model, str(smoothed), save_as_external_data=big)
@@ -209,5 +215,5 @@ def quantize_static_int8(
         "per_channel": True,
         "weight_type": weight_type,
         "activation_type": "QUInt8",
-        "quantized_ops": "MatMul inputs (constant weights); fused Attention and the embedding table stay fp32",
+        "quantized_ops": "MatMul inputs (constant weights); the fused Attention stays fp32",
     }

@@ -236,9 +236,9 @@ def test_external_data_path(tiny_checkpoints: dict[str, Path], tmp_path: Path, m
     ckpt = tiny_checkpoints["bert"]
     before = input_hashes(ckpt)
     out = tmp_path / "out"
-    export_model(str(ckpt), out, ExportOptions(variants=("fp32", "fp16", "int8"), progress=False))
+    export_model(str(ckpt), out, ExportOptions(variants=("fp32", "fp16", "int8", "int8-static"), progress=False))
     m = load_manifest(out)
-    for name in ("fp32", "fp16", "int8"):
+    for name in ("fp32", "fp16", "int8", "int8-static"):
         files = [f.path for f in m.variants[name].files]
         assert files[0] == f"{name}/model.onnx" and len(files) >= 2, (name, files)
         verify_files(out, m.variants[name])
