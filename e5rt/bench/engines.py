@@ -325,6 +325,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "load_s": round(load_s, 3),
         "min_cos_vs_ref": None,
         "bulk_s": round(bulk_s, 3),
+        "latency_calls": len(samples),
     }
 
 

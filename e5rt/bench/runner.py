@@ -104,7 +104,7 @@ def worker_python(engine: str) -> str | None:
     """The interpreter that runs ENGINE's worker, or None when the peer is installed nowhere we look."""
     if engine in OWN_ENVIRONMENT:
         variable, folder = OWN_ENVIRONMENT[engine]
-        for candidate in (os.environ.get(variable), Path.cwd() / folder / "bin" / "python"):
+        for candidate in (environment().prefixed.get(variable), Path.cwd() / folder / "bin" / "python"):
             if candidate and Path(candidate).is_file():
                 return str(candidate)
     return sys.executable if _installed(engine) else None
@@ -118,6 +118,7 @@ def compare(
     corpus: Path = DEFAULT_CORPUS,
     only: list[str] | None = None,
     log: Callable[[str], None] = print,
+    latency_calls: int = LATENCY_CALLS,
 ) -> list[dict[str, Any]]:
     manifest = load_manifest(model_dir)
     texts, _ = load_corpus(corpus, limit)
@@ -153,7 +154,7 @@ def compare(
                 "lengths": lengths,
                 "n_tokens": int(sum(lengths)),
                 "workdir": tmp,
-                "latency_calls": LATENCY_CALLS,
+                "latency_calls": latency_calls,
                 "out_npy": str(Path(tmp) / f"{engine}-{variant}.npy"),
             }
             spec_path = Path(tmp) / "spec.json"
@@ -195,15 +196,26 @@ def main_bench(
     provider: str,
     only: list[str] | None,
     corpus: Path,
+    latency_calls: int = LATENCY_CALLS,
 ) -> int:
     threads = threads or (os.cpu_count() or 1)
     if not corpus.is_file():
         print(f"e5rt bench: corpus {corpus} not found (pass --corpus)", file=sys.stderr)
         return 2
-    records = compare(model_dir, limit, threads, provider, corpus, only, log=lambda s: print(s, file=sys.stderr))
+    records = compare(
+        model_dir,
+        limit,
+        threads,
+        provider,
+        corpus,
+        only,
+        log=lambda s: print(s, file=sys.stderr),
+        latency_calls=latency_calls,
+    )
     result = {
         "machine": machine(),
         "limit": limit,
+        "latency_calls": latency_calls,
         "corpus": str(corpus),
         "records": records,
         "created_unix": int(time.time()),
