@@ -15,6 +15,7 @@ ReduceSum of the same mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from . import graph as stages
 from .errors import ExportError
 
 BLOCK = 32
+PREFIX = "e5rt_table"  # names of the nodes and initializers the rewrite adds
 
 
 class TableNotRewritable(ExportError):
@@ -85,27 +87,11 @@ def quantize_embedding_table(src: Path, dest: Path, vocab_size: int) -> dict[str
         raise TableNotRewritable("the fused embedding's third output (embedding sum) is used")
     if len(eln.output) > 1 and eln.output[1] and not mask:
         raise TableNotRewritable("the fused embedding has a mask-index output but no mask input")
-    table, block, q, scale, zero = _quantized(inits[word])
+    quant = _Quantized.of(inits[word])
     eps = next((a.f for a in eln.attribute if a.name == "epsilon"), 1e-12)
-    prefix = "e5rt_table"
-    new_inits = [
-        numpy_helper.from_array(q, f"{prefix}_q"),
-        numpy_helper.from_array(scale, f"{prefix}_scales"),
-        numpy_helper.from_array(zero, f"{prefix}_zero_points"),
-    ]
-    nodes = [
-        helper.make_node(
-            "GatherBlockQuantized",
-            [f"{prefix}_q", ids, f"{prefix}_scales", f"{prefix}_zero_points"],
-            [f"{prefix}_words"],
-            name=f"{prefix}_gather",
-            domain="com.microsoft",
-            gather_axis=0,
-            quantize_axis=1,
-            block_size=block,
-            bits=8,
-        )
-    ]
+    prefix = PREFIX
+    new_inits = quant.initializers()
+    nodes = [quant.gather(ids, f"{prefix}_words")]
     if position_ids:
         nodes.append(helper.make_node("Gather", [position, position_ids], [f"{prefix}_pos"], name=f"{prefix}_pos"))
     else:
@@ -153,17 +139,48 @@ def quantize_embedding_table(src: Path, dest: Path, vocab_size: int) -> dict[str
     kept = [n for n in graph.node if n is not eln]
     del graph.node[:]
     graph.node.extend(kept[:position_in_graph] + nodes + kept[position_in_graph:])
-    return _finish(model, word, new_inits, table, block, q, scale, zero, dest)
+    return _finish(model, word, new_inits, quant, dest)
 
 
-def _quantized(init: onnx.TensorProto) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    table = numpy_helper.to_array(init)
-    if table.ndim != 2 or table.dtype != np.float32:
-        raise TableNotRewritable(f"the word-embedding table is {table.dtype} {list(table.shape)}, not a float32 matrix")
-    block = block_for(table.shape[1])
-    if block is None:
-        raise TableNotRewritable(f"embedding width {table.shape[1]} is not a multiple of 16")
-    return (table, block, *quantize_block_rows(table, block))
+@dataclass
+class _Quantized:
+    """A table and its uint8 blocks, and the graph pieces that read them."""
+
+    table: np.ndarray
+    block: int
+    q: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+
+    @classmethod
+    def of(cls, init: onnx.TensorProto) -> _Quantized:
+        table = numpy_helper.to_array(init)
+        if table.ndim != 2 or table.dtype != np.float32:
+            raise TableNotRewritable(f"the table is {table.dtype} {list(table.shape)}, not a float32 matrix")
+        block = block_for(table.shape[1])
+        if block is None:
+            raise TableNotRewritable(f"embedding width {table.shape[1]} is not a multiple of 16")
+        return cls(table, block, *quantize_block_rows(table, block))
+
+    def initializers(self) -> list[onnx.TensorProto]:
+        return [
+            numpy_helper.from_array(self.q, f"{PREFIX}_q"),
+            numpy_helper.from_array(self.scale, f"{PREFIX}_scales"),
+            numpy_helper.from_array(self.zero, f"{PREFIX}_zero_points"),
+        ]
+
+    def gather(self, ids: str, output: str) -> onnx.NodeProto:
+        return helper.make_node(
+            "GatherBlockQuantized",
+            [f"{PREFIX}_q", ids, f"{PREFIX}_scales", f"{PREFIX}_zero_points"],
+            [output],
+            name=f"{PREFIX}_gather",
+            domain="com.microsoft",
+            gather_axis=0,
+            quantize_axis=1,
+            block_size=self.block,
+            bits=8,
+        )
 
 
 def _rewrite_gather(
@@ -187,39 +204,19 @@ def _rewrite_gather(
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
     if axis != 0:
         raise TableNotRewritable(f"the table's Gather reads axis {axis}, not rows")
-    table, block, q, scale, zero = _quantized(inits[word])
-    prefix = "e5rt_table"
-    replacement = helper.make_node(
-        "GatherBlockQuantized",
-        [f"{prefix}_q", node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
-        list(node.output),
-        name=f"{prefix}_gather",
-        domain="com.microsoft",
-        gather_axis=0,
-        quantize_axis=1,
-        block_size=block,
-        bits=8,
-    )
-    new_inits = [
-        numpy_helper.from_array(q, f"{prefix}_q"),
-        numpy_helper.from_array(scale, f"{prefix}_scales"),
-        numpy_helper.from_array(zero, f"{prefix}_zero_points"),
-    ]
+    quant = _Quantized.of(inits[word])
+    replacement = quant.gather(node.input[1], node.output[0])
     nodes = [replacement if n is node else n for n in graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
-    return _finish(model, word, new_inits, table, block, q, scale, zero, dest)
+    return _finish(model, word, quant.initializers(), quant, dest)
 
 
 def _finish(
     model: onnx.ModelProto,
     word: str,
     new_inits: list[onnx.TensorProto],
-    table: np.ndarray,
-    block: int,
-    q: np.ndarray,
-    scale: np.ndarray,
-    zero: np.ndarray,
+    quant: _Quantized,
     dest: Path,
 ) -> dict[str, Any]:
     """Drop the fp32 table, add the quantized one, save (external data only when still over the proto limit)."""
@@ -235,16 +232,17 @@ def _finish(
         onnx.save_model(model, str(dest), save_as_external_data=True, location=dest.name + ".data")
     else:
         onnx.save_model(model, str(dest))
-    deq = dequantize_block_rows(q, scale, zero)
+    table = quant.table
+    deq = dequantize_block_rows(quant.q, quant.scale, quant.zero)
     row_cos = np.sum(deq * table, axis=1) / np.maximum(
         np.linalg.norm(deq, axis=1) * np.linalg.norm(table, axis=1), 1e-12
     )
     nonzero = np.linalg.norm(table, axis=1) > 0
     return {
         "method": "GatherBlockQuantized uint8, asymmetric, per row and block of columns",
-        "block_size": block,
+        "block_size": quant.block,
         "rows": int(table.shape[0]),
         "fp32_bytes": int(table.nbytes),
-        "bytes": int(q.nbytes + scale.nbytes + zero.nbytes),
+        "bytes": int(quant.q.nbytes + quant.scale.nbytes + quant.zero.nbytes),
         "min_row_cos": round(float(row_cos[nonzero].min()), 6),
     }
