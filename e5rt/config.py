@@ -7,7 +7,7 @@ Environment variables (all optional):
 |---|---|
 | E5RT_CACHE | cache folder for rebuilt reference checkpoints (default ~/.cache/e5rt) |
 | E5RT_ASSUME_GPU | treat the machine as having an NVIDIA GPU when /dev/nvidia* is not visible (containers) |
-| E5RT_OPENVINO_PYTHON | interpreter of the environment that has sentence-transformers' OpenVINO backend, for `e5rt bench` (default .venv-openvino/bin/python) |
+| E5RT_OPENVINO_PYTHON | `e5rt bench`: python of the OpenVINO peer's venv (default .venv-openvino/bin/python) |
 | E5RT_<SERVE FLAG> | every `e5rt serve` flag, e.g. E5RT_PORT, E5RT_MAX_BATCH_TOKENS (see `e5rt serve --help`) |
 """
 

@@ -120,7 +120,6 @@ def test_unknown_embedding_table_choice_is_one_clear_error(tiny_checkpoints: dic
 def test_unfused_graph_gets_its_gather_replaced(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """Graphs the optimizer leaves unfused (XLM-R-large over 2 GB) keep a plain Gather from the table."""
     import onnxruntime as ort
-
     from e5rt_export import graph
 
     raw = graph.export_raw(tiny_checkpoints["xlm-roberta"], tmp_path / "raw")

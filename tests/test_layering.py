@@ -23,6 +23,7 @@ PUBLIC = {
     "e5rt.backends",
     "e5rt.engine",
     "e5rt.cpu",
+    "e5rt.progress",  # progress lines and the process's own memory figures: the CLI, bench and export share them
 }
 
 
