@@ -318,8 +318,8 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             built.parent.rename(dest.parent)  # same filesystem; hard links would trip onnx's external-data check
             return dest
 
-        # The fused fp32 graph every CPU variant starts from; it stays in the work directory, and the published
-        # fp32 variant is a link to it or its rewrite.
+        # The fused fp32 graph every CPU variant starts from. Published as exported, it moves to the fp32 variant
+        # (and the int8 variants read it there); with its table rewritten, it stays in the work directory.
         fp32_path = work / "fp32" / "model.onnx"
         if "fp32" in variants or "int8" in variants or "int8-static" in variants:
             stage("fp32: transformer fusions for the CPU provider")
