@@ -32,7 +32,7 @@ from e5rt.progress import proc_status_mb
 def mb(): return proc_status_mb("self", "VmRSS")
 out = {"python": mb()}
 import e5rt
-from e5rt.bench.corpus import load_corpus
+from e5rt.bench.corpus import DEFAULT_CORPUS, load_corpus
 from e5rt.core import TextTokenizer
 from e5rt.manifest import load_manifest
 out["imports"] = mb()
@@ -44,7 +44,7 @@ del tok
 emb = e5rt.Embedder.load(model_dir, variant=variant, provider="cpu", threads=threads)
 out["loaded"] = mb()
 out["load_peak"] = proc_status_mb("self", "VmHWM")
-texts, _ = load_corpus(None or e5rt.bench.corpus.DEFAULT_CORPUS, n)
+texts, _ = load_corpus(DEFAULT_CORPUS, n)
 res = emb.embed(texts, kind="passage")
 out["after_embed"] = mb()
 out["peak"] = proc_status_mb("self", "VmHWM")

@@ -89,51 +89,50 @@ def quantize_embedding_table(src: Path, dest: Path, vocab_size: int) -> dict[str
         raise TableNotRewritable("the fused embedding has a mask-index output but no mask input")
     quant = _Quantized.of(inits[word])
     eps = next((a.f for a in eln.attribute if a.name == "epsilon"), 1e-12)
-    prefix = PREFIX
     new_inits = quant.initializers()
-    nodes = [quant.gather(ids, f"{prefix}_words")]
+    nodes = [quant.gather(ids, f"{PREFIX}_words")]
     if position_ids:
-        nodes.append(helper.make_node("Gather", [position, position_ids], [f"{prefix}_pos"], name=f"{prefix}_pos"))
+        nodes.append(helper.make_node("Gather", [position, position_ids], [f"{PREFIX}_pos"], name=f"{PREFIX}_pos"))
     else:
         # Positions 0..L-1, what the fused op uses when no position ids are given.
         new_inits += [
-            numpy_helper.from_array(np.array([0], dtype=np.int64), f"{prefix}_zero"),
-            numpy_helper.from_array(np.array([1], dtype=np.int64), f"{prefix}_one"),
-            numpy_helper.from_array(np.array([2], dtype=np.int64), f"{prefix}_two"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), f"{PREFIX}_zero"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), f"{PREFIX}_one"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), f"{PREFIX}_two"),
         ]
         nodes += [
-            helper.make_node("Shape", [ids], [f"{prefix}_shape"], name=f"{prefix}_shape"),
+            helper.make_node("Shape", [ids], [f"{PREFIX}_shape"], name=f"{PREFIX}_shape"),
             helper.make_node(
-                "Slice", [f"{prefix}_shape", f"{prefix}_one", f"{prefix}_two"], [f"{prefix}_len"], name=f"{prefix}_len"
+                "Slice", [f"{PREFIX}_shape", f"{PREFIX}_one", f"{PREFIX}_two"], [f"{PREFIX}_len"], name=f"{PREFIX}_len"
             ),
             helper.make_node(
                 "Slice",
-                [position, f"{prefix}_zero", f"{prefix}_len", f"{prefix}_zero"],
-                [f"{prefix}_pos"],
-                name=f"{prefix}_pos",
+                [position, f"{PREFIX}_zero", f"{PREFIX}_len", f"{PREFIX}_zero"],
+                [f"{PREFIX}_pos"],
+                name=f"{PREFIX}_pos",
             ),
         ]
-    total = f"{prefix}_words_pos"
-    nodes.append(helper.make_node("Add", [f"{prefix}_words", f"{prefix}_pos"], [total], name=f"{prefix}_add_pos"))
+    total = f"{PREFIX}_words_pos"
+    nodes.append(helper.make_node("Add", [f"{PREFIX}_words", f"{PREFIX}_pos"], [total], name=f"{PREFIX}_add_pos"))
     if segment and segment_table:
         nodes += [
-            helper.make_node("Gather", [segment_table, segment], [f"{prefix}_seg"], name=f"{prefix}_seg"),
-            helper.make_node("Add", [total, f"{prefix}_seg"], [f"{prefix}_sum"], name=f"{prefix}_add_seg"),
+            helper.make_node("Gather", [segment_table, segment], [f"{PREFIX}_seg"], name=f"{PREFIX}_seg"),
+            helper.make_node("Add", [total, f"{PREFIX}_seg"], [f"{PREFIX}_sum"], name=f"{PREFIX}_add_seg"),
         ]
-        total = f"{prefix}_sum"
+        total = f"{PREFIX}_sum"
     nodes.append(
         helper.make_node(
-            "LayerNormalization", [total, gamma, beta], [eln.output[0]], name=f"{prefix}_norm", axis=-1, epsilon=eps
+            "LayerNormalization", [total, gamma, beta], [eln.output[0]], name=f"{PREFIX}_norm", axis=-1, epsilon=eps
         )
     )
     if len(eln.output) > 1 and eln.output[1]:
         # Tokens per row, as int32: what the fused op hands the Attention nodes for right-padded batches.
         nodes.append(
             helper.make_node(
-                "ReduceSum", [mask, f"{prefix}_axis1"], [eln.output[1]], name=f"{prefix}_mask_index", keepdims=0
+                "ReduceSum", [mask, f"{PREFIX}_axis1"], [eln.output[1]], name=f"{PREFIX}_mask_index", keepdims=0
             )
         )
-        new_inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), f"{prefix}_axis1"))
+        new_inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), f"{PREFIX}_axis1"))
 
     position_in_graph = list(graph.node).index(eln)
     kept = [n for n in graph.node if n is not eln]

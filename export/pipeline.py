@@ -296,27 +296,26 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 **extra,
             }
 
-        tables: dict[str, dict[str, Any]] = {}
-
-        def finish(vname: str, built: Path) -> Path:
+        def finish(vname: str, built: Path) -> tuple[Path, dict[str, Any]]:
             """Place a built graph as variant VNAME in the staging directory, block-quantizing its word-embedding
-            table where --embedding-table asks for it; returns the path that is validated and published."""
+            table where --embedding-table asks for it; returns the path that is validated and published, and the
+            manifest's record of the table."""
             dest = staging / vname / "model.onnx"
             graph.remove_tree(dest.parent)
-            tables[vname] = {"method": "fp32 (as exported)"}
+            table: dict[str, Any] = {"method": "fp32 (as exported)"}
             if vname in table_variants:
                 try:
-                    tables[vname] = quantize_embedding_table(built, dest, arch["vocab_size"])
+                    table = quantize_embedding_table(built, dest, arch["vocab_size"])
                     steps.note(
-                        f"{vname}: word-embedding table {tables[vname]['fp32_bytes'] / 1e6:.0f} -> "
-                        f"{tables[vname]['bytes'] / 1e6:.0f} MB (min row cos {tables[vname]['min_row_cos']})"
+                        f"{vname}: word-embedding table {table['fp32_bytes'] / 1e6:.0f} -> "
+                        f"{table['bytes'] / 1e6:.0f} MB (min row cos {table['min_row_cos']})"
                     )
-                    return dest
+                    return dest, table
                 except TableNotRewritable as exc:
                     steps.note(f"{vname}: word-embedding table kept in fp32 ({exc})")
-                    tables[vname]["why"] = str(exc)
+                    table["why"] = str(exc)
             built.parent.rename(dest.parent)  # same filesystem; hard links would trip onnx's external-data check
-            return dest
+            return dest, table
 
         # The fused fp32 graph every CPU variant starts from. Published as exported, it moves to the fp32 variant
         # (and the int8 variants read it there); with its table rewritten, it stays in the work directory.
@@ -331,14 +330,24 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             fusions = graph.fusion_report(counts, arch["num_layers"])
             steps.note(f"fp32 fused ops: {counts}")
             if "fp32" in variants:
-                served = finish("fp32", fp32_path)
+                served, table = finish("fp32", fp32_path)
                 if not fp32_path.exists():  # published as exported (moved): the int8 variants start from it
                     fp32_path = served
-                quantized_table = "block_size" in tables["fp32"]
+                quantized_table = "block_size" in table
                 parity = validate("fp32", served, "fp32-table8" if quantized_table else "fp32")
                 opt = {"fusions": "onnxruntime.transformers bert (CPU)", "fused_ops": counts, "fusion_check": fusions}
                 seconds = time.perf_counter() - t0
-                record("fp32", "fp32", served.parent, ["cpu", "cuda"], parity, opt, None, seconds)
+                record(
+                    "fp32",
+                    "fp32",
+                    served.parent,
+                    ["cpu", "cuda"],
+                    parity,
+                    opt,
+                    None,
+                    seconds,
+                    embedding_table=table,
+                )
 
         if "fp16" in variants:
             stage("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
@@ -414,15 +423,15 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 built = work / "int8" / "model.onnx"
                 graph.remove_tree(built.parent)
                 quant = graph.quantize_int8(fp32_path, built, target, preset, big)
-                int8_path = finish("int8", built)
+                int8_path, table = finish("int8", built)
                 parity = validate("int8", int8_path, "int8")
                 attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
-                chosen = (quant, parity)
+                chosen = (quant, parity, table)
                 if parity.passed:
                     break
                 steps.note(f"int8 preset {preset!r} below threshold; trying fewer quantized MatMuls")
             assert chosen is not None
-            quant, parity = chosen
+            quant, parity, table = chosen
             quant["attempts"] = attempts
             counts = graph.op_counts(int8_path)
             opt = {
@@ -430,7 +439,8 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 "fused_ops": counts,
                 "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
             }
-            record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, seconds, embedding_table=table)
 
         if "int8-static" in variants:
             stage(f"int8-static: calibrated int8 with outlier migration for {target}")
@@ -443,13 +453,23 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             feeds = calibration_feeds(calib_ids, names, pad_id)
             weight_type = graph.INT8_TARGET_SETTINGS[target][0]
             quant = quantize_static_int8(fp32_path, built, feeds, weight_type, big)
-            static_path = finish("int8-static", built)
+            static_path, table = finish("int8-static", built)
             parity = validate("int8-static", static_path, "int8")
             if parity.passed or opts.allow_failed_parity:
                 counts = graph.op_counts(static_path)
                 opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": counts}
                 seconds = time.perf_counter() - t0
-                record("int8-static", "int8", static_path.parent, ["cpu"], parity, opt, quant, seconds)
+                record(
+                    "int8-static",
+                    "int8",
+                    static_path.parent,
+                    ["cpu"],
+                    parity,
+                    opt,
+                    quant,
+                    seconds,
+                    embedding_table=table,
+                )
             else:
                 # Some models' activation outliers defeat static scales (measured: all-MiniLM-L6-v2, min cos
                 # 0.94); the export goes on without this variant and says so, rather than failing as a whole.
@@ -475,9 +495,6 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 "int8_target": target,
             }
             steps.note(f"{qname} {q_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
-        for vname, table in tables.items():
-            if vname in records:
-                records[vname]["embedding_table"] = table
         graph.remove_tree(work)
         manifest = {
             "schema_version": SCHEMA_VERSION,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -128,17 +129,23 @@ def engine_st(ctx: dict[str, Any]) -> Engine:
     return _st_engine(_st_model(ctx), ctx, "fp32")
 
 
+def _private_checkpoint(ctx: dict[str, Any], name: str) -> dict[str, Any]:
+    """CTX with the checkpoint copied into the bench's work folder NAME: the peers that export or quantize write
+    their files beside the checkpoint, which must stay untouched."""
+    work = Path(ctx["workdir"]) / name
+    if not (work / "config.json").exists():
+        shutil.copytree(ctx["checkpoint"], work, dirs_exist_ok=True)
+    return {**ctx, "checkpoint": str(work)}
+
+
 def engine_st_onnx(ctx: dict[str, Any]) -> Engine:
     """sentence-transformers' ONNX backend (its own optimum export), or its int8 export with variant=int8."""
-    work = Path(ctx["workdir"]) / "st-onnx"
-    if not (work / "config.json").exists():
-        import shutil
-
-        shutil.copytree(ctx["checkpoint"], work, dirs_exist_ok=True)
+    own = _private_checkpoint(ctx, "st-onnx")
+    work = Path(own["checkpoint"])
     if ctx["variant"] == "int8":
         from sentence_transformers import export_dynamic_quantized_onnx_model
 
-        base = _st_model({**ctx, "checkpoint": str(work)}, backend="onnx")
+        base = _st_model(own, backend="onnx")
         export_dynamic_quantized_onnx_model(base, "avx2", str(work))
         # Its 'avx2' preset writes onnx/model_quint8_avx2.onnx (unsigned weights); asking for the qint8 name
         # that does not exist made the reload fail with "Unrecognized model ... model_type". Take what it wrote.
@@ -146,14 +153,12 @@ def engine_st_onnx(ctx: dict[str, Any]) -> Engine:
         if not written:
             raise FileNotFoundError(f"sentence-transformers wrote no int8 ONNX file under {work / 'onnx'}")
         model = _st_model(
-            {**ctx, "checkpoint": str(work)},
+            own,
             backend="onnx",
             model_kwargs={"file_name": f"onnx/{written[0].name}", "provider": "CPUExecutionProvider"},
         )
         return _st_engine(model, ctx, "int8 (avx2)")
-    model = _st_model(
-        {**ctx, "checkpoint": str(work)}, backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"}
-    )
+    model = _st_model(own, backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"})
     return _st_engine(model, ctx, "fp32")
 
 
@@ -164,23 +169,19 @@ def engine_st_openvino(ctx: dict[str, Any]) -> Engine:
     quantization, inputs padded to 384 tokens), calibrated offline on the texts e5rt's int8-static calibrates on,
     because the recipe's default calibration set is a hub dataset this machine cannot fetch.
     """
-    work = Path(ctx["workdir"]) / "st-openvino"
-    if not (work / "config.json").exists():
-        import shutil
-
-        shutil.copytree(ctx["checkpoint"], work, dirs_exist_ok=True)
+    own = _private_checkpoint(ctx, "st-openvino")
+    work = Path(own["checkpoint"])
     ov_kwargs: dict[str, Any] = {"ov_config": {"INFERENCE_NUM_THREADS": str(ctx["threads"])}}
     if ctx["variant"] != "int8":
-        model = _st_model({**ctx, "checkpoint": str(work)}, backend="openvino", model_kwargs=ov_kwargs)
+        model = _st_model(own, backend="openvino", model_kwargs=ov_kwargs)
         return _st_engine(model, ctx, "fp32")
-    import shutil
     import tempfile
 
     from datasets import Dataset
     from e5rt_export.static_int8 import calibration_texts
     from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
 
-    base = _st_model({**ctx, "checkpoint": str(work)}, backend="openvino", model_kwargs=ov_kwargs)
+    base = _st_model(own, backend="openvino", model_kwargs=ov_kwargs)
     texts = format_texts(calibration_texts(), ctx["manifest"].prompt_scheme, "passage")
     length = min(384, ctx["max_length"])
     tokenizer = base.tokenizer
@@ -203,9 +204,7 @@ def engine_st_openvino(ctx: dict[str, Any]) -> Engine:
             shutil.copy(written[0].with_suffix(suffix), target / f"openvino_model_qint8_quantized{suffix}")
     del base
     model = _st_model(
-        {**ctx, "checkpoint": str(work)},
-        backend="openvino",
-        model_kwargs={**ov_kwargs, "file_name": "openvino/openvino_model_qint8_quantized.xml"},
+        own, backend="openvino", model_kwargs={**ov_kwargs, "file_name": "openvino/openvino_model_qint8_quantized.xml"}
     )
     return _st_engine(model, ctx, "int8 (static, NNCF)")
 
