@@ -300,6 +300,13 @@ def _add_serve(sub: Any) -> None:
         default=_env_default("--auto-truncate", d.auto_truncate, _bool),
         help="cut over-length texts to max_length (off: 413)",
     )
+    p.add_argument(
+        "--accept-token-ids",
+        action=argparse.BooleanOptionalAction,
+        default=_env_default("--accept-token-ids", d.accept_token_ids, _bool),
+        help="embed token-id input on /v1/embeddings (only ids from this model's tokenizer, e.g. from /tokenize; "
+        "off: 422, since LangChain sends OpenAI tiktoken ids by default)",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
     p.add_argument(
         "--log-level",
@@ -328,6 +335,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         served_model_name=args.served_model_name,
         auto_truncate=args.auto_truncate,
+        accept_token_ids=args.accept_token_ids,
     )
     model = str(args.model_dir)
     if model.startswith("fake:"):

@@ -135,17 +135,20 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """`e5rt serve`'s limits and identity. Defaults follow TEI where it has one (2 MB payloads, 512-text
-    permits) and leave room for bulk requests (256 texts per request)."""
+    """`e5rt serve`'s limits and identity. A request may carry OpenAI's 2,048 inputs (LangChain sends 1,000 per
+    request); the queue holds two such requests, so one is always admitted on an idle server; the payload
+    limit leaves room for 2,048 full-length texts even when JSON escapes every non-ASCII character."""
 
     host: str = "127.0.0.1"
     port: int = 8080
-    max_concurrent_requests: int = 1024  # texts queued or running; past it 429 with Retry-After
-    max_client_batch_size: int = 256  # texts in one request; past it 413
-    payload_limit: int = 2_000_000  # request body bytes; past it 413
+    max_concurrent_requests: int = 4096  # texts queued or running; past it 429 with Retry-After
+    max_client_batch_size: int = 2048  # texts in one request; past it 413
+    payload_limit: int = 16_000_000  # request body bytes; past it 413
     api_key: str | None = None  # when set, every route but /health, /metrics, /docs needs 'Bearer KEY'
     served_model_name: str | None = None  # default: the manifest's name
     auto_truncate: bool = True  # cut texts to max_length; when False an over-length text is a 413
+    # Token-id input on /v1/embeddings: off, because clients send ids of other tokenizers (LangChain: tiktoken).
+    accept_token_ids: bool = False
     tokenizer_threads: int = 2
     shutdown_timeout_s: float = 30.0
 

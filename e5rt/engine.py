@@ -22,7 +22,7 @@ from .config import BatchOptions, LoadOptions
 from .core.plan import CostRule
 from .core.pool import finish
 from .core.prompts import Kind, format_texts
-from .core.tokenize import Encoded, TextTokenizer
+from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EMPTY_STATS, EmbedResult, Stats
 from .cpu import exact_int8_needed
 from .errors import InputError, InvalidInputError, VariantError
@@ -311,12 +311,15 @@ class Embedder:
         long_text: LongText = "truncate",
         overlap: int = 0,
         progress: Progress | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Embed texts as (N, dim) float32 in input order; a single str gives (dim,).
 
         long_text='chunk' embeds texts longer than max_length as windows and averages them by token count.
+        prompt, when given, is put before every text instead of the model's own prompts ("" embeds the texts
+        as they are).
         """
-        result = self.embed(texts, kind, task, normalize, long_text, overlap, progress)
+        result = self.embed(texts, kind, task, normalize, long_text, overlap, progress, prompt)
         return result.embeddings[0] if isinstance(texts, str) else result.embeddings
 
     def encode_queries(self, queries: str | Sequence[str], task: str | None = None, **kw: Any) -> np.ndarray:
@@ -334,6 +337,7 @@ class Embedder:
         long_text: LongText = "truncate",
         overlap: int = 0,
         progress: Progress | None = None,
+        prompt: str | None = None,
     ) -> EmbedResult:
         """Like encode(), but always (N, dim) and with this call's own Stats (tokens, padding, batches,
         truncation, and tokenize / queue / inference / total milliseconds)."""
@@ -341,9 +345,9 @@ class Embedder:
         if long_text not in ("truncate", "chunk"):
             raise InvalidInputError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
         if long_text == "chunk":
-            result = self._embed_chunked(items, kind, task, overlap, normalize, progress)
+            result = self._embed_chunked(items, kind, task, overlap, normalize, progress, prompt)
         else:
-            enc, tokenize_s = self.tokenize(items, kind, task)
+            enc, tokenize_s = self.tokenize(items, kind, task, prompt=prompt)
             request = Request(enc.ids, self.dim, truncated=enc.truncated, tokenize_s=tokenize_s, progress=progress)
             result = self.finish(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
         self._local.stats = result.stats
@@ -358,10 +362,17 @@ class Embedder:
         return result
 
     # --- the pieces a server composes -------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], kind: Kind = "passage", task: str | None = None) -> tuple[Encoded, float]:
-        """Prompted and tokenized (truncated to max_length), with the seconds it took."""
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        kind: Kind = "passage",
+        task: str | None = None,
+        direction: Direction = "right",
+        prompt: str | None = None,
+    ) -> tuple[Encoded, float]:
+        """Prompted and tokenized (truncated to max_length from the given end), with the seconds it took."""
         t0 = time.perf_counter()
-        enc = self.tokenizer.encode(format_texts(list(texts), self.spec.prompt_scheme, kind, task))
+        enc = self.tokenizer.encode(format_texts(list(texts), self.spec.prompt_scheme, kind, task, prompt), direction)
         return enc, time.perf_counter() - t0
 
     def check_token_ids(self, ids: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -407,34 +418,72 @@ class Embedder:
 
     # --- internals --------------------------------------------------------------------------------------
     def _embed_chunked(
-        self, texts: list[str], kind: Kind, task: str | None, overlap: int, normalize: bool, progress: Progress | None
+        self,
+        texts: list[str],
+        kind: Kind,
+        task: str | None,
+        overlap: int,
+        normalize: bool,
+        progress: Progress | None,
+        prompt: str | None = None,
     ) -> EmbedResult:
-        window = self.spec.max_length - self.tokenizer.n_special
-        if not 0 <= overlap < window:
-            raise InvalidInputError(f"overlap must be in [0, {window}), got {overlap}")
-        step = window - overlap
+        win = self.windows(texts, kind, task, overlap, prompt)
+        request = Request(win.pieces, self.dim, tokenize_s=win.tokenize_s, chunks=len(win.pieces), progress=progress)
+        return self.combine(run_inline(request, self.backend, self.pool_spec, self.rule), win, normalize)
+
+    def windows(
+        self,
+        texts: Sequence[str],
+        kind: Kind = "passage",
+        task: str | None = None,
+        overlap: int = 0,
+        prompt: str | None = None,
+    ) -> Windows:
+        """Prompted texts as windows of max_length - specials content tokens (overlapping by `overlap`), each
+        wrapped in the special tokens: long_text="chunk"'s first half (combine() is the second)."""
         t0 = time.perf_counter()
+        prompted = format_texts(list(texts), self.spec.prompt_scheme, kind, task, prompt)
+        return self.cut_windows(self.tokenizer.encode_content(prompted), overlap, t0)
+
+    def cut_windows(self, contents: Sequence[np.ndarray], overlap: int = 0, t0: float | None = None) -> Windows:
+        """Token ids without special tokens (one array per text) as wrapped windows; see windows()."""
+        t0 = time.perf_counter() if t0 is None else t0
+        window = self.spec.max_length - self.tokenizer.n_special
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < window:
+            raise InvalidInputError(f"overlap must be an integer in [0, {window}), got {overlap!r}")
+        step = window - overlap
         owners: list[int] = []
         pieces: list[np.ndarray] = []
-        prompted = format_texts(texts, self.spec.prompt_scheme, kind, task)
-        for i, content in enumerate(self.tokenizer.encode_content(prompted)):
+        for i, content in enumerate(contents):
             starts = range(0, max(len(content) - overlap, 1), step) if len(content) > window else range(1)
             for s in starts:
                 pieces.append(self.tokenizer.wrap(content[s : s + window]))
                 owners.append(i)
-        request = Request(pieces, self.dim, tokenize_s=time.perf_counter() - t0, chunks=len(pieces), progress=progress)
-        done = run_inline(request, self.backend, self.pool_spec, self.rule).future.result()
+        return Windows(pieces, np.asarray(owners, dtype=np.int64), len(contents), time.perf_counter() - t0)
+
+    def combine(self, request: Request, windows: Windows, normalize: bool = True) -> EmbedResult:
+        """A completed request of windows as one vector per text: the token-weighted mean of its windows."""
+        done = request.future.result()
         sums, counts = done.sums, done.weights
         if self.spec.pooling == "cls":
             # CLS has no per-token sum; weight each window's CLS vector by its token count instead.
             counts = np.asarray(done.lengths, dtype=np.float32)
             sums = sums * counts[:, None]
-        total = np.zeros((len(texts), self.dim), dtype=np.float32)
-        weight = np.zeros(len(texts), dtype=np.float32)
-        owner_idx = np.asarray(owners, dtype=np.int64)
-        np.add.at(total, owner_idx, sums)  # sum of masked sums = token-weighted mean of window means
-        np.add.at(weight, owner_idx, counts)
-        return EmbedResult(finish(total, weight, normalize), replace(done.stats(), texts=len(texts)))
+        total = np.zeros((windows.texts, self.dim), dtype=np.float32)
+        weight = np.zeros(windows.texts, dtype=np.float32)
+        np.add.at(total, windows.owners, sums)  # sum of masked sums = token-weighted mean of window means
+        np.add.at(weight, windows.owners, counts)
+        return EmbedResult(finish(total, weight, normalize), replace(done.stats(), texts=windows.texts))
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Texts cut into model-sized windows: the pieces to embed and which text each belongs to."""
+
+    pieces: list[np.ndarray]
+    owners: np.ndarray  # text index of each piece
+    texts: int
+    tokenize_s: float
 
 
 def _provider_of(active: Sequence[str]) -> str:

@@ -90,6 +90,10 @@ class ProviderUnavailableError(UnavailableError):
     """An explicitly requested execution provider could not be activated."""
 
 
+class MissingExtraError(UnavailableError, ImportError):
+    """An optional part of e5rt needs a package that is not installed; the message names the extra."""
+
+
 class QueueFullError(OverloadedError):
     """The batching queue holds as many texts as it may."""
 

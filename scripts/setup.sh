@@ -7,7 +7,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[cpu,export,dev,bench,server,ray]'
+.venv/bin/python -m pip install -q -e '.[cpu,export,dev,bench,server,ray,langchain,llama-index,haystack,clients]'
+# huggingface_hub >= 1 clashes with the export stage's transformers pin: its clients get their own venv, which
+# the client tests drive as a subprocess (tests/support/hf_clients.py).
+[ -x .venv-hf/bin/python ] || "$PY" -m venv .venv-hf
+.venv-hf/bin/python -m pip install -q --upgrade pip
+.venv-hf/bin/python -m pip install -q -e '.[hf-clients]'
 # onnxruntime and onnxruntime-gpu overwrite each other's files; refuse an environment holding both.
 .venv/bin/python - <<'PY'
 import importlib.metadata as md

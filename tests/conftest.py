@@ -48,3 +48,18 @@ def minilm_model(minilm_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("minilm") / "model"
     export_model(str(minilm_checkpoint), out, ExportOptions(progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def instruct_minilm(minilm_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2's real weights with the manifest's prompt scheme set to 'instruct', so prompts (query
+    instructions, bare passages) are tested on real vectors. The graph files and their checksums are unchanged."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("instruct") / "model"
+    shutil.copytree(minilm_model, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["prompt_scheme"] = "instruct"
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out

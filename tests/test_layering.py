@@ -89,8 +89,10 @@ def test_runtime_never_imports_export_bench_or_heavy_libraries() -> None:
     runtime = [f for f in _files(RUNTIME) if "bench" not in f.relative_to(RUNTIME).parts]
     lazy_cli = RUNTIME / "cli.py"
     bad = _violations([f for f in runtime if f != lazy_cli], ("e5rt_export", "export", "e5rt.bench", *HEAVY))
-    # e5rt/ray.py is the Ray extra's integration: it imports ray, and nothing else may (test below).
-    assert [b for b in bad if not b.startswith("e5rt/ray.py imports ray")] == []
+    # e5rt/ray.py is the Ray extra's integration: it imports ray, and nothing else may (test below). The
+    # sentence-transformers stand-in imports torch only for convert_to_tensor=True (test below).
+    allowed = ("e5rt/ray.py imports ray", "e5rt/integrations/sentence_transformers.py imports torch")
+    assert [b for b in bad if not b.startswith(allowed)] == []
     # The CLI imports them only inside the two command functions.
     tree = ast.parse(lazy_cli.read_text(encoding="utf-8"))
     for node in tree.body:
@@ -129,7 +131,20 @@ print(json.dumps([after_import, sorted(sys.modules)]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
     after_import, after_encode = json.loads(proc.stdout.strip().splitlines()[-1])
-    roots = ("e5rt_export", "export", "e5rt.bench", "e5rt.cli", "e5rt.server", "starlette", "uvicorn", *HEAVY)
+    roots = (
+        "e5rt_export",
+        "export",
+        "e5rt.bench",
+        "e5rt.cli",
+        "e5rt.server",
+        "e5rt.integrations",
+        "starlette",
+        "uvicorn",
+        *HEAVY,
+        "langchain_core",
+        "llama_index",
+        "haystack",
+    )
     for loaded in (after_import, after_encode):
         assert [m for m in loaded if any(m == r or m.startswith(r + ".") for r in roots)] == []
     assert "onnxruntime" not in after_import  # loaded on first Embedder.load, not by import e5rt
@@ -183,3 +198,19 @@ def test_only_the_ray_module_imports_ray_and_only_corpus_output_imports_pyarrow(
     assert _violations(not_ray, ("ray",)) == []
     no_arrow = [f for f in not_ray if "corpus" not in f.relative_to(RUNTIME).parts]
     assert _violations(no_arrow, ("pyarrow",)) == []
+
+
+FRAMEWORKS = ("langchain_core", "langchain", "llama_index", "haystack", "haystack_integrations")
+
+
+def test_only_integrations_import_frameworks_and_each_only_its_own() -> None:
+    others = [f for f in _files(RUNTIME) if "integrations" not in f.relative_to(RUNTIME).parts]
+    assert _violations(others, ("e5rt.integrations", *FRAMEWORKS)) == []
+    own = {"langchain.py": "langchain_core", "llama_index.py": "llama_index", "haystack.py": "haystack"}
+    for f in _files(RUNTIME / "integrations"):
+        mine = own.get(f.name)
+        assert _violations([f], tuple(x for x in FRAMEWORKS if x != mine and not (mine or "").startswith(x))) == []
+    # torch only inside the function that converts to a tensor, never at import
+    shim = RUNTIME / "integrations" / "sentence_transformers.py"
+    top = [n for n in ast.parse(shim.read_text(encoding="utf-8")).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any("torch" in ast.unparse(n) for n in top)

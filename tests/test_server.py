@@ -29,7 +29,7 @@ FAKE_DIM = 16
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[Server]:
-    server = Server(f"fake:{FAKE_DIM}", "--max-client-batch-size", "64", "--log-level", "warning")
+    server = Server(f"fake:{FAKE_DIM}", "--max-client-batch-size", "64", "--accept-token-ids", "--log-level", "warning")
     yield server
     assert server.stop() == 0
 

@@ -39,8 +39,15 @@ def resolve_task(task: str | None) -> str:
     return TASKS.get(task, task)
 
 
-def format_texts(texts: list[str], scheme: str, kind: Kind, task: str | None = None) -> list[str]:
-    """Apply the model's prompt scheme to every text."""
+def format_texts(
+    texts: list[str], scheme: str, kind: Kind, task: str | None = None, prompt: str | None = None
+) -> list[str]:
+    """Apply the model's prompt scheme to every text; an explicit prompt is put before each text instead
+    (kind and task are then not used: sentence-transformers' prompt=..., or "" for the text as it is)."""
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"prompt must be a string, got {type(prompt).__name__}")
+        return [prompt + t for t in texts]
     if kind not in ("query", "passage"):
         raise InvalidInputError(f"kind must be 'query' or 'passage', got {kind!r}")
     if scheme == "instruct":

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import InputError, ManifestError
+from ..errors import InputError, InvalidInputError, ManifestError
+
+# Which end of an over-length text is cut: "right" keeps its beginning (the usual), "left" keeps its end.
+Direction = Literal["right", "left"]
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,30 @@ class TextTokenizer:
     def n_special(self) -> int:
         return len(self.prefix) + len(self.suffix)
 
-    def encode(self, texts: list[str]) -> Encoded:
-        """Encode with truncation to max_length, counting texts that were cut."""
+    def encode(self, texts: list[str], direction: Direction = "right") -> Encoded:
+        """Encode with truncation to max_length, counting texts that were cut.
+
+        direction="left" cuts the beginning of an over-length text instead of its end (TEI's
+        truncation_direction); the special tokens stay where they are either way.
+        """
+        if direction == "left":
+            return self._encode_keep_end(texts)
+        if direction != "right":
+            raise InvalidInputError(f"truncation direction must be 'right' or 'left', got {direction!r}")
         encs = _encode_batch(self._tok, texts, add_special_tokens=True)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
         cut = tuple(i for i, e in enumerate(encs) if e.overflowing)
         return Encoded(ids=ids, truncated=len(cut), truncated_indices=cut)
+
+    def _encode_keep_end(self, texts: list[str]) -> Encoded:
+        window = self.max_length - self.n_special
+        ids, cut = [], []
+        for i, content in enumerate(self.encode_content(texts)):
+            if len(content) > window:
+                content = content[len(content) - window :]
+                cut.append(i)
+            ids.append(self.wrap(content))
+        return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
 
     @property
     def _full(self) -> Tokenizer:

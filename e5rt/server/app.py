@@ -29,9 +29,9 @@ from ..batching import BatchQueue
 from ..batching import Request as Work
 from ..config import ServeOptions
 from ..core.prompts import Kind
-from ..core.tokenize import Encoded
+from ..core.tokenize import Direction, Encoded
 from ..core.types import EmbedResult, Stats
-from ..engine import Embedder
+from ..engine import Embedder, Windows
 from ..engine import batch_invariant as variant_batch_invariant
 from .metrics import ServerMetrics
 from .openapi import docs_html, openapi_spec
@@ -153,36 +153,57 @@ class Service:
     # --- the work ----------------------------------------------------------------------------------------
     async def embed(self, request: Request, call: EmbedCall) -> tuple[np.ndarray, Stats]:
         emb, _ = self.ready()
-        if call.texts is not None:
-            enc, tokenize_s = await self.tokenize(emb, call.texts, call.kind, call.task)
+        loop = asyncio.get_running_loop()
+        windows: Windows | None = None
+        if call.long_text == "chunk":
+            # Every window of every text is embedded; the texts' vectors are their token-weighted means.
+            if call.texts is not None:
+                windows = await loop.run_in_executor(
+                    self.pool, emb.windows, call.texts, call.kind, call.task, call.overlap
+                )
+            else:
+                contents = [np.asarray(row, dtype=np.int64) for row in call.token_ids or []]
+                windows = emb.cut_windows(contents, call.overlap)
+                self._check_ids(emb, windows.pieces)
+            ids, truncated, tokenize_s = windows.pieces, 0, windows.tokenize_s
+        elif call.texts is not None:
+            enc, tokenize_s = await self.tokenize(emb, call.texts, call.kind, call.task, call.direction)
             if enc.truncated and not call.truncate:
                 i = enc.truncated_indices[0]
                 raise ApiError(
                     413,
                     f"input {i} is longer than this model's {emb.spec.max_length} tokens and "
-                    "truncation is off; shorten it or send truncate=true",
+                    "truncation is off; shorten it, send truncate=true, or embed it whole with long_text='chunk'",
                     param="input",
                     code="input_too_long",
                 )
             ids, truncated = enc.ids, enc.truncated
         else:
-            ids, truncated = self._wrap_tokens(emb, call.token_ids or [], call.truncate)
+            ids, truncated = self._wrap_tokens(emb, call.token_ids or [], call.truncate, call.direction)
             tokenize_s = 0.0
-        result = await self.run(request, ids, truncated, tokenize_s, call.normalize)
+        result = await self.run(request, ids, truncated, tokenize_s, call.normalize, windows)
         return cut_dimensions(result.embeddings, call.dimensions, call.normalize), result.stats
 
-    async def tokenize(self, emb: Embedder, texts: list[str], kind: Kind, task: str | None) -> tuple[Encoded, float]:
+    async def tokenize(
+        self, emb: Embedder, texts: list[str], kind: Kind, task: str | None, direction: Direction = "right"
+    ) -> tuple[Encoded, float]:
         """Prompt and tokenize on the thread pool (tokenizers releases the GIL; the event loop keeps moving)."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenize, texts, kind, task)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenize, texts, kind, task, direction)
 
     async def run(
-        self, request: Request, ids: list[np.ndarray], truncated: int, tokenize_s: float, normalize: bool = True
+        self,
+        request: Request,
+        ids: list[np.ndarray],
+        truncated: int,
+        tokenize_s: float,
+        normalize: bool = True,
+        windows: Windows | None = None,
     ) -> EmbedResult:
         """Queue token ids, wait for them (or drop them when the client leaves), and count the request."""
         emb, queue = self.ready()
         work = queue.submit(ids, truncated=truncated, tokenize_s=tokenize_s)
         await self._wait(request, queue, work)
-        result = emb.finish(work, normalize)
+        result = emb.finish(work, normalize) if windows is None else emb.combine(work, windows, normalize)
         stats = result.stats
         self.metrics.tokenize.observe(stats.tokenize_ms / 1000.0)
         self.metrics.queue.observe(stats.queue_ms / 1000.0)
@@ -190,7 +211,9 @@ class Service:
         self.metrics.tokens.inc(stats.tokens)
         return result
 
-    def _wrap_tokens(self, emb: Embedder, rows: list[list[int]], truncate: bool) -> tuple[list[np.ndarray], int]:
+    def _wrap_tokens(
+        self, emb: Embedder, rows: list[list[int]], truncate: bool, direction: Direction = "right"
+    ) -> tuple[list[np.ndarray], int]:
         """Token ids from the client are the text: add the model's special tokens around them."""
         window = emb.spec.max_length - emb.tokenizer.n_special
         out, cut = [], 0
@@ -203,13 +226,16 @@ class Service:
                         param="input",
                         code="input_too_long",
                     )
-                row, cut = row[:window], cut + 1
+                row, cut = (row[len(row) - window :] if direction == "left" else row[:window]), cut + 1
             out.append(np.asarray(row, dtype=np.int64))
+        return self._check_ids(emb, [emb.tokenizer.wrap(x) for x in out]), cut
+
+    @staticmethod
+    def _check_ids(emb: Embedder, rows: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            checked = emb.check_token_ids([emb.tokenizer.wrap(x) for x in out])
+            return emb.check_token_ids(rows)
         except OverflowError as exc:
             raise ApiError(422, f"token ids out of range ({exc})", param="input", code="invalid_tokens") from None
-        return checked, cut
 
     async def _wait(self, request: Request, queue: BatchQueue, work: Work) -> None:
         """Wait for the work, or drop it when the client disconnects first."""
@@ -293,7 +319,8 @@ def create_app(service: Service) -> Starlette:
     async def openai_embeddings(request: Request, info: dict[str, Any]) -> Response:
         emb, _ = service.ready()
         body = await service.body(request)
-        call = parse_openai(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
+        opts = service.options
+        call = parse_openai(body, emb.dim, opts.max_client_batch_size, opts.auto_truncate, opts.accept_token_ids)
         vectors, stats = await service.embed(request, call)
         info.update(texts=stats.texts, tokens=stats.tokens)
         payload = openai_body(vectors, call.encoding, service.model_name, stats.tokens)
@@ -361,6 +388,8 @@ def create_app(service: Service) -> Starlette:
         Route("/v1/embeddings", endpoint("/v1/embeddings", openai_embeddings), methods=["POST"]),
         Route("/embeddings", endpoint("/embeddings", openai_embeddings), methods=["POST"]),
         Route("/embed", endpoint("/embed", tei_embed), methods=["POST"]),
+        # TEI answers POST / by the model's task (huggingface_hub's InferenceClient(model=URL) posts there).
+        Route("/", endpoint("/", tei_embed), methods=["POST"]),
         Route("/similarity", endpoint("/similarity", similarity), methods=["POST"]),
         Route("/tokenize", endpoint("/tokenize", tokenize), methods=["POST"]),
         Route("/v1/models", endpoint("/v1/models", models), methods=["GET"]),
@@ -414,6 +443,7 @@ def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
             "max_client_batch_size": opts.max_client_batch_size,
             "payload_limit": opts.payload_limit,
             "auto_truncate": opts.auto_truncate,
+            "accept_token_ids": opts.accept_token_ids,
             "auth": opts.api_key is not None,
         },
     }

@@ -18,6 +18,21 @@ _E5 = {
     "input_type": {"type": "string", "enum": ["query", "passage"], "default": "passage"},
     "task": {"type": "string", "description": "a name from e5rt.TASKS or free text (instruct models, queries)"},
 }
+_LONG = {
+    "long_text": {
+        "type": "string",
+        "enum": ["truncate", "chunk"],
+        "default": "truncate",
+        "description": "chunk: embed a long text as windows combined by a token-weighted mean (usage counts them all)",
+    },
+    "overlap": {"type": "integer", "default": 0, "description": "tokens shared by neighbouring windows (chunk)"},
+    "truncation_direction": {
+        "type": "string",
+        "enum": ["Right", "Left", "right", "left"],
+        "default": "Right",
+        "description": "Left keeps the end of an over-length text",
+    },
+}
 _ERROR = {
     "type": "object",
     "properties": {
@@ -55,8 +70,23 @@ def _get(summary: str) -> dict[str, Any]:
 
 def openapi_spec(version: str) -> dict[str, Any]:
     vectors = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    tei_embed = _post(
+        "TEI-compatible embeddings",
+        {
+            "inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "normalize": {"type": "boolean", "default": True},
+            "truncate": {"type": "boolean"},
+            "prompt_name": {"type": "string", "description": "query, passage (document) or a task name"},
+            "dimensions": {"type": "integer"},
+            "encoding_format": {"type": "string", "enum": ["float"], "default": "float"},
+            **_E5,
+            **_LONG,
+        },
+        ["inputs"],
+        vectors,
+    )
     openai = _post(
-        "OpenAI-compatible embeddings",
+        "OpenAI-compatible embeddings (token-id input only with --accept-token-ids)",
         {
             "input": _INPUT,
             "model": {"type": "string"},
@@ -64,6 +94,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "dimensions": {"type": "integer", "description": "first N values, re-normalized (E5 is not Matryoshka)"},
             "user": {"type": "string"},
             **_E5,
+            **_LONG,
         },
         ["input"],
         {"type": "object"},
@@ -73,19 +104,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "info": {"title": "e5rt", "version": version, "description": "E5 text embeddings on ONNX Runtime"},
         "paths": {
             "/v1/embeddings": openai,
-            "/embed": _post(
-                "TEI-compatible embeddings",
-                {
-                    "inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                    "normalize": {"type": "boolean", "default": True},
-                    "truncate": {"type": "boolean"},
-                    "prompt_name": {"type": "string", "description": "query, passage or a task name"},
-                    "dimensions": {"type": "integer"},
-                    **_E5,
-                },
-                ["inputs"],
-                vectors,
-            ),
+            "/embed": tei_embed,
+            "/": {"post": {**tei_embed["post"], "summary": "TEI's root route: /embed for an embedding model"}},
             "/similarity": _post(
                 "cosine of a source sentence (embedded as a query) against sentences (passages by default)",
                 {

@@ -14,9 +14,19 @@ from typing import Any, Literal
 import numpy as np
 
 from ..core.prompts import Kind
+from ..core.tokenize import Direction
 from ..errors import HTTP_STATUS, E5rtError, OverloadedError, kind_of
 
 Encoding = Literal["float", "base64"]
+LongText = Literal["truncate", "chunk"]
+# Token ids are embedded as this model's own; ids from another tokenizer would silently embed another text.
+TOKEN_IDS_REFUSED = (
+    "'input' holds token ids, and this server embeds token ids only when they come from this model's own "
+    "tokenizer: ids from another one (LangChain's OpenAIEmbeddings sends OpenAI tiktoken ids by default) would "
+    "give the vector of an unrelated text. Send the texts instead; with LangChain use "
+    "OpenAIEmbeddings(..., check_embedding_ctx_length=False). If the ids do come from this model (e.g. from "
+    "/tokenize), start the server with --accept-token-ids (E5RT_ACCEPT_TOKEN_IDS=1)."
+)
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -123,6 +133,9 @@ class EmbedCall:
     dimensions: int | None = None
     encoding: Encoding = "float"
     model: str | None = None
+    direction: Direction = "right"  # which end an over-length text loses (TEI's truncation_direction)
+    long_text: LongText = "truncate"  # or "chunk": windows combined by a token-weighted mean
+    overlap: int = 0  # tokens shared by neighbouring windows when chunking
 
     @property
     def count(self) -> int:
@@ -200,11 +213,40 @@ def _dimensions(body: dict[str, Any], dim: int) -> int | None:
     return value
 
 
-def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> EmbedCall:
+def _direction(body: dict[str, Any]) -> Direction:
+    value = _field(body, "truncation_direction", (str,), "right")
+    low = value.lower()
+    if low not in ("right", "left"):
+        raise ApiError(
+            422,
+            f"'truncation_direction' must be 'Right' or 'Left', got {value!r}",
+            param="truncation_direction",
+            code="invalid_value",
+        )
+    return "left" if low == "left" else "right"
+
+
+def _long_text(body: dict[str, Any]) -> tuple[LongText, int]:
+    mode = _field(body, "long_text", (str,), "truncate")
+    if mode not in ("truncate", "chunk"):
+        raise ApiError(
+            422, f"'long_text' must be 'truncate' or 'chunk', got {mode!r}", param="long_text", code="invalid_value"
+        )
+    overlap = _field(body, "overlap", (int,), 0)
+    if overlap < 0:
+        raise ApiError(422, f"'overlap' must be >= 0, got {overlap}", param="overlap", code="invalid_value")
+    if overlap and mode != "chunk":
+        raise ApiError(422, "'overlap' applies only with long_text='chunk'", param="overlap", code="invalid_value")
+    return ("chunk" if mode == "chunk" else "truncate"), overlap
+
+
+def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accept_token_ids: bool = False) -> EmbedCall:
     obj = _object(body)
     if "input" not in obj:
         raise ApiError(422, "missing field 'input'", param="input", code="missing_field")
     texts, ids = _inputs(obj["input"], "input", max_batch)
+    if ids is not None and not accept_token_ids:
+        raise ApiError(422, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     encoding = _field(obj, "encoding_format", (str,), "float")
     if encoding not in ("float", "base64"):
         raise ApiError(
@@ -214,6 +256,7 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> Em
             code="invalid_value",
         )
     _field(obj, "user", (str,))
+    long_text, overlap = _long_text(obj)
     return EmbedCall(
         texts=texts,
         token_ids=ids,
@@ -224,6 +267,9 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> Em
         dimensions=_dimensions(obj, dim),
         encoding=encoding,
         model=_field(obj, "model", (str,)),
+        direction=_direction(obj),
+        long_text=long_text,
+        overlap=overlap,
     )
 
 
@@ -240,17 +286,28 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
         # TEI picks a prompt by name; here the names are the E5 kinds and the task names of e5rt.TASKS.
         from ..core.prompts import TASKS
 
-        if prompt in ("query", "passage"):
-            kind = prompt
+        if prompt in ("query", "passage", "document"):
+            kind = "query" if prompt == "query" else "passage"
         elif prompt in TASKS:
             kind, task = "query", prompt
         else:
             raise ApiError(
                 422,
-                f"unknown 'prompt_name' {prompt!r}; use query, passage or one of {', '.join(TASKS)}",
+                f"unknown 'prompt_name' {prompt!r}; use query, passage (or document) or one of {', '.join(TASKS)}",
                 param="prompt_name",
                 code="invalid_value",
             )
+    encoding = _field(obj, "encoding_format", (str,), "float")
+    if encoding != "float":
+        # huggingface_hub's feature_extraction parses the answer as a JSON array of floats, whatever it asked.
+        raise ApiError(
+            422,
+            f"'encoding_format' {encoding!r} is not served on this route (it answers JSON floats); "
+            "use /v1/embeddings for base64",
+            param="encoding_format",
+            code="invalid_value",
+        )
+    long_text, overlap = _long_text(obj)
     return EmbedCall(
         texts=texts,
         token_ids=None,
@@ -259,6 +316,9 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
         normalize=_field(obj, "normalize", (bool,), True),
         truncate=_field(obj, "truncate", (bool,), auto_truncate),
         dimensions=_dimensions(obj, dim),
+        direction=_direction(obj),
+        long_text=long_text,
+        overlap=overlap,
     )
 
 

@@ -1,0 +1,11 @@
+"""In-process integrations: e5rt behind the embedding classes of LangChain, LlamaIndex, Haystack and
+sentence-transformers code. Each module imports its framework when it is imported (never by `import e5rt`),
+and a missing framework is one error naming the extra to install.
+
+- e5rt.integrations.langchain.E5rtEmbeddings            (extra: langchain)
+- e5rt.integrations.llama_index.E5rtEmbedding            (extra: llama-index)
+- e5rt.integrations.haystack.E5rtTextEmbedder / E5rtDocumentEmbedder  (extra: haystack)
+- e5rt.integrations.sentence_transformers.SentenceTransformer (no extra: numpy only)
+
+Every class is built as Cls(model_dir, **Embedder.load options) and gives the vectors Embedder.encode gives.
+"""

@@ -1,0 +1,141 @@
+"""Haystack: e5rt as text and document embedder components, in-process.
+
+    from e5rt.integrations.haystack import E5rtDocumentEmbedder, E5rtTextEmbedder
+    pipeline.add_component("embedder", E5rtTextEmbedder("models/me5-small-r", task="web_search"))
+
+The text embedder embeds queries (the model's query prompt), the document embedder passages; documents come
+back as copies with `embedding` set and their content, id and meta unchanged. The model loads in warm_up()
+(Haystack calls it when a pipeline runs), or at the first run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..core.prompts import resolve_task
+from ..engine import Embedder, LongText
+from ..errors import InputError
+from ._common import missing
+
+try:
+    from haystack import Document, component, default_from_dict, default_to_dict
+except ImportError as _exc:
+    raise missing("haystack-ai", "haystack", _exc) from None
+
+
+class _E5rtComponent:
+    """The model directory, load options and prompt settings both components keep (and serialize)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        task: str | None = None,
+        long_text: LongText = "truncate",
+        overlap: int = 0,
+        **load_options: Any,
+    ) -> None:
+        if task is not None:
+            resolve_task(task)
+        self.model_dir = str(model_dir)
+        self.task = task
+        self.long_text: LongText = long_text
+        self.overlap = overlap
+        self.load_options = dict(load_options)
+        self._embedder: Embedder | None = None
+
+    def warm_up(self) -> None:
+        """Load the model (once)."""
+        if self._embedder is None:
+            self._embedder = Embedder.load(self.model_dir, **self.load_options)
+
+    @property
+    def embedder(self) -> Embedder:
+        self.warm_up()
+        assert self._embedder is not None
+        return self._embedder
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {
+            "model_dir": self.model_dir,
+            "task": self.task,
+            "long_text": self.long_text,
+            "overlap": self.overlap,
+            **self.load_options,
+        }
+
+    def _encode(self, texts: list[str], kind: str) -> list[list[float]]:
+        if not texts:
+            return []
+        task = self.task if kind == "query" else None
+        vectors = self.embedder.encode(
+            texts, "query" if kind == "query" else "passage", task, long_text=self.long_text, overlap=self.overlap
+        )
+        return [v.tolist() for v in vectors]
+
+
+@component
+class E5rtTextEmbedder(_E5rtComponent):
+    """Embeds one query string: run(text) -> {"embedding": list[float]}."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(self, **self._init_parameters())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> E5rtTextEmbedder:
+        return default_from_dict(cls, data)
+
+    @component.output_types(embedding=list[float])
+    def run(self, text: str) -> dict[str, Any]:
+        if not isinstance(text, str):
+            raise InputError("E5rtTextEmbedder takes one string; embed a list of Documents with E5rtDocumentEmbedder")
+        return {"embedding": self._encode([text], "query")[0]}
+
+
+@component
+class E5rtDocumentEmbedder(_E5rtComponent):
+    """Embeds Documents as passages: run(documents) -> {"documents": copies with `embedding` set}.
+
+    meta_fields_to_embed: meta values put before the content (joined by embedding_separator), as Haystack's
+    own document embedders do.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+        **options: Any,
+    ) -> None:
+        # Explicit base: @component rebuilds the class, which breaks the zero-argument super().
+        _E5rtComponent.__init__(self, model_dir, **options)
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+            **self._init_parameters(),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> E5rtDocumentEmbedder:
+        return default_from_dict(cls, data)
+
+    def _text(self, doc: Document) -> str:
+        meta = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k) is not None]
+        return self.embedding_separator.join([*meta, doc.content or ""])
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document]) -> dict[str, Any]:
+        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+            raise InputError(
+                "E5rtDocumentEmbedder takes a list of Documents; embed a single string with E5rtTextEmbedder"
+            )
+        vectors = self._encode([self._text(d) for d in documents], "passage")
+        return {"documents": [replace(d, embedding=v) for d, v in zip(documents, vectors, strict=True)]}

@@ -1,0 +1,45 @@
+"""Runs in .venv-hf (huggingface_hub >= 1 cannot share the export stage's environment): calls `e5rt serve` at
+URL through huggingface_hub's InferenceClient and Haystack's Hugging Face API embedders, exactly as users
+write them, and prints every result as JSON for tests/test_clients.py to compare with the library.
+
+usage: .venv-hf/bin/python tests/hf_clients.py URL < texts.json
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import sys
+
+
+def main() -> None:
+    url = sys.argv[1]
+    texts: list[str] = json.load(sys.stdin)
+    from haystack import Document
+    from haystack_integrations.components.embedders.huggingface_api import (
+        HuggingFaceAPIDocumentEmbedder,
+        HuggingFaceAPITextEmbedder,
+    )
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(model=url)
+    out: dict[str, object] = {
+        "versions": {p: md.version(p) for p in ("huggingface_hub", "haystack-ai", "huggingface-api-haystack")},
+        "one": client.feature_extraction(texts[0]).tolist(),
+        "batch": client.feature_extraction(texts).tolist(),
+        "query": client.feature_extraction(texts, prompt_name="query").tolist(),
+        "left": client.feature_extraction(texts, truncate=True, truncation_direction="left").tolist(),
+        "raw": client.feature_extraction(texts, normalize=False).tolist(),
+    }
+    params = {"url": url}
+    docs = HuggingFaceAPIDocumentEmbedder(api_type="text_embeddings_inference", api_params=params)
+    embedded = docs.run([Document(content=t, meta={"i": i}) for i, t in enumerate(texts)])["documents"]
+    out["haystack_docs"] = [d.embedding for d in embedded]
+    out["haystack_meta"] = [d.meta for d in embedded]
+    text = HuggingFaceAPITextEmbedder(api_type="text_embeddings_inference", api_params=params)
+    out["haystack_text"] = text.run(texts[0])["embedding"]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
