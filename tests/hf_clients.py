@@ -7,6 +7,7 @@ usage: .venv-hf/bin/python tests/hf_clients.py URL < texts.json
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata as md
 import json
 import sys
@@ -20,7 +21,7 @@ def main() -> None:
         HuggingFaceAPIDocumentEmbedder,
         HuggingFaceAPITextEmbedder,
     )
-    from huggingface_hub import InferenceClient
+    from huggingface_hub import AsyncInferenceClient, InferenceClient
 
     client = InferenceClient(model=url)
     out: dict[str, object] = {
@@ -31,6 +32,14 @@ def main() -> None:
         "left": client.feature_extraction(texts, truncate=True, truncation_direction="left").tolist(),
         "raw": client.feature_extraction(texts, normalize=False).tolist(),
     }
+
+    async def concurrently() -> list[list[float]]:
+        aclient = AsyncInferenceClient(model=url)
+        rows = await asyncio.gather(*(aclient.feature_extraction(t) for t in texts))
+        await aclient.close()
+        return [row.reshape(-1).tolist() for row in rows]
+
+    out["async"] = asyncio.run(concurrently())
     params = {"url": url}
     docs = HuggingFaceAPIDocumentEmbedder(api_type="text_embeddings_inference", api_params=params)
     embedded = docs.run([Document(content=t, meta={"i": i}) for i, t in enumerate(texts)])["documents"]

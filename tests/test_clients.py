@@ -86,22 +86,25 @@ def test_async_openai_client(server: Server, lib: Embedder) -> None:
 def test_langchain_default_token_ids_get_a_422_that_names_the_fix(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """LangChain's default tokenizes with tiktoken and posts the ids. tiktoken's vocabulary is a download, so
-    the test gives LangChain a real tiktoken Encoding built offline (byte-level BPE): the request LangChain then
-    makes is the one its default makes, foreign token ids included."""
-    import langchain_openai.embeddings.base as lc_base
+    """LangChain's default tokenizes with tiktoken (cl100k_base) and posts the ids. tiktoken downloads that
+    vocabulary; llama-index-core ships the same file in its package, so LangChain's real default runs offline
+    here and sends what it sends in production."""
+    import llama_index.core
     import openai
     import tiktoken
     from langchain_openai import OpenAIEmbeddings
 
-    ranks = {bytes([b]): b for b in range(256)}
-    offline = tiktoken.Encoding("offline-bytes", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={})
-    monkeypatch.setattr(lc_base.tiktoken, "encoding_for_model", lambda _name: offline)
+    cache = Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    ids = tiktoken.get_encoding("cl100k_base").encode_ordinary(TEXTS[1])
+    assert max(ids) < 250_002  # every one a valid XLM-R id: without the 422 they would embed another text
     emb = OpenAIEmbeddings(base_url=server.url + "/v1", api_key="unused", model="text-embedding-3-small", max_retries=0)
     with pytest.raises(openai.UnprocessableEntityError) as info:
         emb.embed_documents(TEXTS[:2])
     message = str(info.value)
     assert "check_embedding_ctx_length=False" in message and "token ids" in message
+    with pytest.raises(openai.UnprocessableEntityError):
+        emb.embed_query("what is kimchi?")
 
 
 def test_langchain_openai_embeddings_1000_per_request(server: Server, lib: Embedder) -> None:
@@ -199,6 +202,7 @@ def test_huggingface_hub_inference_client_posts_to_the_root(hf_results: dict[str
     close(hf_results["batch"], lib.encode(TEXTS))
     close(hf_results["query"], lib.encode_queries(TEXTS))
     close(hf_results["raw"], lib.encode(TEXTS, normalize=False))
+    close(hf_results["async"], lib.encode(TEXTS))  # AsyncInferenceClient, one request per text, concurrently
     enc, _ = lib.tokenize(TEXTS, direction="left")
     close(hf_results["left"], lib.embed_tokens(enc.ids).embeddings)
     assert not np.allclose(hf_results["left"][2], hf_results["batch"][2], atol=1e-3)  # the long text differs

@@ -120,24 +120,35 @@ class BatchQueue:
         if n == 0:
             return request
         with self._cond:
-            if self._closed:
-                raise ShuttingDownError("the batching queue is closed (the service is shutting down)")
-            limit = self.max_queued_texts
-            if limit is not None and n > limit:
-                raise InvalidInputError(f"{n} texts in one request; this queue holds at most {limit}")
-            queued = self._scheduler.pending_texts + self._in_flight_texts
-            if limit is not None and queued + n > limit:
-                wait = self._retry_after()
-                raise QueueFullError(
-                    f"queue full: {queued} texts queued, {n} more would pass the limit of {limit}; retry in {wait} s",
-                    retry_after=wait,
-                )
+            self._admit(n)
             key = next(self._keys)
             self._requests[key] = request
             self._scheduler.add(key, request.lengths)
             self._cond.notify()
         request.future.add_done_callback(lambda _f: self._forget(key))
         return request
+
+    def check_room(self, n: int) -> None:
+        """Raise what submit() would for n texts now (a server checks before it spends time tokenizing)."""
+        with self._cond:
+            self._admit(n)
+
+    def _admit(self, n: int) -> None:
+        """Refuse n more texts when closed or past the bound; lock held."""
+        if self._closed:
+            raise ShuttingDownError("the batching queue is closed (the service is shutting down)")
+        limit = self.max_queued_texts
+        if limit is None:
+            return
+        if n > limit:
+            raise InvalidInputError(f"{n} texts in one request; this queue holds at most {limit}")
+        queued = self._scheduler.pending_texts + self._in_flight_texts
+        if queued + n > limit:
+            wait = self._retry_after()
+            raise QueueFullError(
+                f"queue full: {queued} texts queued, {n} more would pass the limit of {limit}; retry in {wait} s",
+                retry_after=wait,
+            )
 
     def cancel(self, request: Request) -> int:
         """Drop a request's texts that have not started (its client went away). Returns how many."""

@@ -152,7 +152,9 @@ class Service:
 
     # --- the work ----------------------------------------------------------------------------------------
     async def embed(self, request: Request, call: EmbedCall) -> tuple[np.ndarray, Stats]:
-        emb, _ = self.ready()
+        emb, queue = self.ready()
+        # A full queue refuses before the texts are tokenized (submit checks again: others may come first).
+        queue.check_room(len(call.texts if call.texts is not None else call.token_ids or []))
         loop = asyncio.get_running_loop()
         windows: Windows | None = None
         if call.long_text == "chunk":
