@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e5rt import Embedder, E5rtError
+from e5rt import E5rtError, Embedder
 from e5rt.core.prompts import TASKS
 
 TEXTS = ["Kimchi is a Korean side dish.", "김치는 한국 음식이다.", "Paris is the capital of France. " * 80]
@@ -106,6 +106,10 @@ def test_haystack_components(instruct_minilm: Path, lib: Embedder) -> None:
     same(restored.run({"query": {"text": QUERY}})["query"]["embedding"], lib.encode_queries(QUERY, task="qa"))
     with pytest.raises(E5rtError, match="list of Documents"):
         docs.run("not documents")  # type: ignore[arg-type]
+    with pytest.raises(E5rtError, match="unknown load option"):
+        E5rtTextEmbedder(instruct_minilm, varaint="fp32")  # checked when the component is built
+    with pytest.raises(E5rtError, match="long_text"):
+        E5rtTextEmbedder(instruct_minilm, long_text="split")  # type: ignore[arg-type]
 
 
 def test_sentence_transformers_calls(instruct_minilm: Path, lib: Embedder) -> None:

@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..core.prompts import resolve_task
+from ..config import LoadOptions
 from ..engine import Embedder, LongText
 from ..errors import InputError
-from ._common import missing
+from ._common import Prompting, missing
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
@@ -37,12 +37,9 @@ class _E5rtComponent:
         overlap: int = 0,
         **load_options: Any,
     ) -> None:
-        if task is not None:
-            resolve_task(task)
+        self.prompting = Prompting(task, long_text, overlap)
         self.model_dir = str(model_dir)
-        self.task = task
-        self.long_text: LongText = long_text
-        self.overlap = overlap
+        LoadOptions.build(**load_options)  # a wrong option fails when the pipeline is built, not at warm_up()
         self.load_options = dict(load_options)
         self._embedder: Embedder | None = None
 
@@ -60,20 +57,11 @@ class _E5rtComponent:
     def _init_parameters(self) -> dict[str, Any]:
         return {
             "model_dir": self.model_dir,
-            "task": self.task,
-            "long_text": self.long_text,
-            "overlap": self.overlap,
+            "task": self.prompting.task,
+            "long_text": self.prompting.long_text,
+            "overlap": self.prompting.overlap,
             **self.load_options,
         }
-
-    def _encode(self, texts: list[str], kind: str) -> list[list[float]]:
-        if not texts:
-            return []
-        task = self.task if kind == "query" else None
-        vectors = self.embedder.encode(
-            texts, "query" if kind == "query" else "passage", task, long_text=self.long_text, overlap=self.overlap
-        )
-        return [v.tolist() for v in vectors]
 
 
 @component
@@ -91,7 +79,7 @@ class E5rtTextEmbedder(_E5rtComponent):
     def run(self, text: str) -> dict[str, Any]:
         if not isinstance(text, str):
             raise InputError("E5rtTextEmbedder takes one string; embed a list of Documents with E5rtDocumentEmbedder")
-        return {"embedding": self._encode([text], "query")[0]}
+        return {"embedding": self.prompting.queries(self.embedder, [text])[0]}
 
 
 @component
@@ -137,5 +125,5 @@ class E5rtDocumentEmbedder(_E5rtComponent):
             raise InputError(
                 "E5rtDocumentEmbedder takes a list of Documents; embed a single string with E5rtTextEmbedder"
             )
-        vectors = self._encode([self._text(d) for d in documents], "passage")
+        vectors = self.prompting.passages(self.embedder, [self._text(d) for d in documents])
         return {"documents": [replace(d, embedding=v) for d, v in zip(documents, vectors, strict=True)]}

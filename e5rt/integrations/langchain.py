@@ -14,9 +14,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ..core.prompts import resolve_task
 from ..engine import Embedder, LongText
-from ._common import missing
+from ._common import Prompting, missing
 
 try:
     from langchain_core.embeddings import Embeddings
@@ -41,22 +40,14 @@ class E5rtEmbeddings(Embeddings):
         overlap: int = 0,
         **load_options: Any,
     ) -> None:
-        if task is not None:
-            resolve_task(task)  # an empty task fails here, not at the first query
+        self.prompting = Prompting(task, long_text, overlap)
         self.embedder = Embedder.load(model_dir, **load_options)
-        self.task = task
-        self.long_text: LongText = long_text
-        self.overlap = overlap
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        vectors = self.embedder.encode(texts, "passage", long_text=self.long_text, overlap=self.overlap)
-        return [v.tolist() for v in vectors]
+        return self.prompting.passages(self.embedder, texts)
 
     def embed_query(self, text: str) -> list[float]:
-        vector = self.embedder.encode([text], "query", self.task, long_text=self.long_text, overlap=self.overlap)
-        return list(vector[0].tolist())
+        return self.prompting.queries(self.embedder, [text])[0]
 
     # The session runs in a worker thread, so an async caller's event loop keeps serving while it computes.
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -12,9 +12,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ..core.prompts import resolve_task
 from ..engine import Embedder, LongText
-from ._common import missing
+from ._common import Prompting, missing
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -35,6 +34,7 @@ class E5rtEmbedding(BaseEmbedding):
     long_text: str = "truncate"
     overlap: int = 0
     _embedder: Embedder = PrivateAttr()
+    _prompting: Prompting = PrivateAttr()
 
     def __init__(
         self,
@@ -46,12 +46,11 @@ class E5rtEmbedding(BaseEmbedding):
         embed_batch_size: int = 256,
         **load_options: Any,
     ) -> None:
-        if task is not None:
-            resolve_task(task)
+        prompting = Prompting(task, long_text, overlap)
         embedder = Embedder.load(model_dir, **load_options)
         super().__init__(model_name=embedder.spec.name or str(model_dir), embed_batch_size=embed_batch_size)
         self.task, self.long_text, self.overlap = task, long_text, overlap
-        self._embedder = embedder
+        self._embedder, self._prompting = embedder, prompting
 
     @classmethod
     def class_name(cls) -> str:
@@ -61,24 +60,14 @@ class E5rtEmbedding(BaseEmbedding):
     def embedder(self) -> Embedder:
         return self._embedder
 
-    def _encode(self, texts: list[str], kind: str) -> list[list[float]]:
-        if not texts:
-            return []
-        task = self.task if kind == "query" else None
-        long_text: LongText = "chunk" if self.long_text == "chunk" else "truncate"
-        vectors = self._embedder.encode(
-            texts, "query" if kind == "query" else "passage", task, long_text=long_text, overlap=self.overlap
-        )
-        return [v.tolist() for v in vectors]
-
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._encode([query], "query")[0]
+        return self._prompting.queries(self._embedder, [query])[0]
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return self._encode([text], "passage")[0]
+        return self._prompting.passages(self._embedder, [text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(texts, "passage")
+        return self._prompting.passages(self._embedder, texts)
 
     # Off the event loop: the session runs in a worker thread while the loop keeps serving.
     async def _aget_query_embedding(self, query: str) -> list[float]:
