@@ -355,7 +355,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             provider = resolve_provider(args.provider)
             budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
-            return _load(args, provider=provider, max_batch_tokens=budget, spin=False)
+            emb: Embedder = _load(args, provider=provider, max_batch_tokens=budget, spin=False)
+            return emb
 
     logging.getLogger("e5rt").setLevel(args.log_level.upper())
     return serve(loader, opts, log_level=args.log_level)

@@ -23,7 +23,8 @@ def similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     right = left if b is None else l2_normalize(_as_matrix(b, "b"))
     if left.shape[1] != right.shape[1]:
         raise InvalidInputError(f"dimension mismatch: a has {left.shape[1]}, b has {right.shape[1]}")
-    return left @ right.T
+    scores: np.ndarray = left @ right.T
+    return scores
 
 
 def search(query_embs: np.ndarray, corpus_embs: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,8 @@ class FakeBackend:
             # Simulated compute: the cost grows with the padded batch, as on a real device.
             time.sleep(self.delay_s + self.per_token_s * ids.size)
         width = ids.shape[1]
-        return self.table[ids % len(self.table)] + self.positions[:width][None, :, :]
+        hidden: np.ndarray = self.table[ids % len(self.table)] + self.positions[:width][None, :, :]
+        return hidden
 
 
 def write_fake_tokenizer(path: str | Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,7 +22,7 @@ def subsample(items: Sequence[T], size: int | None, seed: int = 0) -> list[T]:
     return [items[i] for i in sorted(rng.choice(len(items), size=size, replace=False))]
 
 
-def read_rows(path: Path = DEFAULT_CORPUS) -> list[dict]:
+def read_rows(path: Path = DEFAULT_CORPUS) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from ..core.prompts import format_texts
 from ..manifest import Manifest, load_manifest
+from ..progress import proc_status_mb
 from .corpus import load_corpus
-from .report import proc_status_mb
 
 RECORD_KEYS = (
     "engine",
@@ -90,7 +90,7 @@ def engine_pytorch(ctx: dict[str, Any]) -> Engine:
     from e5rt_export.reference import load_reference_model, torch_pool
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ctx["checkpoint"])
+    tok = AutoTokenizer.from_pretrained(ctx["checkpoint"])  # type: ignore[no-untyped-call]
     # transformers' default attention (SDPA), as a user of AutoModel gets it.
     model = load_reference_model(ctx["checkpoint"], attn_implementation="sdpa")
     pooling = ctx["manifest"].pooling
@@ -98,7 +98,8 @@ def engine_pytorch(ctx: dict[str, Any]) -> Engine:
     def run(batch: list[str]) -> np.ndarray:
         enc = tok(batch, padding=True, truncation=True, max_length=ctx["max_length"], return_tensors="pt")
         with torch.inference_mode():
-            return torch_pool(model(**enc).last_hidden_state, enc["attention_mask"], pooling).numpy()
+            pooled: np.ndarray = torch_pool(model(**enc).last_hidden_state, enc["attention_mask"], pooling).numpy()
+            return pooled
 
     def bulk(texts: list[str]) -> np.ndarray:
         return np.concatenate([run(texts[i : i + 32]) for i in range(0, len(texts), 32)])
@@ -118,7 +119,8 @@ def _st_model(ctx: dict[str, Any], **kw: Any) -> Any:
 
 def _st_engine(model: Any, ctx: dict[str, Any], variant: str) -> Engine:
     def bulk(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        vectors: np.ndarray = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        return vectors
 
     # sentence-transformers sorts by length and cuts fixed batches of 32.
     info = {"variant": variant, "padding_efficiency": fixed_padding(ctx["lengths"], 32, sort=True)}

@@ -21,7 +21,8 @@ def pool_sum(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def divide(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted sums over their weights (token counts); a zero weight gives a zero row, never a NaN."""
-    return sums / np.maximum(weights, 1e-9)[:, None]
+    out: np.ndarray = sums / np.maximum(weights, 1e-9)[:, None]
+    return out
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -37,7 +38,8 @@ def cls_pool(hidden: np.ndarray) -> np.ndarray:
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+    out: np.ndarray = (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+    return out
 
 
 def finish(sums: np.ndarray, weights: np.ndarray, normalize: bool = True) -> np.ndarray:

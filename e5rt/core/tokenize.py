@@ -152,7 +152,7 @@ def _encode_ids(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> I
 
 def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> list[Any]:
     try:
-        return tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return list(tok.encode_batch(texts, add_special_tokens=add_special_tokens))
     except Exception as exc:  # tokenizers raises TypeError/Exception with its own wording; find the text
         bad = unencodable_index(texts)
         if bad is None:

@@ -189,11 +189,11 @@ def _kind(body: dict[str, Any]) -> Kind:
         raise ApiError(
             422, f"'input_type' must be 'query' or 'passage', got {kind!r}", param="input_type", code="invalid_value"
         )
-    return kind
+    return "query" if kind == "query" else "passage"
 
 
 def _task(body: dict[str, Any]) -> str | None:
-    task = _field(body, "task", (str,))
+    task: str | None = _field(body, "task", (str,))
     if task is not None and not task.strip():
         raise ApiError(
             422, "'task' is empty; give a name from e5rt.TASKS or an instruction", param="task", code="invalid_value"
@@ -202,7 +202,7 @@ def _task(body: dict[str, Any]) -> str | None:
 
 
 def _dimensions(body: dict[str, Any], dim: int) -> int | None:
-    value = _field(body, "dimensions", (int,))
+    value: int | None = _field(body, "dimensions", (int,))
     if value is not None and not 1 <= value <= dim:
         raise ApiError(
             422,
