@@ -566,15 +566,13 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for n, v in m.variants.items()
             },
         }
-        from .engine import needs_exact_int8, pick_variant
-
         try:
-            info["model"]["auto_cpu"] = pick_variant(m, "auto", "cpu").name
+            info["model"]["auto_cpu"] = m.pick("auto", "cpu").name
         except E5rtError as exc:
             info["model"]["auto_cpu"] = f"none ({exc})"
         for n, v in m.variants.items():
             info["model"]["variants"][n]["int8_session"] = (
-                ("exact u8u8 (no VNNI here)" if needs_exact_int8(v) else "default")
+                ("exact u8u8 (no VNNI here)" if v.exact_int8_needed else "default")
                 if v.precision == "int8" and (v.quantization or {}).get("weight_type")
                 else None
             )

@@ -24,7 +24,6 @@ from .core.pool import finish
 from .core.prompts import Kind, format_texts
 from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EMPTY_STATS, EmbedResult, Stats
-from .cpu import exact_int8_needed
 from .errors import InputError, InvalidInputError, VariantError
 from .manifest import Manifest, Variant, load_manifest, verify_files
 
@@ -75,52 +74,6 @@ def _check_texts(texts: Any) -> list[str]:
                 raise InputError(f"texts[{i}] is a nested {type(item).__name__}; pass a flat list of strings")
             raise InputError(f"texts[{i}] is {type(item).__name__}, not str" + (" (None)" if item is None else ""))
     return list(texts)
-
-
-def batch_invariant(variant: Variant) -> bool:
-    """Whether a text's vector is the same alone and in any batch: measured at export (each probe alone against
-    batched) where the manifest has it; older manifests: float graphs yes, dynamic int8 no."""
-    measured = variant.raw.get("batch_invariant")
-    if isinstance(measured, bool):
-        return measured
-    return variant.precision != "int8" or str((variant.quantization or {}).get("method", "")).lower() == "static"
-
-
-def needs_exact_int8(variant: Variant) -> bool:
-    """Whether this CPU must run the variant in ORT's exact u8u8 mode (s8 weights, x86 without VNNI)."""
-    weight_type = (variant.quantization or {}).get("weight_type") if variant.precision == "int8" else None
-    return exact_int8_needed(weight_type)
-
-
-def pick_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
-    """'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed parity, is
-    batch-invariant (measured at export) and was measured faster than fp32 at export; otherwise fp32; a
-    batch-dependent int8 only where there is no fp32."""
-    variants = manifest.variants
-    if requested != "auto":
-        if requested not in variants:
-            raise VariantError(f"unknown variant {requested!r}; this model has: {', '.join(sorted(variants))}")
-        return variants[requested]
-    order = ["fp16", "fp32"] if provider in ("cuda", "tensorrt") else ["int8-static", "int8", "fp32"]
-    for name in order:
-        v = variants.get(name)
-        if v is None or not v.parity.passed or provider not in v.providers:
-            continue
-        if v.precision == "int8" and "fp32" in variants and not batch_invariant(v):
-            # A vector that changes with its batch breaks caches and reproducibility behind a batching server.
-            log.info("e5rt: %s is batch-dependent; auto prefers fp32", name)
-            continue
-        speed = v.raw.get("cpu_speed") if v.precision == "int8" else None
-        if isinstance(speed, dict) and float(speed.get("speedup_vs_fp32", 1.0)) < 1.0 and "fp32" in variants:
-            # The export measured this int8 graph slower than fp32 on its CPU; prefer fp32.
-            log.info("e5rt: %s measured %.2fx fp32 at export; auto picks fp32", name, speed["speedup_vs_fp32"])
-            continue
-        return v
-    for v in variants.values():
-        if provider in v.providers and v.parity.passed:
-            return v
-    listing = ", ".join(f"{n} ({'/'.join(v.providers)})" for n, v in variants.items())
-    raise VariantError(f"no variant of this model passed export parity and runs on {provider}; available: {listing}")
 
 
 class Embedder:
@@ -176,7 +129,7 @@ class Embedder:
         root = Path(model_dir)
         manifest = load_manifest(root)
         prov = resolve_provider(opts.provider)
-        chosen = pick_variant(manifest, opts.variant, prov)
+        chosen = manifest.pick(opts.variant, prov)
         if prov not in chosen.providers:
             usable = ", ".join(n for n, v in manifest.variants.items() if prov in v.providers) or "none"
             raise VariantError(
@@ -198,7 +151,7 @@ class Embedder:
             io_binding=opts.io_binding,
             arena=opts.arena,
             spin=opts.spin,
-            exact_int8=prov == "cpu" and needs_exact_int8(chosen),
+            exact_int8=prov == "cpu" and chosen.exact_int8_needed,
         )
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         emb = cls(
@@ -276,6 +229,13 @@ class Embedder:
     @property
     def providers(self) -> tuple[str, ...]:
         return tuple(self.backend.active_providers)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's vector is the same alone and in any batch (see Variant.batch_invariant); a model
+        without a manifest (the export's validation, the fake) runs float graphs."""
+        variant = self.manifest.variants.get(self._variant) if self.manifest is not None else None
+        return True if variant is None else variant.batch_invariant
 
     @property
     def max_batch_tokens(self) -> int:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, ManifestError, ModelNotFoundError
+from .cpu import exact_int8_needed
+from .errors import IntegrityError, ManifestError, ModelNotFoundError, VariantError
+
+log = logging.getLogger("e5rt")
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -56,6 +60,26 @@ class Variant:
         """The .onnx file (external data files are listed after it)."""
         return self.files[0].path
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's vector is the same alone and in any batch: measured at export (each probe alone
+        against batched) where the manifest has it; older manifests: float graphs yes, dynamic int8 no."""
+        measured = self.raw.get("batch_invariant")
+        if isinstance(measured, bool):
+            return measured
+        return self.precision != "int8" or str((self.quantization or {}).get("method", "")).lower() == "static"
+
+    @property
+    def exact_int8_needed(self) -> bool:
+        """Whether this CPU must run the variant in ORT's exact u8u8 mode (s8 weights, x86 without VNNI)."""
+        weight_type = (self.quantization or {}).get("weight_type") if self.precision == "int8" else None
+        return exact_int8_needed(weight_type)
+
+    def measured_slower_than_fp32(self) -> bool:
+        """The export timed this int8 graph slower than fp32 on its CPU."""
+        speed = self.raw.get("cpu_speed") if self.precision == "int8" else None
+        return isinstance(speed, dict) and float(speed.get("speedup_vs_fp32", 1.0)) < 1.0
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -76,6 +100,37 @@ class Manifest:
     @property
     def dim(self) -> int:
         return int(self.architecture["hidden_size"])
+
+    def pick(self, requested: str, provider: str) -> Variant:
+        """The variant to load. 'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed
+        parity, is batch-invariant (measured at export) and was measured faster than fp32 at export; otherwise
+        fp32; a batch-dependent int8 only where there is no fp32."""
+        variants = self.variants
+        if requested != "auto":
+            if requested not in variants:
+                raise VariantError(f"unknown variant {requested!r}; this model has: {', '.join(sorted(variants))}")
+            return variants[requested]
+        order = ["fp16", "fp32"] if provider in ("cuda", "tensorrt") else ["int8-static", "int8", "fp32"]
+        has_fp32 = "fp32" in variants
+        for name in order:
+            v = variants.get(name)
+            if v is None or not v.parity.passed or provider not in v.providers:
+                continue
+            if v.precision == "int8" and has_fp32 and not v.batch_invariant:
+                # A vector that changes with its batch breaks caches and reproducibility behind a batching server.
+                log.info("e5rt: %s is batch-dependent; auto prefers fp32", name)
+                continue
+            if has_fp32 and v.measured_slower_than_fp32():
+                log.info("e5rt: %s measured slower than fp32 at export; auto picks fp32", name)
+                continue
+            return v
+        for v in variants.values():
+            if provider in v.providers and v.parity.passed:
+                return v
+        listing = ", ".join(f"{n} ({'/'.join(v.providers)})" for n, v in variants.items())
+        raise VariantError(
+            f"no variant of this model passed export parity and runs on {provider}; available: {listing}"
+        )
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -174,7 +174,7 @@ def test_io_binding_seam_matches_plain_run(tiny_models: dict[str, Path]) -> None
 
 def test_auto_variant_on_cpu(tiny_models: dict[str, Path]) -> None:
     """auto takes the first int8 (int8-static, then int8) that is batch-invariant and was measured faster than
-    fp32 at export, else fp32: the rule in pick_variant, recomputed here from the manifest."""
+    fp32 at export, else fp32: the rule in Manifest.pick, recomputed here from the manifest."""
     emb = Embedder.load(tiny_models["bert"], provider="cpu")
     expected = "fp32"
     for name in ("int8-static", "int8"):

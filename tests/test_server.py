@@ -342,8 +342,6 @@ def test_openai_client_on_real_weights(minilm_server: Server, minilm_model: Path
 
 def test_info_says_which_variants_are_batch_invariant(tiny_models: dict[str, Path]) -> None:
     """Dynamic int8 quantizes activations per batch, so behind a batching server its vectors follow the traffic."""
-    from e5rt.server.app import batch_invariant
-
     fp32 = Embedder.load(tiny_models["bert"], variant="fp32", provider="cpu", warmup=False)
     int8 = Embedder.load(tiny_models["bert"], variant="int8", provider="cpu", warmup=False)
-    assert batch_invariant(fp32) is True and batch_invariant(int8) is False
+    assert fp32.batch_invariant is True and int8.batch_invariant is False

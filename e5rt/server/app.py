@@ -32,7 +32,6 @@ from ..core.prompts import Kind
 from ..core.tokenize import Direction, Encoded
 from ..core.types import EmbedResult, Stats
 from ..engine import Embedder, Windows
-from ..engine import batch_invariant as variant_batch_invariant
 from .metrics import ServerMetrics
 from .openapi import docs_html, openapi_spec
 from .protocol import (
@@ -415,14 +414,6 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return JSONResponse(body.body(), 405)
 
 
-def batch_invariant(emb: Embedder) -> bool:
-    """Whether a text's vector is the same alone and in any batch (see e5rt.engine.batch_invariant)."""
-    if emb.manifest is None:
-        return True
-    variant = emb.manifest.variants.get(emb.variant)
-    return True if variant is None else variant_batch_invariant(variant)
-
-
 def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
     opts = service.options
     return {
@@ -434,7 +425,7 @@ def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
         "prompt_scheme": emb.spec.prompt_scheme,
         "variant": emb.variant,
         "providers": list(emb.providers),
-        "batch_invariant": batch_invariant(emb),
+        "batch_invariant": emb.batch_invariant,
         "batching": asdict(emb.batching),
         "dimensions": (
             "'dimensions' keeps the first N values and re-normalizes. E5 models were not trained for this "
