@@ -11,8 +11,8 @@ queued before it), and small requests are served in arrival order. Any request t
 ``max_wait_s`` since it was last served goes first, so a bulk request is never starved by a stream of small
 ones.
 
-With a single request this cuts exactly the batches core.plan() cuts: the library's encode and the server
-share one planner.
+Every batch is cut by core.plan.grow(), the planner's own step, so with a single request this cuts exactly
+core.plan()'s batches: the library's encode and the server share one algorithm.
 
 Not thread-safe: BatchQueue holds a lock around it; the engine drains a private one inline.
 """
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from ..core.plan import CostRule
+from ..core.plan import CostRule, grow
 
 
 @dataclass(frozen=True)
@@ -121,30 +121,7 @@ class Scheduler:
         now = self.clock()
         key = self._pick(now)
         anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
-        rule = self.rule
-        lo = hi = bisect.bisect_left(self._sorted, anchor)
-        count, real, width = 1, anchor[0], rule.width(anchor[0])
-        end = len(self._sorted) - 1
-        while True:
-            left = self._sorted[lo - 1] if lo > 0 else None
-            right = self._sorted[hi + 1] if hi < end else None
-            # A shorter text never widens the batch; a longer one sets the new width.
-            ok_left = left is not None and rule.admits(count + 1, real + left[0], width)
-            ok_right = right is not None and rule.admits(count + 1, real + right[0], rule.width(right[0]))
-            if ok_left and ok_right:
-                take_left = anchor[0] - left[0] <= right[0] - anchor[0]  # type: ignore[index]
-            elif ok_left or ok_right:
-                take_left = ok_left
-            else:
-                break
-            if take_left:
-                lo -= 1
-                real += left[0]  # type: ignore[index]
-            else:
-                hi += 1
-                real += right[0]  # type: ignore[index]
-                width = rule.width(right[0])  # type: ignore[index]
-            count += 1
+        lo, hi, width, real = grow(self._sorted, bisect.bisect_left(self._sorted, anchor), self.rule)
         taken = self._sorted[lo : hi + 1]
         del self._sorted[lo : hi + 1]
         rows = []

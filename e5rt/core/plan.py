@@ -75,24 +75,48 @@ class Batch:
         return self.width * len(self.indices)
 
 
+def grow(sorted_items: Sequence[tuple[int, int]], anchor: int, rule: CostRule) -> tuple[int, int, int, int]:
+    """The one batch-cutting step: from the text at position `anchor` of a length-sorted list of
+    (length, key) items, take the nearest lengths on either side while the rule admits them.
+
+    Returns (lo, hi, width, real): the batch is sorted_items[lo : hi + 1], padded to width, holding real tokens.
+    A shorter text never widens the batch; a longer one sets the new width; ties go to the shorter side.
+    The planner below and the cross-request Scheduler (e5rt.batching) both cut every batch with this.
+    """
+    length = sorted_items[anchor][0]
+    lo = hi = anchor
+    count, real, width = 1, length, rule.width(length)
+    end = len(sorted_items) - 1
+    while True:
+        left = sorted_items[lo - 1][0] if lo > 0 else -1  # -1: no text on that side
+        right = sorted_items[hi + 1][0] if hi < end else -1
+        ok_left = left >= 0 and rule.admits(count + 1, real + left, width)
+        ok_right = right >= 0 and rule.admits(count + 1, real + right, rule.width(right))
+        if ok_left and ok_right:
+            take_left = length - left <= right - length
+        elif ok_left or ok_right:
+            take_left = ok_left
+        else:
+            return lo, hi, width, real
+        if take_left:
+            lo -= 1
+            real += left
+        else:
+            hi += 1
+            real += right
+            width = rule.width(right)
+        count += 1
+
+
 def plan(lengths: Sequence[int], rule: CostRule) -> list[Batch]:
-    """Cut length-sorted batches under the rule, shortest first."""
+    """Cut length-sorted batches under the rule, shortest first: grow() anchored on the shortest text left."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    pending = [(int(lengths[i]), int(i)) for i in order.tolist()]
     batches: list[Batch] = []
-    current: list[int] = []
-    width = 0
-    real = 0
-    for idx in order.tolist():
-        n = int(lengths[idx])
-        w = rule.width(n)  # sorted ascending, so the newcomer sets the batch width
-        if current and not rule.admits(len(current) + 1, real + n, w):
-            batches.append(Batch(tuple(current), width))
-            current, real = [], 0
-        current.append(idx)
-        width = w
-        real += n
-    if current:
-        batches.append(Batch(tuple(current), width))
+    while pending:
+        lo, hi, width, _ = grow(pending, 0, rule)
+        batches.append(Batch(tuple(i for _, i in pending[lo : hi + 1]), width))
+        del pending[lo : hi + 1]
     return batches
 
 
