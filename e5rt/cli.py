@@ -447,6 +447,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+# ray_embed_file's parameters and the flags that set them, for its errors.
+_RAY_FLAGS = {"id_field": "--id-field", "input_path": "-i", "out": "-o", "actors": "--actors"}
+
+
 def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
     from .ray import ray_embed_file
 
@@ -454,21 +458,28 @@ def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
         raise UsageError("--resume is for the single-machine path; a Ray run retries failed work itself")
     if args.output is None or Path(args.output).suffix:
         raise UsageError("--ray writes a folder of Parquet shards: pass -o OUT/")
-    summary = ray_embed_file(
-        args.input,
-        args.model_dir,
-        args.output,  # a str: Path() would fold s3://bucket into s3:/bucket
-        field=args.field,
-        id_field=args.id_field,
-        options=opts,
-        address=args.address,
-        actors=args.actors,
-        num_gpus=args.actor_gpus,
-        batch_rows=args.batch_rows,
-        threads=args.threads,
-        variant=args.variant,
-        max_batch_tokens=args.max_batch_tokens,
-    )
+    try:
+        summary = ray_embed_file(
+            args.input,
+            args.model_dir,
+            args.output,  # a str: Path() would fold s3://bucket into s3:/bucket
+            field=args.field,
+            id_field=args.id_field,
+            options=opts,
+            address=args.address,
+            actors=args.actors,
+            num_gpus=args.actor_gpus,
+            batch_rows=args.batch_rows,
+            threads=args.threads,
+            variant=args.variant,
+            max_batch_tokens=args.max_batch_tokens,
+        )
+    except InvalidInputError as exc:
+        # The library names its parameters; the command line speaks of its flags.
+        message, param = str(exc), exc.param or ""
+        if param in _RAY_FLAGS and message.startswith(param):
+            message = _RAY_FLAGS[param] + message[len(param) :]
+        raise UsageError(message) from None
     print(
         f"{summary['rows']:,} texts on {summary['actors']} Ray actor(s) ({summary['threads']} threads each), "
         f"{summary['texts_per_s']:,.1f} texts/s -> {args.output}",

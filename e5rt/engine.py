@@ -17,11 +17,11 @@ from typing import Any, Literal
 import numpy as np
 
 from .backends.base import Backend
-from .batching import BatchQueue, BatchRecord, PoolSpec, Request, run_inline
+from .batching import BatchQueue, BatchRecord, PoolSpec, Progress, Submission, run_inline
 from .config import BatchOptions, LoadOptions
 from .core.plan import CostRule
-from .core.pool import finish
-from .core.prompts import Kind, format_texts
+from .core.pool import vectors_from_sums
+from .core.prompts import TextKind, format_texts
 from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EMPTY_STATS, EmbedResult, Stats
 from .errors import InputError, InvalidInputError, VariantError
@@ -30,7 +30,6 @@ from .manifest import Manifest, Variant, load_manifest, verify_files
 log = logging.getLogger("e5rt")
 
 LongText = Literal["truncate", "chunk"]
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -265,7 +264,7 @@ class Embedder:
     def encode(
         self,
         texts: str | Sequence[str],
-        kind: Kind = "passage",
+        kind: TextKind = "passage",
         task: str | None = None,
         normalize: bool = True,
         long_text: LongText = "truncate",
@@ -291,7 +290,7 @@ class Embedder:
     def embed(
         self,
         texts: str | Sequence[str],
-        kind: Kind = "passage",
+        kind: TextKind = "passage",
         task: str | None = None,
         normalize: bool = True,
         long_text: LongText = "truncate",
@@ -308,16 +307,16 @@ class Embedder:
             result = self._embed_chunked(items, kind, task, overlap, normalize, progress, prompt)
         else:
             enc, tokenize_s = self.tokenize(items, kind, task, prompt=prompt)
-            request = Request(enc.ids, self.dim, truncated=enc.truncated, tokenize_s=tokenize_s, progress=progress)
-            result = self.finish(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
+            request = Submission(enc.ids, self.dim, truncated=enc.truncated, tokenize_s=tokenize_s, progress=progress)
+            result = self.result(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
         self._local.stats = result.stats
         return result
 
     def embed_tokens(self, ids: Sequence[Sequence[int]] | Sequence[np.ndarray], normalize: bool = True) -> EmbedResult:
         """Embed pre-tokenized inputs: complete model inputs, special tokens included, at most max_length each."""
         arrays = self.check_token_ids(ids)
-        request = Request(arrays, self.dim)
-        result = self.finish(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
+        request = Submission(arrays, self.dim)
+        result = self.result(run_inline(request, self.backend, self.pool_spec, self.rule), normalize)
         self._local.stats = result.stats
         return result
 
@@ -325,7 +324,7 @@ class Embedder:
     def tokenize(
         self,
         texts: Sequence[str],
-        kind: Kind = "passage",
+        kind: TextKind = "passage",
         task: str | None = None,
         direction: Direction = "right",
         prompt: str | None = None,
@@ -361,7 +360,7 @@ class Embedder:
         on_batch: Callable[[BatchRecord], None] | None = None,
     ) -> BatchQueue:
         """A cross-request batching queue over this model (for servers): submit token ids from any thread,
-        get a Request whose future resolves when its rows are done; finish() turns it into an EmbedResult."""
+        get a Submission whose future resolves when its rows are done; result() turns it into an EmbedResult."""
         return BatchQueue(
             self.backend,
             self.pool_spec,
@@ -371,16 +370,16 @@ class Embedder:
             on_batch=on_batch,
         )
 
-    def finish(self, request: Request, normalize: bool = True) -> EmbedResult:
+    def result(self, request: Submission, normalize: bool = True) -> EmbedResult:
         """A completed request as embeddings in input order, with its stats (raises the request's error)."""
         done = request.future.result()
-        return EmbedResult(finish(done.sums, done.weights, normalize), done.stats())
+        return EmbedResult(vectors_from_sums(done.sums, done.weights, normalize), done.stats())
 
     # --- internals --------------------------------------------------------------------------------------
     def _embed_chunked(
         self,
         texts: list[str],
-        kind: Kind,
+        kind: TextKind,
         task: str | None,
         overlap: int,
         normalize: bool,
@@ -388,13 +387,13 @@ class Embedder:
         prompt: str | None = None,
     ) -> EmbedResult:
         win = self.windows(texts, kind, task, overlap, prompt)
-        request = Request(win.pieces, self.dim, tokenize_s=win.tokenize_s, chunks=len(win.pieces), progress=progress)
+        request = Submission(win.pieces, self.dim, tokenize_s=win.tokenize_s, chunks=len(win.pieces), progress=progress)
         return self.combine(run_inline(request, self.backend, self.pool_spec, self.rule), win, normalize)
 
     def windows(
         self,
         texts: Sequence[str],
-        kind: Kind = "passage",
+        kind: TextKind = "passage",
         task: str | None = None,
         overlap: int = 0,
         prompt: str | None = None,
@@ -421,7 +420,7 @@ class Embedder:
                 owners.append(i)
         return Windows(pieces, np.asarray(owners, dtype=np.int64), len(contents), time.perf_counter() - t0)
 
-    def combine(self, request: Request, windows: Windows, normalize: bool = True) -> EmbedResult:
+    def combine(self, request: Submission, windows: Windows, normalize: bool = True) -> EmbedResult:
         """A completed request of windows as one vector per text: the token-weighted mean of its windows."""
         done = request.future.result()
         sums, counts = done.sums, done.weights
@@ -433,7 +432,7 @@ class Embedder:
         weight = np.zeros(windows.texts, dtype=np.float32)
         np.add.at(total, windows.owners, sums)  # sum of masked sums = token-weighted mean of window means
         np.add.at(weight, windows.owners, counts)
-        return EmbedResult(finish(total, weight, normalize), replace(done.stats(), texts=windows.texts))
+        return EmbedResult(vectors_from_sums(total, weight, normalize), replace(done.stats(), texts=windows.texts))
 
 
 @dataclass(frozen=True)

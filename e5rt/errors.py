@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Kind = Literal["invalid_input", "unavailable", "overloaded", "integrity", "internal"]
+ErrorKind = Literal["invalid_input", "unavailable", "overloaded", "integrity", "internal"]
 
 # The one place an error kind becomes an HTTP status.
 HTTP_STATUS: dict[str, int] = {
@@ -24,26 +24,31 @@ HTTP_STATUS: dict[str, int] = {
 class E5rtError(Exception):
     """Base class for errors raised by e5rt."""
 
-    kind: Kind = "internal"
+    kind: ErrorKind = "internal"
 
 
 # --- the five kinds ------------------------------------------------------------------------------------------
 class InvalidInputError(E5rtError, ValueError):
-    """The caller sent something e5rt cannot use: fix the input or the option."""
+    """The caller sent something e5rt cannot use: fix the input or the option. ``param`` names the parameter
+    at fault where there is one (an interface translates it: the CLI to its flag)."""
 
-    kind: Kind = "invalid_input"
+    kind: ErrorKind = "invalid_input"
+
+    def __init__(self, message: str = "", param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnavailableError(E5rtError):
     """A resource e5rt needs is missing or not reachable now (a provider, a file, a network, the service)."""
 
-    kind: Kind = "unavailable"
+    kind: ErrorKind = "unavailable"
 
 
 class OverloadedError(E5rtError):
     """Too much work is queued; retry after ``retry_after`` seconds."""
 
-    kind: Kind = "overloaded"
+    kind: ErrorKind = "overloaded"
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
@@ -54,13 +59,13 @@ class IntegrityError(E5rtError):
     """Data on disk is damaged or inconsistent: a file's size or sha256 differs from the manifest, a parity
     check failed."""
 
-    kind: Kind = "integrity"
+    kind: ErrorKind = "integrity"
 
 
 class InternalError(E5rtError):
     """A failure inside e5rt or the inference library that no input should cause (a bug: please report it)."""
 
-    kind: Kind = "internal"
+    kind: ErrorKind = "internal"
 
 
 # --- specific errors -----------------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class ManifestError(IntegrityError):
 class ModelNotFoundError(ManifestError, InvalidInputError):
     """The path given as a model directory does not exist or holds no manifest."""
 
-    kind: Kind = "invalid_input"
+    kind: ErrorKind = "invalid_input"
 
 
 class ProviderUnavailableError(UnavailableError):
@@ -102,6 +107,6 @@ class ShuttingDownError(UnavailableError):
     """The batching queue is closed: the service is draining or has stopped."""
 
 
-def kind_of(exc: BaseException) -> Kind:
+def kind_of(exc: BaseException) -> ErrorKind:
     """The kind of any exception; anything not raised on purpose counts as internal."""
     return exc.kind if isinstance(exc, E5rtError) else "internal"

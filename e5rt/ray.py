@@ -61,7 +61,7 @@ def plan_cpus(total_cpus: float, actors: int, num_gpus: float = 0.0, reserve: fl
     CPU: Ray Data's listing task asks for a whole one).
     """
     if actors < 1:
-        raise ConfigError(f"actors must be at least 1, got {actors}")
+        raise ConfigError(f"actors must be at least 1, got {actors}", param="actors")
     reserve = 1.0 if reserve is None else reserve
     if num_gpus > 0:
         per = 1.0
@@ -217,19 +217,22 @@ def ray_embed_file(
     src, dst = str(input_path), str(out).rstrip("/")
     if id_field is None:
         raise InvalidInputError(
-            "--ray needs --id-field: Ray reads row groups in parallel and has no global line number"
+            "id_field is required: Ray reads row groups in parallel and has no global line number", param="id_field"
         )
     if not _is_uri(src):
         if not Path(src).exists():
-            raise InvalidInputError(f"-i {src}: no such file or folder")
+            raise InvalidInputError(f"input_path {src}: no such file or folder", param="input_path")
         if not (src.endswith((".parquet", ".pq")) or Path(src).is_dir()):
-            raise InvalidInputError(f"-i {src}: --ray reads Parquet (a .parquet file, a folder of them, or a URI)")
+            raise InvalidInputError(
+                f"input_path {src}: the Ray path reads Parquet (a .parquet file, a folder of them, or a URI)",
+                param="input_path",
+            )
     fs, root = pafs.FileSystem.from_uri(dst if _is_uri(dst) else str(Path(dst).resolve()))
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
-        raise InvalidInputError(f"-o {out}: is a file; name a folder")
+        raise InvalidInputError(f"out {out}: is a file; name a folder", param="out")
     if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(root)):
-        raise InvalidInputError(f"-o {out}: the folder is not empty; pick an empty folder")
+        raise InvalidInputError(f"out {out}: the folder is not empty; pick an empty folder", param="out")
     ray = _ray()
     if not ray.is_initialized():
         if address:

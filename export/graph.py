@@ -106,11 +106,6 @@ def release_memory() -> None:
             pass
 
 
-def model_bytes(path: Path) -> int:
-    """The graph plus its external data files."""
-    return sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file() and p.name.startswith(path.name))
-
-
 def _save(model: Any, dest: Path, external: bool) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     model.save_model_to_file(str(dest), use_external_data_format=external, all_tensors_to_one_file=True)

@@ -296,7 +296,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 **extra,
             }
 
-        def finish(vname: str, built: Path) -> tuple[Path, dict[str, Any]]:
+        def publish(vname: str, built: Path) -> tuple[Path, dict[str, Any]]:
             """Place a built graph as variant VNAME in the staging directory, block-quantizing its word-embedding
             table where --embedding-table asks for it; returns the path that is validated and published, and the
             manifest's record of the table."""
@@ -330,7 +330,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             fusions = graph.fusion_report(counts, arch["num_layers"])
             steps.note(f"fp32 fused ops: {counts}")
             if "fp32" in variants:
-                served, table = finish("fp32", fp32_path)
+                served, table = publish("fp32", fp32_path)
                 if not fp32_path.exists():  # published as exported (moved): the int8 variants start from it
                     fp32_path = served
                 quantized_table = "block_size" in table
@@ -423,7 +423,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
                 built = work / "int8" / "model.onnx"
                 graph.remove_tree(built.parent)
                 quant = graph.quantize_int8(fp32_path, built, target, preset, big)
-                int8_path, table = finish("int8", built)
+                int8_path, table = publish("int8", built)
                 parity = validate("int8", int8_path, "int8")
                 attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
                 chosen = (quant, parity, table)
@@ -453,7 +453,7 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
             feeds = calibration_feeds(calib_ids, names, pad_id)
             weight_type = graph.INT8_TARGET_SETTINGS[target][0]
             quant = quantize_static_int8(fp32_path, built, feeds, weight_type, big)
-            static_path, table = finish("int8-static", built)
+            static_path, table = publish("int8-static", built)
             parity = validate("int8-static", static_path, "int8")
             if parity.passed or opts.allow_failed_parity:
                 counts = graph.op_counts(static_path)

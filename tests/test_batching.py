@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e5rt.backends import FakeBackend
-from e5rt.batching import BatchQueue, PoolSpec, Request, Scheduler, run_inline
-from e5rt.core import CostRule, finish, plan
+from e5rt.batching import BatchQueue, PoolSpec, Scheduler, Submission, run_inline
+from e5rt.core import CostRule, plan, vectors_from_sums
 from e5rt.errors import InternalError, QueueFullError, ShuttingDownError
 
 SPEC = PoolSpec(dim=32, pad_id=0)
@@ -105,8 +105,8 @@ def _expected(backend: FakeBackend, ids: list[np.ndarray]) -> np.ndarray:
     """Each text alone, one batch of one: the reference for any batching."""
     out = []
     for x in ids:
-        req = run_inline(Request([x], SPEC.dim), backend, SPEC, CostRule(max_batch_tokens=1))
-        out.append(finish(req.sums, req.weights)[0])
+        req = run_inline(Submission([x], SPEC.dim), backend, SPEC, CostRule(max_batch_tokens=1))
+        out.append(vectors_from_sums(req.sums, req.weights)[0])
     return np.stack(out)
 
 
@@ -121,7 +121,7 @@ def test_queue_hands_every_request_its_own_rows(requests: list[list[int]]) -> No
             futures = [pool.submit(lambda ids=ids: queue.submit(ids).future.result(timeout=30)) for ids in all_ids]
             done = [f.result(timeout=60) for f in futures]
         for ids, req in zip(all_ids, done, strict=True):
-            np.testing.assert_allclose(finish(req.sums, req.weights), _expected(backend, ids), atol=1e-5)
+            np.testing.assert_allclose(vectors_from_sums(req.sums, req.weights), _expected(backend, ids), atol=1e-5)
             stats = req.stats()
             assert stats.texts == len(ids) and stats.tokens == sum(len(x) for x in ids)
             assert stats.padded_tokens >= stats.tokens and stats.batches >= 1
@@ -193,6 +193,6 @@ def test_progress_reports_every_text() -> None:
         with lock:
             seen.append((done, total))
 
-    req = Request(_ids([5] * 10, 0), SPEC.dim, progress=progress)
+    req = Submission(_ids([5] * 10, 0), SPEC.dim, progress=progress)
     run_inline(req, FakeBackend(dim=SPEC.dim), SPEC, CostRule(max_batch_tokens=15))
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)

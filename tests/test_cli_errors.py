@@ -117,3 +117,22 @@ def test_library_raises_input_error_for_surrogates(tiny_models: dict[str, Path])
     emb = Embedder.load(tiny_models["bert"], variant="fp32", provider="cpu")
     with pytest.raises(InputError, match=r"texts\[2\]"):
         emb.encode(["a", "b", "c\ud83dd"])
+
+
+def test_ray_errors_name_the_flags_while_the_library_names_its_parameters(model: str, tmp_path: Path) -> None:
+    """ray_embed_file speaks of id_field / input_path / out; `e5rt embed --ray` of --id-field / -i / -o."""
+    pytest.importorskip("ray")
+    from e5rt.errors import InvalidInputError
+    from e5rt.ray import ray_embed_file
+
+    src = tmp_path / "in.parquet"
+    src.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="^id_field is required") as info:
+        ray_embed_file(src, model, tmp_path / "out")
+    assert info.value.param == "id_field"
+    out = f"{tmp_path / 'out'}/"
+    assert_one_line_error(run("embed", model, "--ray", "-i", str(src), "-o", out), "--id-field is required")
+    missing = str(tmp_path / "none.parquet")
+    assert_one_line_error(
+        run("embed", model, "--ray", "-i", missing, "-o", out, "--id-field", "id"), f"-i {missing}: no such file"
+    )

@@ -73,7 +73,7 @@ def test_queue_gives_each_caller_what_encode_gives(fake: Embedder) -> None:
         def one(texts: list[str]) -> np.ndarray:
             enc, seconds = fake.tokenize(texts)
             req = queue.submit(enc.ids, truncated=enc.truncated, tokenize_s=seconds)
-            return fake.finish(req).embeddings
+            return fake.result(req).embeddings
 
         with ThreadPoolExecutor(16) as pool:
             got = list(pool.map(one, jobs))

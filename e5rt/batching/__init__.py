@@ -2,7 +2,17 @@
 them on worker threads. The engine's encode and the server both go through it."""
 
 from .queue import BatchQueue, BatchRecord, run_inline
-from .request import PoolSpec, Request, run_batch
+from .request import PoolSpec, Progress, Submission, run_batch
 from .scheduler import ScheduledBatch, Scheduler
 
-__all__ = ["BatchQueue", "BatchRecord", "PoolSpec", "Request", "ScheduledBatch", "Scheduler", "run_batch", "run_inline"]
+__all__ = [
+    "BatchQueue",
+    "BatchRecord",
+    "PoolSpec",
+    "Progress",
+    "Submission",
+    "ScheduledBatch",
+    "Scheduler",
+    "run_batch",
+    "run_inline",
+]

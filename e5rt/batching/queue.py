@@ -19,7 +19,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..core.plan import CostRule
 from ..errors import InvalidInputError, QueueFullError, ShuttingDownError
-from .request import PoolSpec, Progress, Request, run_batch
+from .request import PoolSpec, Progress, Submission, run_batch
 from .scheduler import ScheduledBatch, Scheduler
 
 
@@ -35,7 +35,7 @@ class BatchRecord:
     seconds: float
 
 
-def run_inline(request: Request, backend: Backend, spec: PoolSpec, rule: CostRule) -> Request:
+def run_inline(request: Submission, backend: Backend, spec: PoolSpec, rule: CostRule) -> Submission:
     """Run every text of one request in the caller's thread, in the batches the scheduler cuts."""
     scheduler = Scheduler(rule)
     scheduler.add(0, request.lengths)
@@ -47,7 +47,7 @@ def run_inline(request: Request, backend: Backend, spec: PoolSpec, rule: CostRul
 
 
 class BatchQueue:
-    """Thread-safe. submit() returns a Request whose future resolves when all its rows are done.
+    """Thread-safe. submit() returns a Submission whose future resolves when all its rows are done.
 
     max_queued_texts bounds the texts waiting or running; past it, submit raises QueueFullError with a
     retry-after estimate from the measured token rate.
@@ -75,7 +75,7 @@ class BatchQueue:
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch
         self._scheduler = Scheduler(rule, max_wait_s=max_wait_s)
-        self._requests: dict[int, Request] = {}
+        self._requests: dict[int, Submission] = {}
         self._keys = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
@@ -114,8 +114,8 @@ class BatchQueue:
         truncated: int = 0,
         tokenize_s: float = 0.0,
         progress: Progress | None = None,
-    ) -> Request:
-        request = Request(ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, progress=progress)
+    ) -> Submission:
+        request = Submission(ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, progress=progress)
         n = len(request.ids)
         if n == 0:
             return request
@@ -150,7 +150,7 @@ class BatchQueue:
                 retry_after=wait,
             )
 
-    def cancel(self, request: Request) -> int:
+    def cancel(self, request: Submission) -> int:
         """Drop a request's texts that have not started (its client went away). Returns how many."""
         with self._cond:
             key = next((k for k, r in self._requests.items() if r is request), None)
@@ -161,7 +161,7 @@ class BatchQueue:
 
     def close(self, drain: bool = True, timeout: float | None = None) -> bool:
         """Stop accepting work; with drain, finish what is queued first. True when the workers ended in time."""
-        abandoned: list[Request] = []
+        abandoned: list[Submission] = []
         with self._cond:
             self._closed = True
             if not drain:
@@ -183,7 +183,7 @@ class BatchQueue:
             if key in self._scheduler:
                 self.dropped_texts += self._scheduler.drop(key)
 
-    def _take(self) -> tuple[ScheduledBatch, list[tuple[Request, int]]] | None:
+    def _take(self) -> tuple[ScheduledBatch, list[tuple[Submission, int]]] | None:
         with self._cond:
             while True:
                 batch = self._scheduler.next_batch()

@@ -31,7 +31,7 @@ class PoolSpec:
     check_finite: bool = False
 
 
-class Request:
+class Submission:
     """Token ids of one call, the pooled sums its batches write back by row, and that call's own stats.
 
     ``future`` resolves to the request itself once every row is filled (or to the error that stopped it).
@@ -73,7 +73,7 @@ class Request:
         self.sums = np.zeros((n, dim), dtype=np.float32)
         self.weights = np.ones(n, dtype=np.float32)
         self.remaining = n
-        self.future: Future[Request] = Future()
+        self.future: Future[Submission] = Future()
         self.truncated = truncated
         self.tokenize_s = tokenize_s
         self.chunks = chunks
@@ -153,7 +153,7 @@ def _settle(setter: Callable[[Any], None], value: Any) -> None:
         pass
 
 
-def run_batch(backend: Backend, rows: Sequence[tuple[Request, int]], width: int, spec: PoolSpec) -> float:
+def run_batch(backend: Backend, rows: Sequence[tuple[Submission, int]], width: int, spec: PoolSpec) -> float:
     """Run one batch of (request, row) pairs and hand every request its pooled rows; returns the seconds the
     backend took. A failure fails the requests in this batch only, with an E5rtError."""
     started = time.perf_counter()
@@ -182,7 +182,7 @@ def run_batch(backend: Backend, rows: Sequence[tuple[Request, int]], width: int,
         for req in {id(r): r for r, _ in rows}.values():
             req.fail(err)
         return time.perf_counter() - started
-    per_request: dict[int, tuple[Request, list[int], list[int]]] = {}
+    per_request: dict[int, tuple[Submission, list[int], list[int]]] = {}
     for pos, (req, row) in enumerate(rows):
         per_request.setdefault(id(req), (req, [], []))
         per_request[id(req)][1].append(row)

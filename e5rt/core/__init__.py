@@ -3,8 +3,8 @@ prompts → tokenize → plan → feeds → pool, and the result types they prod
 
 from .feeds import build_feeds
 from .plan import Batch, CostRule, padded_length, plan, plan_batches
-from .pool import cls_pool, divide, finish, l2_normalize, mean_pool, pool_sum
-from .prompts import DEFAULT_TASK, TASKS, Kind, format_texts, resolve_task
+from .pool import cls_pool, divide, l2_normalize, mean_pool, pool_sum, vectors_from_sums
+from .prompts import DEFAULT_TASK, TASKS, TextKind, format_texts, resolve_task
 from .tokenize import Encoded, TextTokenizer
 from .types import EMPTY_STATS, EmbedResult, Stats
 
@@ -16,13 +16,13 @@ __all__ = [
     "CostRule",
     "EmbedResult",
     "Encoded",
-    "Kind",
+    "TextKind",
     "Stats",
     "TextTokenizer",
     "build_feeds",
     "cls_pool",
     "divide",
-    "finish",
+    "vectors_from_sums",
     "format_texts",
     "l2_normalize",
     "mean_pool",

@@ -42,7 +42,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return out
 
 
-def finish(sums: np.ndarray, weights: np.ndarray, normalize: bool = True) -> np.ndarray:
+def vectors_from_sums(sums: np.ndarray, weights: np.ndarray, normalize: bool = True) -> np.ndarray:
     """Weighted sums and their weights -> contiguous float32 embeddings, L2-normalized unless told not to."""
     pooled = divide(sums, weights)
     if normalize:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from ..errors import InvalidInputError
 
-Kind = Literal["query", "passage"]
+TextKind = Literal["query", "passage"]
 
 # Task instructions used to train and evaluate the e5 instruct models, by short name.
 TASKS: dict[str, str] = {
@@ -40,7 +40,7 @@ def resolve_task(task: str | None) -> str:
 
 
 def format_texts(
-    texts: list[str], scheme: str, kind: Kind, task: str | None = None, prompt: str | None = None
+    texts: list[str], scheme: str, kind: TextKind, task: str | None = None, prompt: str | None = None
 ) -> list[str]:
     """Apply the model's prompt scheme to every text; an explicit prompt is put before each text instead
     (kind and task are then not used: sentence-transformers' prompt=..., or "" for the text as it is)."""

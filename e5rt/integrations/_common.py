@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..core.prompts import Kind, resolve_task
+from ..core.prompts import TextKind, resolve_task
 from ..engine import Embedder, LongText
 from ..errors import InvalidInputError, MissingExtraError
 
@@ -41,7 +41,7 @@ class Prompting:
     def _encode(self, embedder: Embedder, texts: Sequence[str], query: bool) -> list[list[float]]:
         if not texts:
             return []
-        kind: Kind = "query" if query else "passage"
+        kind: TextKind = "query" if query else "passage"
         task = self.task if query else None
         vectors = embedder.encode(list(texts), kind, task, long_text=self.long_text, overlap=self.overlap)
         return [v.tolist() for v in vectors]

@@ -25,10 +25,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..batching import BatchQueue
-from ..batching import Request as Work
+from ..batching import BatchQueue, Submission
 from ..config import ServeOptions
-from ..core.prompts import Kind
+from ..core.prompts import TextKind
 from ..core.tokenize import Direction, Encoded
 from ..core.types import EmbedResult, Stats
 from ..engine import Embedder, Windows
@@ -186,7 +185,7 @@ class Service:
         return cut_dimensions(result.embeddings, call.dimensions, call.normalize), result.stats
 
     async def tokenize(
-        self, emb: Embedder, texts: list[str], kind: Kind, task: str | None, direction: Direction = "right"
+        self, emb: Embedder, texts: list[str], kind: TextKind, task: str | None, direction: Direction = "right"
     ) -> tuple[Encoded, float]:
         """Prompt and tokenize on the thread pool (tokenizers releases the GIL; the event loop keeps moving)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenize, texts, kind, task, direction)
@@ -204,7 +203,7 @@ class Service:
         emb, queue = self.ready()
         work = queue.submit(ids, truncated=truncated, tokenize_s=tokenize_s)
         await self._wait(request, queue, work)
-        result = emb.finish(work, normalize) if windows is None else emb.combine(work, windows, normalize)
+        result = emb.result(work, normalize) if windows is None else emb.combine(work, windows, normalize)
         stats = result.stats
         self.metrics.tokenize.observe(stats.tokenize_ms / 1000.0)
         self.metrics.queue.observe(stats.queue_ms / 1000.0)
@@ -238,7 +237,7 @@ class Service:
         except OverflowError as exc:
             raise ApiError(422, f"token ids out of range ({exc})", param="input", code="invalid_tokens") from None
 
-    async def _wait(self, request: Request, queue: BatchQueue, work: Work) -> None:
+    async def _wait(self, request: Request, queue: BatchQueue, work: Submission) -> None:
         """Wait for the work, or drop it when the client disconnects first."""
         done: asyncio.Future[Any] = asyncio.wrap_future(work.future)
         gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))

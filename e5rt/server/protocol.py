@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..core.prompts import Kind
+from ..core.prompts import TextKind
 from ..core.tokenize import Direction
 from ..errors import HTTP_STATUS, E5rtError, OverloadedError, kind_of
 
@@ -126,20 +126,15 @@ class EmbedCall:
 
     texts: list[str] | None  # or
     token_ids: list[list[int]] | None
-    kind: Kind = "passage"
+    kind: TextKind = "passage"
     task: str | None = None
     normalize: bool = True
     truncate: bool = True
     dimensions: int | None = None
     encoding: Encoding = "float"
-    model: str | None = None
     direction: Direction = "right"  # which end an over-length text loses (TEI's truncation_direction)
     long_text: LongText = "truncate"  # or "chunk": windows combined by a token-weighted mean
     overlap: int = 0  # tokens shared by neighbouring windows when chunking
-
-    @property
-    def count(self) -> int:
-        return len(self.texts if self.texts is not None else self.token_ids or [])
 
 
 def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, list[list[int]] | None]:
@@ -183,7 +178,7 @@ def _token_row(row: list[Any], name: str) -> list[int]:
     return list(row)
 
 
-def _kind(body: dict[str, Any]) -> Kind:
+def _kind(body: dict[str, Any]) -> TextKind:
     kind = _field(body, "input_type", (str,), "passage")
     if kind not in ("query", "passage"):
         raise ApiError(
@@ -256,6 +251,7 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accep
             code="invalid_value",
         )
     _field(obj, "user", (str,))
+    _field(obj, "model", (str,))  # checked, not used: one model is served under any name
     long_text, overlap = _long_text(obj)
     return EmbedCall(
         texts=texts,
@@ -266,7 +262,6 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accep
         truncate=auto_truncate,
         dimensions=_dimensions(obj, dim),
         encoding=encoding,
-        model=_field(obj, "model", (str,)),
         direction=_direction(obj),
         long_text=long_text,
         overlap=overlap,
@@ -327,7 +322,7 @@ class SimilarityCall:
     source: str
     sentences: list[str]
     task: str | None
-    kind: Kind
+    kind: TextKind
 
 
 def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
@@ -353,7 +348,7 @@ def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
     return SimilarityCall(source=source, sentences=texts, task=_task(obj), kind=_kind(obj))
 
 
-def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, Kind | None, str | None]:
+def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, TextKind | None, str | None]:
     obj = _object(body)
     if "inputs" not in obj:
         raise ApiError(422, "missing field 'inputs'", param="inputs", code="missing_field")
