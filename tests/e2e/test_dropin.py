@@ -13,7 +13,7 @@ import pytest
 
 from e5rt import Embedder
 from e5rt.server.protocol import TOKEN_IDS_REFUSED, ApiError, parse_openai, parse_tei_embed
-from tests.serving import Server
+from tests.support.serving import Server
 
 DIM = 16
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from e5rt import Embedder
-from tests.serving import Server
+from tests.support.serving import Server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HF_PYTHON = ROOT / ".venv-hf" / "bin" / "python"
 ATOL = 1e-5
 TEXTS = [
@@ -183,7 +183,7 @@ def hf_results(server: Server) -> dict[str, Any]:
     if not HF_PYTHON.exists():
         pytest.fail(f"{HF_PYTHON} is missing: run scripts/setup.sh (it builds .venv-hf for these clients)")
     proc = subprocess.run(
-        [str(HF_PYTHON), str(ROOT / "tests" / "hf_clients.py"), server.url],
+        [str(HF_PYTHON), str(ROOT / "tests" / "support" / "hf_clients.py"), server.url],
         input=json.dumps(TEXTS),
         capture_output=True,
         text=True,

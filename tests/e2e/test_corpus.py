@@ -19,7 +19,7 @@ import pytest
 from e5rt import Embedder
 from e5rt.corpus import CorpusError, CorpusOptions, Output, Source, embed_corpus
 from e5rt.corpus.source import Position, Record, Reject
-from tests.test_cli import E5RT, run
+from tests.support.cli import E5RT, run
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

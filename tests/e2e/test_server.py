@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from e5rt import Embedder
-from tests.serving import Server
+from tests.support.serving import Server
 
 FAKE_DIM = 16
 
@@ -291,7 +291,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0() -> None:
 def test_bad_model_path_is_one_line_error(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.serving import E5RT
+    from tests.support.serving import E5RT
 
     proc = subprocess.run([str(E5RT), "serve", str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("e5rt: error: ") and "Traceback" not in proc.stderr

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import Server
+from tests.support.serving import Server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARKED = re.compile(r"<!-- snippet: (?P<name>[\w-]+)(?: venv=(?P<venv>\w+))? -->\n```python\n(?P<code>.*?)```", re.S)
 SNIPPETS = {m["name"]: (m["venv"], m["code"]) for m in MARKED.finditer((ROOT / "README.md").read_text())}
 EXPECTED = {

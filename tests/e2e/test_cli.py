@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,17 +11,7 @@ import pytest
 
 from e5rt import Embedder
 from e5rt.bench.engines import RECORD_KEYS
-
-E5RT = shutil.which("e5rt", path=str(Path(sys.executable).parent)) or shutil.which("e5rt")
-
-
-def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert E5RT, "the e5rt console script is not installed (pip install -e .)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([E5RT, *args], input=stdin, capture_output=True, text=True, timeout=300, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"e5rt {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+from tests.support.cli import run
 
 
 def test_export_then_info(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
