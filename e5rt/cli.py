@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import BatchOptions
+from .config import BatchOptions, Flag, LoadOptions, ServeOptions, flags_of, parse_positive_int
 from .errors import E5rtError, InvalidInputError
 
 
@@ -34,13 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    """argparse's type for counts (config.parse_positive_int, with argparse's error)."""
+    return int(_argtype(parse_positive_int)(text))
 
 
 # --- input and output ------------------------------------------------------------------------------------------
@@ -173,12 +168,44 @@ def _add_embed(sub: Any) -> None:
     ray.add_argument("--batch-rows", type=positive_int, default=1024, help="rows per Ray batch")
 
 
-def _add_model_args(p: Any) -> None:
-    p.add_argument("--variant", default="auto")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--max-batch-tokens", type=positive_int, default=None, help="padded tokens per batch")
-    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
+def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A Flag's parser as an argparse type: its error text becomes argparse's one-line message."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except E5rtError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _add_options(p: Any, cls: type, names: tuple[str, ...] | None = None, from_env: bool = False) -> None:
+    """The flags of an options class (config.Flag on its fields): the one place a flag is declared.
+    from_env: the E5RT_<FLAG> variable, when set, is the default (e5rt serve)."""
+    defaults = cls()
+    for name, flag in flags_of(cls):
+        if names is not None and name not in names:
+            continue
+        default = getattr(defaults, name)
+        if from_env:
+            default = _env_default(flag, default)
+        shown = flag.default_text or default
+        help_text = f"{flag.help} (default: {shown}; {flag.env})" if from_env else f"{flag.help} (default: {shown})"
+        if flag.boolean:
+            p.add_argument(flag.flag, dest=name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            kind = _argtype(flag.parse) if flag.parse is not str else str
+            p.add_argument(flag.flag, dest=name, default=default, type=kind, choices=flag.choices, help=help_text)
+
+
+_MODEL_FLAGS = ("variant", "provider", "threads", "verify")
+
+
+def _add_model_args(p: Any, from_env: bool = False) -> None:
+    _add_options(p, LoadOptions, _MODEL_FLAGS, from_env)
+    _add_options(p, BatchOptions, ("max_batch_tokens",), from_env)
 
 
 def _add_search(sub: Any) -> None:
@@ -213,105 +240,33 @@ def _add_bench(sub: Any) -> None:
     )
 
 
-def _env_default(flag: str, fallback: Any, parse: Callable[[str], Any] = str) -> Any:
+def _env_default(flag: Flag, fallback: Any) -> Any:
     """A flag's default from its E5RT_* variable (read by config.environment), else the built-in one."""
     from .config import environment
 
-    raw = environment().flag_default(flag)
+    raw = environment().prefixed.get(flag.env)
     if raw is None:
         return fallback
     try:
-        return parse(raw)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        env = "E5RT_" + flag.lstrip("-").replace("-", "_").upper()
-        raise UsageError(f"{env}={raw!r}: {exc}") from None
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+        return flag.parse(raw)
+    except E5rtError as exc:
+        raise UsageError(f"{flag.env}={raw!r}: {exc}") from None
 
 
 def _add_serve(sub: Any) -> None:
-    from .config import ServeOptions
-
-    d = ServeOptions()
     p = sub.add_parser(
         "serve",
         help="OpenAI- and TEI-compatible HTTP server with cross-request batching",
         description="Serve MODEL_DIR over HTTP. Every flag can also be set as E5RT_<FLAG> (e.g. E5RT_PORT=9000). "
         "MODEL_DIR 'fake:DIM[:MS]' serves a deterministic fake model (no files; MS per batch) to try the API.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model_dir", nargs="?", default=_env_default("--model", None), help="model directory (E5RT_MODEL)")
-    p.add_argument("--host", default=_env_default("--host", d.host), help="address to bind")
-    p.add_argument("--port", type=int, default=_env_default("--port", d.port, int), help="port to bind (0: any free)")
-    p.add_argument("--variant", default=_env_default("--variant", "auto"))
+    model = Flag("--model", "model directory")
+    p.add_argument("model_dir", nargs="?", default=_env_default(model, None), help=f"model directory ({model.env})")
+    _add_options(p, ServeOptions, from_env=True)
+    _add_model_args(p, from_env=True)
+    log_level = Flag("--log-level", "log level", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument(
-        "--provider", default=_env_default("--provider", "auto"), choices=["auto", "cpu", "cuda", "tensorrt"]
-    )
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=_env_default("--threads", None, positive_int),
-        help="ONNX Runtime intra-op threads (default: all cores)",
-    )
-    p.add_argument(
-        "--max-batch-tokens",
-        type=positive_int,
-        default=_env_default("--max-batch-tokens", None, positive_int),
-        help="padded tokens per batch (default: 512 on CPU, 16384 on CUDA)",
-    )
-    p.add_argument(
-        "--max-concurrent-requests",
-        type=positive_int,
-        default=_env_default("--max-concurrent-requests", d.max_concurrent_requests, positive_int),
-        help="texts queued or running; past it 429 with Retry-After",
-    )
-    p.add_argument(
-        "--max-client-batch-size",
-        type=positive_int,
-        default=_env_default("--max-client-batch-size", d.max_client_batch_size, positive_int),
-        help="texts per request; past it 413",
-    )
-    p.add_argument(
-        "--payload-limit",
-        type=positive_int,
-        default=_env_default("--payload-limit", d.payload_limit, positive_int),
-        help="request body bytes; past it 413",
-    )
-    p.add_argument(
-        "--api-key",
-        default=_env_default("--api-key", None),
-        help="require 'Authorization: Bearer KEY' (all routes but /health, /metrics, /docs)",
-    )
-    p.add_argument(
-        "--served-model-name",
-        default=_env_default("--served-model-name", None),
-        help="model name in responses (default: the manifest's)",
-    )
-    p.add_argument(
-        "--auto-truncate",
-        action=argparse.BooleanOptionalAction,
-        default=_env_default("--auto-truncate", d.auto_truncate, _bool),
-        help="cut over-length texts to max_length (off: 413)",
-    )
-    p.add_argument(
-        "--accept-token-ids",
-        action=argparse.BooleanOptionalAction,
-        default=_env_default("--accept-token-ids", d.accept_token_ids, _bool),
-        help="embed token-id input on /v1/embeddings (only ids from this model's tokenizer, e.g. from /tokenize; "
-        "off: 422, since LangChain sends OpenAI tiktoken ids by default)",
-    )
-    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
-    p.add_argument(
-        "--log-level",
-        default=_env_default("--log-level", "info"),
-        choices=["critical", "error", "warning", "info", "debug"],
+        "--log-level", default=_env_default(log_level, "info"), choices=log_level.choices, help="log level (info)"
     )
 
 
@@ -320,23 +275,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .server.main import serve
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    from .config import ServeOptions
     from .engine import Embedder
     from .manifest import load_manifest
 
     if not args.model_dir:
         raise UsageError("serve: name a model directory (or set E5RT_MODEL)")
-    opts = ServeOptions(
-        host=args.host,
-        port=args.port,
-        max_concurrent_requests=args.max_concurrent_requests,
-        max_client_batch_size=args.max_client_batch_size,
-        payload_limit=args.payload_limit,
-        api_key=args.api_key,
-        served_model_name=args.served_model_name,
-        auto_truncate=args.auto_truncate,
-        accept_token_ids=args.accept_token_ids,
-    )
+    opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     model = str(args.model_dir)
     if model.startswith("fake:"):
         dim, _, delay = model[5:].partition(":")
@@ -377,7 +321,7 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Any:
         "provider": args.provider,
         "threads": args.threads,
         "max_batch_tokens": args.max_batch_tokens,
-        "verify": not args.no_verify,
+        "verify": args.verify,
         **overrides,
     }
     return Embedder.load(args.model_dir, **options)

@@ -14,7 +14,7 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,92 @@ SERVE_CPU_BATCH_TOKENS = 512
 DEFAULT_MIN_EFFICIENCY = 0.95
 
 
+# --- how an option is set from outside ---------------------------------------------------------------------
+def parse_positive_int(text: str) -> int:
+    """A flag's or E5RT_* variable's text as an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise ConfigError(f"must be a positive integer, got {value}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a port number") from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of seconds") from None
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{text!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How an option field is set from outside: its command-line flag (and so its E5RT_* variable), its help,
+    and how its text is parsed. Declared once, on the field (see option()); the CLI's flags, `--help`, /info's
+    limits and the README's table are derived from it."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    boolean: bool = False  # --x / --no-x
+    limit: bool = False  # reported under /info's "limits"
+    default_text: str | None = None  # the default as a reader should see it, where the field's value is not it
+
+    @property
+    def env(self) -> str:
+        return "E5RT_" + self.flag.lstrip("-").replace("-", "_").upper()
+
+
+def option(default: Any, flag: Flag) -> Any:
+    """A dataclass field with its default and its Flag."""
+    return field(default=default, metadata={"flag": flag})
+
+
+def flags_of(cls: type) -> list[tuple[str, Flag]]:
+    """(field name, Flag) of every option of an options class that has one, in declaration order."""
+    return [(f.name, f.metadata["flag"]) for f in fields(cls) if "flag" in f.metadata]
+
+
+def flag_table(*classes: type) -> str:
+    """The Markdown table of the options' flags, variables, defaults and meaning (the README's)."""
+    rows = ["| flag | variable | default | what |", "|---|---|---|---|"]
+    for cls in classes:
+        defaults = cls()
+        for name, flag in flags_of(cls):
+            shown = flag.default_text or _shown(getattr(defaults, name))
+            spelled = f"`{flag.flag}` / `--no-{flag.flag[2:]}`" if flag.boolean else f"`{flag.flag}`"
+            rows.append(f"| {spelled} | `{flag.env}` | {shown} | {flag.help} |")
+    return "\n".join(rows)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"`{value}`"
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is None:
         return
@@ -44,7 +130,15 @@ def _positive(name: str, value: int | None) -> None:
 class BatchOptions:
     """How texts are cut into batches. None means the provider's default, filled in by resolved()."""
 
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | None = option(
+        None,
+        Flag(
+            "--max-batch-tokens",
+            "padded tokens per batch",
+            parse_positive_int,
+            default_text="4,096 on CPU (512 for `e5rt serve`), 16,384 on CUDA",
+        ),
+    )
     pad_multiple: int | None = None
     min_efficiency: float = DEFAULT_MIN_EFFICIENCY
     max_batch_size: int | None = None
@@ -72,10 +166,14 @@ class BatchOptions:
 class LoadOptions:
     """How a model directory is loaded. Embedder.load(dir, **fields) builds one of these."""
 
-    variant: str = "auto"
-    provider: str = "auto"
-    threads: int | None = None
-    verify: bool = True
+    variant: str = option("auto", Flag("--variant", "model variant (auto: the manifest's best for the provider)"))
+    provider: str = option("auto", Flag("--provider", "execution provider", choices=PROVIDER_CHOICES))
+    threads: int | None = option(
+        None, Flag("--threads", "ONNX Runtime intra-op threads", parse_positive_int, default_text="all cores")
+    )
+    verify: bool = option(
+        True, Flag("--verify", "check the model files' sha256 against the manifest", parse_bool, boolean=True)
+    )
     io_binding: bool | None = None
     arena: str = "default"
     allow_failed_parity: bool = False
@@ -139,18 +237,71 @@ class ServeOptions:
     request); the queue holds two such requests, so one is always admitted on an idle server; the payload
     limit leaves room for 2,048 full-length texts even when JSON escapes every non-ASCII character."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_concurrent_requests: int = 4096  # texts queued or running; past it 429 with Retry-After
-    max_client_batch_size: int = 2048  # texts in one request; past it 413
-    payload_limit: int = 16_000_000  # request body bytes; past it 413
-    api_key: str | None = None  # when set, every route but /health, /metrics, /docs needs 'Bearer KEY'
-    served_model_name: str | None = None  # default: the manifest's name
-    auto_truncate: bool = True  # cut texts to max_length; when False an over-length text is a 413
+    host: str = option("127.0.0.1", Flag("--host", "address to bind"))
+    port: int = option(8080, Flag("--port", "port to bind (0: any free port)", parse_port, default_text="8080"))
+    max_concurrent_requests: int = option(
+        4096,
+        Flag(
+            "--max-concurrent-requests",
+            "texts queued or running (two OpenAI-sized requests); past it 429 with `Retry-After`",
+            parse_positive_int,
+            limit=True,
+        ),
+    )
+    max_client_batch_size: int = option(
+        2048,
+        Flag(
+            "--max-client-batch-size",
+            "texts per request (OpenAI's limit; LangChain sends 1,000); past it 413",
+            parse_positive_int,
+            limit=True,
+        ),
+    )
+    payload_limit: int = option(
+        16_000_000,
+        Flag(
+            "--payload-limit",
+            "request body bytes (2,048 full-length texts, even JSON-escaped); past it 413, before the body is read",
+            parse_positive_int,
+            limit=True,
+        ),
+    )
+    api_key: str | None = option(
+        None,
+        Flag("--api-key", "require `Authorization: Bearer KEY` (every route but /health, /metrics, /docs); else 401"),
+    )
+    served_model_name: str | None = option(
+        None, Flag("--served-model-name", "model name in responses", default_text="the manifest's name")
+    )
+    auto_truncate: bool = option(
+        True,
+        Flag(
+            "--auto-truncate",
+            "cut over-length texts to max_length; off: an over-length text is a 413 naming its index",
+            parse_bool,
+            boolean=True,
+            limit=True,
+        ),
+    )
     # Token-id input on /v1/embeddings: off, because clients send ids of other tokenizers (LangChain: tiktoken).
-    accept_token_ids: bool = False
-    tokenizer_threads: int = 2
-    shutdown_timeout_s: float = 30.0
+    accept_token_ids: bool = option(
+        False,
+        Flag(
+            "--accept-token-ids",
+            "embed token-id input on /v1/embeddings (only ids from this model's tokenizer, e.g. from /tokenize); "
+            "off: 422, since LangChain sends OpenAI tiktoken ids by default",
+            parse_bool,
+            boolean=True,
+            limit=True,
+        ),
+    )
+    tokenizer_threads: int = option(
+        2, Flag("--tokenizer-threads", "threads that tokenize and encode responses", parse_positive_int)
+    )
+    shutdown_timeout_s: float = option(
+        30.0,
+        Flag("--shutdown-timeout", "seconds SIGTERM waits for queued work to finish", parse_seconds, default_text="30"),
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or isinstance(self.port, bool):

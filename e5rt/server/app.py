@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..batching import BatchQueue, Submission
-from ..config import ServeOptions
+from ..config import ServeOptions, flags_of
 from ..core.prompts import TextKind
 from ..core.tokenize import Direction, Encoded
 from ..core.types import EmbedResult, Stats
@@ -430,12 +430,9 @@ def server_info(service: Service, emb: Embedder) -> dict[str, Any]:
             "'dimensions' keeps the first N values and re-normalizes. E5 models were not trained for this "
             "(no Matryoshka loss), so shortened vectors lose retrieval quality quickly; measure before using it."
         ),
+        # The options declared as limits (config.Flag(limit=True)), and whether a key is required.
         "limits": {
-            "max_concurrent_requests": opts.max_concurrent_requests,
-            "max_client_batch_size": opts.max_client_batch_size,
-            "payload_limit": opts.payload_limit,
-            "auto_truncate": opts.auto_truncate,
-            "accept_token_ids": opts.accept_token_ids,
+            **{name: getattr(opts, name) for name, flag in flags_of(ServeOptions) if flag.limit},
             "auth": opts.api_key is not None,
         },
     }

@@ -1,0 +1,63 @@
+"""Each option is declared once (config.Flag on its field): the README's table, the CLI's flags and their
+E5RT_* variables, and /info's limits all come from that declaration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from e5rt.config import BatchOptions, LoadOptions, ServeOptions, flag_table, flags_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_table_is_the_declaration() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- serve-flags:start -->\n(.*?)\n<!-- serve-flags:end -->", readme, re.S)
+    assert block is not None
+    assert block.group(1).strip() == flag_table(ServeOptions, LoadOptions, BatchOptions)
+
+
+def _serve_args(argv: list[str]) -> dict[str, object]:
+    from e5rt.cli import build_parser
+
+    return vars(build_parser().parse_args(["serve", "fake:8", *argv]))
+
+
+def test_every_declared_option_is_a_serve_flag_with_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    declared = [*flags_of(ServeOptions), *flags_of(LoadOptions), *flags_of(BatchOptions)]
+    defaults = _serve_args([])
+    for name, _ in declared:
+        assert name in defaults, name
+    samples = {"--host": "0.0.0.0", "--port": "9001", "--variant": "fp32", "--provider": "cpu", "--api-key": "k"}
+    for name, flag in declared:
+        text = samples.get(flag.flag, "false" if flag.boolean else "7")
+        if flag.flag == "--served-model-name":
+            text = "named"
+        value = flag.parse(text)
+        monkeypatch.setenv(flag.env, text)
+        assert _serve_args([])[name] == value, flag.env  # the variable sets the default
+        monkeypatch.delenv(flag.env)
+        given = ([f"--no-{flag.flag[2:]}"] if value is False else [flag.flag]) if flag.boolean else [flag.flag, text]
+        assert _serve_args(given)[name] == value, flag.flag  # and the flag sets it
+
+
+def test_bad_variable_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from e5rt.errors import E5rtError
+
+    monkeypatch.setenv("E5RT_MAX_CLIENT_BATCH_SIZE", "lots")
+    with pytest.raises(E5rtError, match="E5RT_MAX_CLIENT_BATCH_SIZE='lots'"):
+        _serve_args([])
+
+
+def test_info_limits_are_the_declared_limits() -> None:
+    from e5rt import Embedder
+    from e5rt.server.app import Service, server_info
+
+    opts = ServeOptions()
+    info = server_info(Service(Embedder.fake, opts), Embedder.fake(8))
+    limits = {name for name, flag in flags_of(ServeOptions) if flag.limit}
+    assert set(info["limits"]) == limits | {"auth"}
+    assert {"max_client_batch_size", "accept_token_ids", "payload_limit"} <= limits
