@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import BatchOptions, Flag, LoadOptions, ServeOptions, flags_of, parse_positive_int
-from .errors import E5rtError, InvalidInputError
+from .errors import CALLER_KINDS, E5rtError, InvalidInputError
 
 
 class UsageError(InvalidInputError):
@@ -600,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     except E5rtError as exc:
         # One line; the user's own mistakes exit 2, everything else (damaged model, missing provider) 1.
         print(f"e5rt: error: {exc}", file=sys.stderr)
-        return 2 if exc.kind == "invalid_input" else 1
+        return 2 if exc.kind in CALLER_KINDS else 1
     except KeyboardInterrupt:
         print("e5rt: interrupted", file=sys.stderr)
         return 130

@@ -9,16 +9,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-ErrorKind = Literal["invalid_input", "unavailable", "overloaded", "integrity", "internal"]
+ErrorKind = Literal[
+    "invalid_input",
+    "malformed",
+    "too_large",
+    "unauthorized",
+    "unsupported_media",
+    "not_found",
+    "bad_method",
+    "unavailable",
+    "overloaded",
+    "integrity",
+    "internal",
+]
 
 # The one place an error kind becomes an HTTP status.
 HTTP_STATUS: dict[str, int] = {
-    "invalid_input": 422,
+    "invalid_input": 422,  # well-formed, but not something e5rt can use
+    "malformed": 400,  # not decodable (empty body, bad UTF-8 or JSON)
+    "too_large": 413,  # more than a limit allows (texts per request, bytes, tokens with truncation off)
+    "unauthorized": 401,
+    "unsupported_media": 415,
+    "not_found": 404,
+    "bad_method": 405,
     "unavailable": 503,
     "overloaded": 429,
     "integrity": 500,
     "internal": 500,
 }
+# Kinds that are the caller's to fix (the CLI exits 2 for these, 1 for the rest).
+CALLER_KINDS = frozenset(k for k, status in HTTP_STATUS.items() if 400 <= status < 500 and k != "overloaded")
 
 
 class E5rtError(Exception):

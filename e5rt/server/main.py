@@ -13,7 +13,8 @@ from types import FrameType
 
 from ..config import ServeOptions
 from ..engine import Embedder
-from .app import Service, create_app
+from .app import create_app
+from .service import InferenceService, Lifecycle
 
 log = logging.getLogger("e5rt.server")
 
@@ -21,7 +22,7 @@ log = logging.getLogger("e5rt.server")
 def serve(loader: Callable[[], Embedder], options: ServeOptions, log_level: str = "info") -> int:
     import uvicorn
 
-    service = Service(loader, options)
+    service = InferenceService(loader, options)
     app = create_app(service)
 
     class _Server(uvicorn.Server):
@@ -49,6 +50,6 @@ def serve(loader: Callable[[], Embedder], options: ServeOptions, log_level: str 
         server.run()
     finally:
         service.close()
-    if service.state == "failed":
+    if service.state is Lifecycle.FAILED:
         return 1
     return 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.prompts import TextKind
 from ..core.tokenize import Direction
-from ..errors import HTTP_STATUS, E5rtError, OverloadedError, kind_of
+from ..errors import HTTP_STATUS, E5rtError, ErrorKind, InvalidInputError, OverloadedError, kind_of
 
 Encoding = Literal["float", "base64"]
 LongText = Literal["truncate", "chunk"]
@@ -27,6 +27,7 @@ TOKEN_IDS_REFUSED = (
     "OpenAIEmbeddings(..., check_embedding_ctx_length=False). If the ids do come from this model (e.g. from "
     "/tokenize), start the server with --accept-token-ids (E5RT_ACCEPT_TOKEN_IDS=1)."
 )
+# OpenAI's error "type" for each status.
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -39,23 +40,28 @@ _ERROR_TYPES = {
 }
 
 
-class ApiError(Exception):
-    """An HTTP error with OpenAI's body: {"error": {"message", "type", "param", "code"}}."""
+class ApiError(E5rtError):
+    """An error in a request, with OpenAI's body: {"error": {"message", "type", "param", "code"}}. Its kind
+    picks the HTTP status, through e5rt.errors.HTTP_STATUS like every other error (never a status of its own)."""
 
     def __init__(
         self,
-        status: int,
+        kind: ErrorKind,
         message: str,
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.kind = kind
         self.message = message
         self.param = param
         self.code = code
         self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS[self.kind]
 
     def body(self) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
@@ -63,41 +69,45 @@ class ApiError(Exception):
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ApiError:
-        """The one place a library error becomes an HTTP status (by its kind, see e5rt.errors.HTTP_STATUS)."""
+        """Any exception as an ApiError: its kind (e5rt.errors.kind_of) picks the status."""
         if isinstance(exc, ApiError):
             return exc
         kind = kind_of(exc)
-        status = HTTP_STATUS[kind]
         headers = {}
         if isinstance(exc, OverloadedError):
             headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
         message = str(exc) if isinstance(exc, E5rtError) else "internal error; see the server log"
-        return cls(status, message, code=kind, headers=headers)
+        param = exc.param if isinstance(exc, InvalidInputError) else None
+        return cls(kind, message, param=param, code=kind, headers=headers)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
 def decode_json(raw: bytes) -> Any:
     """The body as JSON, or a 400 naming what is wrong with it (never an exception of another type)."""
     if not raw.strip():
-        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+        raise ApiError("malformed", "the request body is empty; send a JSON object", code="empty_body")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(400, f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from None
+        raise ApiError(
+            "malformed", f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(
-            400, f"the request body is not valid JSON ({exc.msg} at {exc.pos})", code="invalid_json"
+            "malformed", f"the request body is not valid JSON ({exc.msg} at {exc.pos})", code="invalid_json"
         ) from exc
     except (RecursionError, ValueError) as exc:  # nesting too deep; an integer literal with thousands of digits
         message = f"the request body cannot be decoded ({type(exc).__name__})"
-        raise ApiError(400, message, code="invalid_json") from exc
+        raise ApiError("malformed", message, code="invalid_json") from exc
 
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ApiError(422, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_body")
+        raise ApiError(
+            "invalid_input", f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_body"
+        )
     return body
 
 
@@ -106,10 +116,15 @@ def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: An
     if value is None:
         return default
     if isinstance(value, bool) and bool not in kinds:
-        raise ApiError(422, f"'{name}' must be {_names(kinds)}, got a boolean", param=name, code="invalid_type")
+        raise ApiError(
+            "invalid_input", f"'{name}' must be {_names(kinds)}, got a boolean", param=name, code="invalid_type"
+        )
     if not isinstance(value, kinds):
         raise ApiError(
-            422, f"'{name}' must be {_names(kinds)}, got {type(value).__name__}", param=name, code="invalid_type"
+            "invalid_input",
+            f"'{name}' must be {_names(kinds)}, got {type(value).__name__}",
+            param=name,
+            code="invalid_type",
         )
     return value
 
@@ -143,16 +158,16 @@ def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, li
         return [value], None
     if not isinstance(value, list):
         raise ApiError(
-            422,
+            "invalid_input",
             f"'{name}' must be a string, a list of strings, or token ids; got {type(value).__name__}",
             param=name,
             code="invalid_type",
         )
     if not value:
-        raise ApiError(422, f"'{name}' is empty; send at least one text", param=name, code="empty_input")
+        raise ApiError("invalid_input", f"'{name}' is empty; send at least one text", param=name, code="empty_input")
     if len(value) > max_batch:
         raise ApiError(
-            413,
+            "too_large",
             f"'{name}' holds {len(value)} items; this server takes at most {max_batch} per request "
             "(split the request, or raise --max-client-batch-size)",
             param=name,
@@ -164,17 +179,24 @@ def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, li
         return None, [_token_row(value, name)]
     if all(isinstance(v, list) for v in value):
         return None, [_token_row(row, f"{name}[{i}]") for i, row in enumerate(value)]
-    raise ApiError(422, f"'{name}' mixes types; send only strings, or only token ids", param=name, code="invalid_type")
+    raise ApiError(
+        "invalid_input", f"'{name}' mixes types; send only strings, or only token ids", param=name, code="invalid_type"
+    )
 
 
 def _token_row(row: list[Any], name: str) -> list[int]:
     param = name.split("[")[0]
     if not row or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
         raise ApiError(
-            422, f"'{name}' must be a non-empty list of integer token ids", param=param, code="invalid_tokens"
+            "invalid_input",
+            f"'{name}' must be a non-empty list of integer token ids",
+            param=param,
+            code="invalid_tokens",
         )
     if min(row) < 0 or max(row) >= 2**31:
-        raise ApiError(422, f"'{name}' holds a token id outside [0, 2^31)", param=param, code="invalid_tokens")
+        raise ApiError(
+            "invalid_input", f"'{name}' holds a token id outside [0, 2^31)", param=param, code="invalid_tokens"
+        )
     return list(row)
 
 
@@ -182,7 +204,10 @@ def _kind(body: dict[str, Any]) -> TextKind:
     kind = _field(body, "input_type", (str,), "passage")
     if kind not in ("query", "passage"):
         raise ApiError(
-            422, f"'input_type' must be 'query' or 'passage', got {kind!r}", param="input_type", code="invalid_value"
+            "invalid_input",
+            f"'input_type' must be 'query' or 'passage', got {kind!r}",
+            param="input_type",
+            code="invalid_value",
         )
     return "query" if kind == "query" else "passage"
 
@@ -191,7 +216,10 @@ def _task(body: dict[str, Any]) -> str | None:
     task: str | None = _field(body, "task", (str,))
     if task is not None and not task.strip():
         raise ApiError(
-            422, "'task' is empty; give a name from e5rt.TASKS or an instruction", param="task", code="invalid_value"
+            "invalid_input",
+            "'task' is empty; give a name from e5rt.TASKS or an instruction",
+            param="task",
+            code="invalid_value",
         )
     return task
 
@@ -200,7 +228,7 @@ def _dimensions(body: dict[str, Any], dim: int) -> int | None:
     value: int | None = _field(body, "dimensions", (int,))
     if value is not None and not 1 <= value <= dim:
         raise ApiError(
-            422,
+            "invalid_input",
             f"'dimensions' must be in [1, {dim}] for this model, got {value}",
             param="dimensions",
             code="invalid_value",
@@ -213,7 +241,7 @@ def _direction(body: dict[str, Any]) -> Direction:
     low = value.lower()
     if low not in ("right", "left"):
         raise ApiError(
-            422,
+            "invalid_input",
             f"'truncation_direction' must be 'Right' or 'Left', got {value!r}",
             param="truncation_direction",
             code="invalid_value",
@@ -225,27 +253,32 @@ def _long_text(body: dict[str, Any]) -> tuple[LongText, int]:
     mode = _field(body, "long_text", (str,), "truncate")
     if mode not in ("truncate", "chunk"):
         raise ApiError(
-            422, f"'long_text' must be 'truncate' or 'chunk', got {mode!r}", param="long_text", code="invalid_value"
+            "invalid_input",
+            f"'long_text' must be 'truncate' or 'chunk', got {mode!r}",
+            param="long_text",
+            code="invalid_value",
         )
     overlap = _field(body, "overlap", (int,), 0)
     if overlap < 0:
-        raise ApiError(422, f"'overlap' must be >= 0, got {overlap}", param="overlap", code="invalid_value")
+        raise ApiError("invalid_input", f"'overlap' must be >= 0, got {overlap}", param="overlap", code="invalid_value")
     if overlap and mode != "chunk":
-        raise ApiError(422, "'overlap' applies only with long_text='chunk'", param="overlap", code="invalid_value")
+        raise ApiError(
+            "invalid_input", "'overlap' applies only with long_text='chunk'", param="overlap", code="invalid_value"
+        )
     return ("chunk" if mode == "chunk" else "truncate"), overlap
 
 
 def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accept_token_ids: bool = False) -> EmbedCall:
     obj = _object(body)
     if "input" not in obj:
-        raise ApiError(422, "missing field 'input'", param="input", code="missing_field")
+        raise ApiError("invalid_input", "missing field 'input'", param="input", code="missing_field")
     texts, ids = _inputs(obj["input"], "input", max_batch)
     if ids is not None and not accept_token_ids:
-        raise ApiError(422, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
+        raise ApiError("invalid_input", TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     encoding = _field(obj, "encoding_format", (str,), "float")
     if encoding not in ("float", "base64"):
         raise ApiError(
-            422,
+            "invalid_input",
             f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
             param="encoding_format",
             code="invalid_value",
@@ -271,10 +304,12 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accep
 def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) -> EmbedCall:
     obj = _object(body)
     if "inputs" not in obj:
-        raise ApiError(422, "missing field 'inputs'", param="inputs", code="missing_field")
+        raise ApiError("invalid_input", "missing field 'inputs'", param="inputs", code="missing_field")
     texts, ids = _inputs(obj["inputs"], "inputs", max_batch)
     if ids is not None:
-        raise ApiError(422, "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type")
+        raise ApiError(
+            "invalid_input", "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type"
+        )
     kind, task = _kind(obj), _task(obj)
     prompt = _field(obj, "prompt_name", (str,))
     if prompt is not None:
@@ -287,7 +322,7 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
             kind, task = "query", prompt
         else:
             raise ApiError(
-                422,
+                "invalid_input",
                 f"unknown 'prompt_name' {prompt!r}; use query, passage (or document) or one of {', '.join(TASKS)}",
                 param="prompt_name",
                 code="invalid_value",
@@ -296,7 +331,7 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
     if encoding != "float":
         # huggingface_hub's feature_extraction parses the answer as a JSON array of floats, whatever it asked.
         raise ApiError(
-            422,
+            "invalid_input",
             f"'encoding_format' {encoding!r} is not served on this route (it answers JSON floats); "
             "use /v1/embeddings for base64",
             param="encoding_format",
@@ -330,7 +365,7 @@ def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
     inputs = _object(obj.get("inputs")) if "inputs" in obj else None
     if inputs is None:
         raise ApiError(
-            422,
+            "invalid_input",
             "missing field 'inputs' ({'source_sentence': str, 'sentences': [str]})",
             param="inputs",
             code="missing_field",
@@ -338,12 +373,18 @@ def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
     source = _field(inputs, "source_sentence", (str,))
     if source is None:
         raise ApiError(
-            422, "missing field 'inputs.source_sentence'", param="inputs.source_sentence", code="missing_field"
+            "invalid_input",
+            "missing field 'inputs.source_sentence'",
+            param="inputs.source_sentence",
+            code="missing_field",
         )
     texts, ids = _inputs(inputs.get("sentences"), "inputs.sentences", max_batch - 1)
     if texts is None or ids is not None:
         raise ApiError(
-            422, "'inputs.sentences' must be a list of strings", param="inputs.sentences", code="invalid_type"
+            "invalid_input",
+            "'inputs.sentences' must be a list of strings",
+            param="inputs.sentences",
+            code="invalid_type",
         )
     return SimilarityCall(source=source, sentences=texts, task=_task(obj), kind=_kind(obj))
 
@@ -351,10 +392,12 @@ def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
 def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, TextKind | None, str | None]:
     obj = _object(body)
     if "inputs" not in obj:
-        raise ApiError(422, "missing field 'inputs'", param="inputs", code="missing_field")
+        raise ApiError("invalid_input", "missing field 'inputs'", param="inputs", code="missing_field")
     texts, ids = _inputs(obj["inputs"], "inputs", max_batch)
     if texts is None:
-        raise ApiError(422, "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type")
+        raise ApiError(
+            "invalid_input", "'inputs' must be a string or a list of strings", param="inputs", code="invalid_type"
+        )
     kind = _kind(obj) if "input_type" in obj else None
     return texts, _field(obj, "add_special_tokens", (bool,), True), kind, _task(obj)
 

@@ -182,3 +182,9 @@ def test_only_integrations_import_frameworks_and_each_only_its_own() -> None:
     shim = RUNTIME / "integrations" / "sentence_transformers.py"
     top = [n for n in ast.parse(shim.read_text(encoding="utf-8")).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not any("torch" in ast.unparse(n) for n in top)
+
+
+def test_the_serving_core_has_no_http_in_it() -> None:
+    """Only the HTTP adapter (app.py) and the runner (main.py) import Starlette or uvicorn."""
+    core = [f for f in _files(RUNTIME / "server") if f.name not in ("app.py", "main.py")]
+    assert _violations(core, ("starlette", "uvicorn", "e5rt.server.app", "e5rt.server.main")) == []

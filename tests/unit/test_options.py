@@ -54,10 +54,10 @@ def test_bad_variable_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_info_limits_are_the_declared_limits() -> None:
     from e5rt import Embedder
-    from e5rt.server.app import Service, server_info
+    from e5rt.server.service import InferenceService, server_info
 
     opts = ServeOptions()
-    info = server_info(Service(Embedder.fake, opts), Embedder.fake(8))
+    info = server_info(InferenceService(Embedder.fake, opts), Embedder.fake(8))
     limits = {name for name, flag in flags_of(ServeOptions) if flag.limit}
     assert set(info["limits"]) == limits | {"auth"}
     assert {"max_client_batch_size", "accept_token_ids", "payload_limit"} <= limits

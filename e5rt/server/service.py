@@ -1,0 +1,264 @@
+"""The serving core: the model, its queue, tokenizing on a thread pool, submit, wait or cancel, metrics.
+
+No HTTP in here (the HTTP adapter, e5rt.server.app, does auth, body limits, JSON and status codes), so the core
+runs and is tested without Starlette. Tokenization and response encoding run on a small thread pool and inference
+on the queue's worker thread, so the event loop only moves bytes. A caller that goes away has its queued texts
+dropped (counted in e5rt_dropped_texts_total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..batching import BatchQueue, Submission
+from ..config import ServeOptions, flags_of
+from ..core.prompts import TextKind, format_texts
+from ..core.tokenize import Direction, Encoded
+from ..core.types import EmbedResult, Stats
+from ..engine import Embedder, Windows
+from .metrics import ServerMetrics
+from .protocol import ApiError, EmbedCall, SimilarityCall, cut_dimensions
+
+log = logging.getLogger("e5rt.server")
+_INLINE_ROWS = 8  # responses up to this many vectors are encoded on the event loop (a thread hop costs more)
+Gone = Callable[[], Awaitable[None]]  # completes when the caller has gone away (the HTTP client disconnected)
+
+
+class Lifecycle(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+class ClientGone(Exception):
+    """The caller went away before its answer was ready."""
+
+
+class InferenceService:
+    """The model, its queue and the server's state. The HTTP adapter only parses, calls this, and answers."""
+
+    def __init__(self, loader: Callable[[], Embedder], options: ServeOptions) -> None:
+        self.loader = loader
+        self.options = options
+        self.metrics = ServerMetrics()
+        self.pool = ThreadPoolExecutor(options.tokenizer_threads, thread_name_prefix="e5rt-io")
+        self.embedder: Embedder | None = None
+        self.queue: BatchQueue | None = None
+        self.state = Lifecycle.LOADING  # -> READY -> DRAINING; or FAILED
+        self.error: str | None = None
+        self.model_name = options.served_model_name or ""
+        self.on_failed: Callable[[], None] | None = None  # the runner stops the server then
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load and warm up the model (in a background thread: /health answers 503 meanwhile)."""
+        try:
+            emb = self.loader()
+            queue = emb.queue(max_queued_texts=self.options.max_concurrent_requests, on_batch=self.metrics.on_batch)
+        except Exception as exc:  # noqa: BLE001 - reported on /health and in the log, then the server stops
+            self.error = str(exc)
+            self.state = Lifecycle.FAILED
+            log.error("e5rt: error: cannot load the model: %s", exc)
+            if self.on_failed is not None:
+                self.on_failed()
+            return
+        self.embedder, self.queue = emb, queue
+        self.model_name = self.options.served_model_name or emb.spec.name or "e5rt"
+        self.metrics.bind_queue(lambda: queue.queued_texts, lambda: queue.queued_tokens)
+        if self.state is Lifecycle.LOADING:
+            self.state = Lifecycle.READY
+            log.info("e5rt: serving %s (%s on %s)", self.model_name, emb.variant, ", ".join(emb.providers))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="e5rt-load", daemon=True)
+        thread.start()
+        return thread
+
+    def drain(self) -> None:
+        """Stop taking new requests (the server finishes those in flight, then calls close())."""
+        if self.state in (Lifecycle.LOADING, Lifecycle.READY):
+            self.state = Lifecycle.DRAINING
+
+    def close(self) -> None:
+        self.drain()
+        if self.queue is not None:
+            self.queue.close(drain=True, timeout=self.options.shutdown_timeout_s)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- checks ------------------------------------------------------------------------------------------
+    def ready(self) -> tuple[Embedder, BatchQueue]:
+        if self.state is Lifecycle.READY and self.embedder is not None and self.queue is not None:
+            return self.embedder, self.queue
+        why = {Lifecycle.LOADING: "the model is still loading", Lifecycle.DRAINING: "the server is shutting down"}
+        message = why.get(self.state, f"the model failed to load: {self.error}")
+        raise ApiError("unavailable", message, code=self.state.value, headers={"Retry-After": "1"})
+
+    # --- the work ----------------------------------------------------------------------------------------
+    async def embed(self, call: EmbedCall, gone: Gone) -> tuple[np.ndarray, Stats]:
+        emb, queue = self.ready()
+        # A full queue refuses before the texts are tokenized (submit checks again: others may come first).
+        queue.check_room(len(call.texts if call.texts is not None else call.token_ids or []))
+        loop = asyncio.get_running_loop()
+        windows: Windows | None = None
+        if call.long_text == "chunk":
+            # Every window of every text is embedded; the texts' vectors are their token-weighted means.
+            if call.texts is not None:
+                windows = await loop.run_in_executor(
+                    self.pool, emb.windows, call.texts, call.kind, call.task, call.overlap
+                )
+            else:
+                contents = [np.asarray(row, dtype=np.int64) for row in call.token_ids or []]
+                windows = emb.cut_windows(contents, call.overlap)
+                self._check_ids(emb, windows.pieces)
+            ids, truncated, tokenize_s = windows.pieces, 0, windows.tokenize_s
+        elif call.texts is not None:
+            enc, tokenize_s = await self.tokenize(emb, call.texts, call.kind, call.task, call.direction)
+            if enc.truncated and not call.truncate:
+                i = enc.truncated_indices[0]
+                raise ApiError(
+                    "too_large",
+                    f"input {i} is longer than this model's {emb.spec.max_length} tokens and "
+                    "truncation is off; shorten it, send truncate=true, or embed it whole with long_text='chunk'",
+                    param="input",
+                    code="input_too_long",
+                )
+            ids, truncated = enc.ids, enc.truncated
+        else:
+            ids, truncated = self._wrap_tokens(emb, call.token_ids or [], call.truncate, call.direction)
+            tokenize_s = 0.0
+        result = await self.run(gone, ids, truncated, tokenize_s, call.normalize, windows)
+        return cut_dimensions(result.embeddings, call.dimensions, call.normalize), result.stats
+
+    async def tokenize(
+        self, emb: Embedder, texts: list[str], kind: TextKind, task: str | None, direction: Direction = "right"
+    ) -> tuple[Encoded, float]:
+        """Prompt and tokenize on the thread pool (tokenizers releases the GIL; the event loop keeps moving)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenize, texts, kind, task, direction)
+
+    async def run(
+        self,
+        gone: Gone,
+        ids: list[np.ndarray],
+        truncated: int,
+        tokenize_s: float,
+        normalize: bool = True,
+        windows: Windows | None = None,
+    ) -> EmbedResult:
+        """Queue token ids, wait for them (or drop them when the client leaves), and count the request."""
+        emb, queue = self.ready()
+        work = queue.submit(ids, truncated=truncated, tokenize_s=tokenize_s)
+        await self._wait(gone, queue, work)
+        result = emb.result(work, normalize) if windows is None else emb.combine(work, windows, normalize)
+        stats = result.stats
+        self.metrics.tokenize.observe(stats.tokenize_ms / 1000.0)
+        self.metrics.queue.observe(stats.queue_ms / 1000.0)
+        self.metrics.texts.inc(stats.texts)
+        self.metrics.tokens.inc(stats.tokens)
+        return result
+
+    def _wrap_tokens(
+        self, emb: Embedder, rows: list[list[int]], truncate: bool, direction: Direction = "right"
+    ) -> tuple[list[np.ndarray], int]:
+        """Token ids from the client are the text: add the model's special tokens around them."""
+        window = emb.spec.max_length - emb.tokenizer.n_special
+        out, cut = [], 0
+        for i, row in enumerate(rows):
+            if len(row) > window:
+                if not truncate:
+                    raise ApiError(
+                        "too_large",
+                        f"input {i} has {len(row)} tokens; this model takes {window} plus its special tokens",
+                        param="input",
+                        code="input_too_long",
+                    )
+                row, cut = (row[len(row) - window :] if direction == "left" else row[:window]), cut + 1
+            out.append(np.asarray(row, dtype=np.int64))
+        return self._check_ids(emb, [emb.tokenizer.wrap(x) for x in out]), cut
+
+    @staticmethod
+    def _check_ids(emb: Embedder, rows: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return emb.check_token_ids(rows)
+        except OverflowError as exc:
+            raise ApiError(
+                "invalid_input", f"token ids out of range ({exc})", param="input", code="invalid_tokens"
+            ) from None
+
+    async def _wait(self, gone: Gone, queue: BatchQueue, work: Submission) -> None:
+        """Wait for the work, or drop it when the client disconnects first."""
+        done: asyncio.Future[Any] = asyncio.wrap_future(work.future)
+        left: asyncio.Future[Any] = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({done, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+        if not done.done():
+            dropped = queue.cancel(work)
+            self.metrics.dropped.inc(dropped)
+            done.cancel()
+            raise ClientGone
+        done.result()  # raises the batch's error, if any
+
+    async def similarity(self, call: SimilarityCall, gone: Gone) -> tuple[list[float], Stats]:
+        """Cosine of the source sentence (embedded as a query) against each sentence."""
+        emb, _ = self.ready()
+        src, s1 = await self.tokenize(emb, [call.source], "query", call.task)
+        docs, s2 = await self.tokenize(emb, call.sentences, call.kind, call.task)
+        result = await self.run(gone, src.ids + docs.ids, src.truncated + docs.truncated, s1 + s2)
+        vecs = result.embeddings
+        return (vecs[1:] @ vecs[0]).astype(float).tolist(), result.stats
+
+    async def tokens(
+        self, texts: list[str], specials: bool, kind: TextKind | None, task: str | None
+    ) -> list[list[dict[str, Any]]]:
+        """Every token of every text (prompted when a kind is given), on the thread pool."""
+        emb, _ = self.ready()
+        if kind is not None:
+            texts = format_texts(texts, emb.spec.prompt_scheme, kind, task)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenizer.tokens, texts, specials)
+
+    async def encode_json(self, payload: Any, rows: int) -> bytes:
+        if rows <= _INLINE_ROWS:
+            return dumps(payload)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, dumps, payload)
+
+
+def dumps(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def server_info(service: InferenceService, emb: Embedder) -> dict[str, Any]:
+    opts = service.options
+    return {
+        "model": service.model_name,
+        "version": __version__,
+        "dim": emb.dim,
+        "max_length": emb.spec.max_length,
+        "pooling": emb.spec.pooling,
+        "prompt_scheme": emb.spec.prompt_scheme,
+        "variant": emb.variant,
+        "providers": list(emb.providers),
+        "batch_invariant": emb.batch_invariant,
+        "batching": asdict(emb.batching),
+        "dimensions": (
+            "'dimensions' keeps the first N values and re-normalizes. E5 models were not trained for this "
+            "(no Matryoshka loss), so shortened vectors lose retrieval quality quickly; measure before using it."
+        ),
+        # The options declared as limits (config.Flag(limit=True)), and whether a key is required.
+        "limits": {
+            **{name: getattr(opts, name) for name, flag in flags_of(ServeOptions) if flag.limit},
+            "auth": opts.api_key is not None,
+        },
+    }
