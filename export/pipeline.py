@@ -194,15 +194,326 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[
     return _export_checked(ckpt, out, opts)
 
 
+@dataclass
+class VariantRecord:
+    """One built variant, before the shared step checks its parity and writes its manifest entry."""
+
+    name: str
+    precision: str
+    path: Path  # the published model.onnx (its folder holds the variant's files)
+    providers: list[str]
+    parity: ParityResult
+    optimizations: dict[str, Any]
+    quantization: dict[str, Any] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # embedding_table, packed, requires, parity_note
+    parity_provider: str | None = None  # where the parity was measured, when not by running this graph
+    skipped: dict[str, Any] | None = None  # set when the variant missed parity and is left out of the export
+
+
+@dataclass
+class ExportRun:
+    """What every variant builder reads: the checkpoint, the options, the probe set and its PyTorch reference,
+    the raw ONNX graph, and the staging folder the variants are published into."""
+
+    ckpt: Checkpoint
+    opts: ExportOptions
+    arch: dict[str, Any]
+    target: str
+    big: bool
+    table_variants: tuple[str, ...]
+    scheme: str
+    staging: Path
+    steps: Steps
+    tok_path: Path
+    tokenizer: TextTokenizer
+    spec: ModelSpec
+    texts: list[str]
+    ids: list[Any]
+    ref: Any
+    raw: Path
+    fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
+    fp32_base_record: dict[str, Any] = field(default_factory=dict)
+    built: dict[str, VariantRecord] = field(default_factory=dict)
+
+    @property
+    def work(self) -> Path:
+        return self.staging / "_work"
+
+    def stage(self, message: str) -> None:
+        graph.release_memory()  # each stage starts from what the previous one really still needs
+        self.steps.step(message)
+
+    def validate(self, vname: str, path: Path, precision: str) -> ParityResult:
+        """Parity against PyTorch on the probe set, per text and in the runtime's batches."""
+        self.stage(f"{vname}: parity against PyTorch on {len(self.texts)} probe texts (CPU provider)")
+        # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
+        # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
+        exact = precision == "int8" and exact_int8_needed(graph.INT8_TARGET_SETTINGS[self.target][0])
+        try:
+            # Each probe alone too: parity per text, and how far a text's vector moves with its batch.
+            got, alone = onnx_embeddings(path, self.tok_path, self.spec, self.ids, exact_int8=exact)
+        except FloatingPointError as exc:
+            raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
+        result = compare(self.ref, got, self.texts, THRESHOLDS[precision], alone=alone)
+        self.steps.note(
+            f"{vname}: min cos {result.min_cos:.6f}, mean {result.mean_cos:.6f} (threshold {result.threshold})"
+        )
+        return result
+
+    def publish(self, vname: str, built: Path) -> tuple[Path, dict[str, Any]]:
+        """Place a built graph as variant VNAME in the staging directory, block-quantizing its word-embedding
+        table where --embedding-table asks for it; returns the path that is validated and published, and the
+        manifest's record of the table."""
+        dest = self.staging / vname / "model.onnx"
+        graph.remove_tree(dest.parent)
+        table: dict[str, Any] = {"method": "fp32 (as exported)"}
+        if vname in self.table_variants:
+            try:
+                table = quantize_embedding_table(built, dest, self.arch["vocab_size"])
+                self.steps.note(
+                    f"{vname}: word-embedding table {table['fp32_bytes'] / 1e6:.0f} -> "
+                    f"{table['bytes'] / 1e6:.0f} MB (min row cos {table['min_row_cos']})"
+                )
+                return dest, table
+            except TableNotRewritable as exc:
+                self.steps.note(f"{vname}: word-embedding table kept in fp32 ({exc})")
+                table["why"] = str(exc)
+        built.parent.rename(dest.parent)  # same filesystem; hard links would trip onnx's external-data check
+        return dest, table
+
+    def fusion_opt(self, fusions: str, path: Path, **more: Any) -> dict[str, Any]:
+        counts = graph.op_counts(path)
+        return {
+            "fusions": fusions,
+            "fused_ops": counts,
+            "fusion_check": graph.fusion_report(counts, self.arch["num_layers"]),
+            **more,
+        }
+
+
+def manifest_entry(run: ExportRun, rec: VariantRecord) -> dict[str, Any]:
+    """The shared step after every builder: refuse (or, when allowed, mark) a variant that missed parity, and
+    describe it for the manifest."""
+    parity = rec.parity
+    if not parity.passed:
+        msg = (
+            f"variant {rec.name} failed parity: min cos {parity.min_cos:.6f} < {parity.threshold} on probe "
+            f"text #{parity.worst_index} {parity.worst_text[:60]!r}"
+        )
+        if not run.opts.allow_failed_parity:
+            raise ParityError(msg + " (pass --allow-failed-parity to write it marked as failing)")
+        run.steps.note("WARNING: " + msg + "; written and marked failing")
+    entry = {
+        "precision": rec.precision,
+        "files": [file_entry(run.staging, p) for p in graph.variant_files(rec.path.parent)],
+        "providers": rec.providers,
+        "optimizations": rec.optimizations,
+        "quantization": rec.quantization,
+        "parity": parity.as_manifest(),
+        # Measured, not assumed: every probe alone against in the runtime's batches.
+        "batch_invariant": parity.batch_invariance_max_abs is not None
+        and parity.batch_invariance_max_abs <= BATCH_INVARIANCE_MAX_ABS,
+        "export_seconds": round(rec.seconds, 2),
+        **rec.extra,
+    }
+    if rec.parity_provider is not None:
+        entry["parity"]["provider"] = rec.parity_provider
+    return entry
+
+
+# --- the variant builders: each builds, validates and describes one variant ----------------------------------
+def build_fp32_base(run: ExportRun) -> None:
+    """The fused fp32 graph every CPU variant starts from. Published as exported, it moves to the fp32 variant
+    (and the int8 variants read it there); with its table rewritten, it stays in the work directory."""
+    run.stage("fp32: transformer fusions for the CPU provider")
+    t0 = time.perf_counter()
+    path = run.work / "fp32" / "model.onnx"
+    model = graph.optimize(run.raw, run.arch["num_heads"], run.arch["hidden_size"], use_gpu=False)
+    graph.save_fp32(model, path, run.big)
+    del model
+    counts = graph.op_counts(path)
+    run.steps.note(f"fp32 fused ops: {counts}")
+    run.fp32_base = path
+    run.fp32_base_record = {"t0": t0, "counts": counts}
+
+
+def build_fp32(run: ExportRun) -> VariantRecord:
+    assert run.fp32_base is not None
+    served, table = run.publish("fp32", run.fp32_base)
+    if not run.fp32_base.exists():  # published as exported (moved): the int8 variants start from it
+        run.fp32_base = served
+    parity = run.validate("fp32", served, "fp32-table8" if "block_size" in table else "fp32")
+    counts = run.fp32_base_record["counts"]
+    opt = {
+        "fusions": "onnxruntime.transformers bert (CPU)",
+        "fused_ops": counts,
+        "fusion_check": graph.fusion_report(counts, run.arch["num_layers"]),
+    }
+    seconds = time.perf_counter() - run.fp32_base_record["t0"]
+    return VariantRecord(
+        "fp32", "fp32", served, ["cpu", "cuda"], parity, opt, None, seconds, {"embedding_table": table}
+    )
+
+
+def build_fp16(run: ExportRun) -> VariantRecord:
+    """CUDA fusions, then fp16; if that misses parity, once more with the overflow-prone ops kept in fp32."""
+    run.stage("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
+    t0 = time.perf_counter()
+    path = run.staging / "fp16" / "model.onnx"
+    keep: list[str] = []
+    parity: ParityResult | None = None
+    for attempt in (0, 1):
+        model = graph.optimize(run.raw, run.arch["num_heads"], run.arch["hidden_size"], use_gpu=True)
+        graph.to_fp16(model, path, keep, run.big)
+        del model
+        try:
+            parity = run.validate("fp16", path, "fp16")
+        except ParityError:
+            if attempt == 1:
+                raise
+            parity = None
+        if (parity is not None and parity.passed) or attempt == 1:
+            break
+        run.steps.note(f"fp16 retry with {', '.join(FP16_SENSITIVE_OPS)} kept in fp32")
+        graph.remove_tree(path.parent)
+        keep = list(FP16_SENSITIVE_OPS)
+    assert parity is not None
+    io = {"inputs": "int64", "output": "float16"}
+    opt = run.fusion_opt("onnxruntime.transformers bert (CUDA)", path, fp32_ops=keep, io=io)
+    return VariantRecord("fp16", "fp16", path, ["cuda", "tensorrt"], parity, opt, None, time.perf_counter() - t0)
+
+
+def build_fp16_packed(run: ExportRun) -> VariantRecord:
+    """The fp16 graph rewritten for PackedAttention. It has no CPU kernel, so this variant cannot be run here: it
+    carries the parity of the fp16 graph it was rewritten from, and says so."""
+    fp16 = run.built["fp16"]
+    run.stage("fp16-packed: RemovePadding + PackedAttention rewrite (CUDA kernels only)")
+    t0 = time.perf_counter()
+    path = run.staging / "fp16-packed" / "model.onnx"
+    graph.to_packed(fp16.path, path, run.big)
+    opt = run.fusion_opt("fp16 + convert_to_packing_mode", path, io=fp16.optimizations["io"])
+    seconds = time.perf_counter() - t0
+    run.stage("fp16-packed: parity inherited from fp16 (no CPU kernel)")
+    extra = {
+        "packed": True,
+        "requires": "cuda",
+        "parity_note": "inherited from fp16: PackedAttention has CUDA kernels only",
+    }
+    return VariantRecord(
+        "fp16-packed", "fp16", path, ["cuda"], fp16.parity, opt, None, seconds, extra, "not run: inherited from fp16"
+    )
+
+
+def build_int8(run: ExportRun) -> VariantRecord:
+    """Dynamic int8, trying the presets in order (fewer quantized MatMuls each) until one passes parity."""
+    assert run.fp32_base is not None
+    run.stage(f"int8: dynamic quantization for {run.target}")
+    t0 = time.perf_counter()
+    attempts = []
+    chosen = None
+    for preset in graph.INT8_PRESETS:
+        built = run.work / "int8" / "model.onnx"
+        graph.remove_tree(built.parent)
+        quant = graph.quantize_int8(run.fp32_base, built, run.target, preset, run.big)
+        path, table = run.publish("int8", built)
+        parity = run.validate("int8", path, "int8")
+        attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
+        chosen = (quant, parity, table, path)
+        if parity.passed:
+            break
+        run.steps.note(f"int8 preset {preset!r} below threshold; trying fewer quantized MatMuls")
+    assert chosen is not None
+    quant, parity, table, path = chosen
+    quant["attempts"] = attempts
+    opt = run.fusion_opt("fp32 CPU fusions, then quantized", path)
+    seconds = time.perf_counter() - t0
+    return VariantRecord("int8", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
+
+
+def build_int8_static(run: ExportRun) -> VariantRecord:
+    """Calibrated, smoothed static int8 (export/static_int8.py). Some models' activation outliers defeat static
+    scales (measured: all-MiniLM-L6-v2, min cos 0.94): such a variant is left out and the export goes on."""
+    assert run.fp32_base is not None
+    run.stage(f"int8-static: calibrated int8 with outlier migration for {run.target}")
+    t0 = time.perf_counter()
+    built = run.work / "int8-static" / "model.onnx"
+    built.parent.mkdir(parents=True, exist_ok=True)
+    calib_ids = run.tokenizer.encode(format_texts(calibration_texts(), run.scheme, "passage")).ids
+    names = [i.name for i in onnx.load(str(run.fp32_base), load_external_data=False).graph.input]
+    feeds = calibration_feeds(calib_ids, names, run.spec.pad_token_id)
+    weight_type = graph.INT8_TARGET_SETTINGS[run.target][0]
+    quant = quantize_static_int8(run.fp32_base, built, feeds, weight_type, run.big)
+    path, table = run.publish("int8-static", built)
+    parity = run.validate("int8-static", path, "int8")
+    opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": graph.op_counts(path)}
+    seconds = time.perf_counter() - t0
+    rec = VariantRecord("int8-static", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
+    if not parity.passed and not run.opts.allow_failed_parity:
+        run.steps.note(f"int8-static below threshold (min cos {parity.min_cos:.6f} < {parity.threshold}); not written")
+        rec.skipped = {"min_cos": round(parity.min_cos, 6), "threshold": parity.threshold}
+        graph.remove_tree(path.parent)
+    return rec
+
+
+# In the order they are built: fp16-packed rewrites fp16; the int8 variants quantize the fused fp32 graph.
+BUILDERS: tuple[tuple[str, Any], ...] = (
+    ("fp32", build_fp32),
+    ("fp16", build_fp16),
+    ("fp16-packed", build_fp16_packed),
+    ("int8", build_int8),
+    ("int8-static", build_int8_static),
+)
+
+
 def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
     """The export itself; the caller has checked OUT once (export_model checks it before building sources)."""
     variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
+    if "fp16-packed" in variants and "fp16" not in variants:
+        raise ExportOptionError("fp16-packed is rewritten from the fp16 variant; ask for fp16 too")
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    graph.remove_tree(staging)
+    staging.mkdir(parents=True)
+    try:
+        run, timings = _start(ckpt, out, opts, variants, staging)
+        if {"fp32", "int8", "int8-static"} & set(variants):
+            build_fp32_base(run)
+        records: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, dict[str, Any]] = {}  # variants asked for that missed parity and were left out
+        for vname, builder in BUILDERS:
+            if vname not in variants:
+                continue
+            rec = builder(run)
+            if rec.skipped is not None:
+                skipped[vname] = rec.skipped
+                continue
+            run.built[vname] = rec
+            records[vname] = manifest_entry(run, rec)
+        _time_int8(run, records)
+        graph.remove_tree(run.work)
+        manifest = _manifest(run, records, skipped, timings)
+        parse_manifest(manifest)  # the writer obeys the same schema the runtime enforces
+        (staging / MANIFEST_NAME).write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        _check_inputs_untouched(ckpt)
+        run.stage(f"writing {out}")
+        _swap_into_place(staging, out)
+        return manifest
+    except BaseException:
+        graph.remove_tree(staging)
+        raise
+
+
+def _start(
+    ckpt: Checkpoint, out: Path, opts: ExportOptions, variants: tuple[str, ...], staging: Path
+) -> tuple[ExportRun, dict[str, float]]:
+    """Check the options, then the stages every variant needs: tokenizer and probes, the PyTorch reference, the
+    raw ONNX export."""
     if opts.embedding_table not in EMBEDDING_TABLE_CHOICES:
         raise ExportOptionError(
             f"unknown --embedding-table {opts.embedding_table!r}; choose from {', '.join(EMBEDDING_TABLE_CHOICES)}"
         )
-    table_variants = _TABLE_VARIANTS[opts.embedding_table]
-    big = ckpt.param_bytes() > graph.EXTERNAL_DATA_BYTES
     check_disk(out, ckpt.param_bytes(), variants)
     target = opts.int8_target or detect_int8_target()
     if target not in INT8_TARGETS:
@@ -212,328 +523,100 @@ def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[st
     limit = position_limit(ckpt)
     if not 2 <= max_length <= limit:
         raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
-    name = opts.name or ckpt.name
     pooling = opts.pooling or default_pooling(ckpt)
-    scheme = opts.prompt_scheme or default_prompt_scheme(name)
     steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
+    graph.release_memory()
+    steps.step(f"tokenizer and probe set ({ckpt.path})")
+    tok_path = staging / "tokenizer.json"
+    prepare_tokenizer(ckpt, tok_path)
+    pad_id = pad_token_id(ckpt, tok_path)
+    texts = probe_texts() + list(opts.extra_probes)
+    tokenizer = TextTokenizer(tok_path, max_length)
+    ids = tokenizer.encode(texts).ids
+    spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
+    graph.release_memory()
+    steps.step("PyTorch reference embeddings")
+    ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
+    graph.release_memory()
+    steps.step("ONNX export (optimum)")
+    t0 = time.perf_counter()
+    raw = graph.export_raw(ckpt.path, staging / "_work" / "raw")
+    timings = {"onnx_export": round(time.perf_counter() - t0, 2)}
+    run = ExportRun(
+        ckpt=ckpt,
+        opts=opts,
+        arch=arch,
+        target=target,
+        big=ckpt.param_bytes() > graph.EXTERNAL_DATA_BYTES,
+        table_variants=_TABLE_VARIANTS[opts.embedding_table],
+        scheme=opts.prompt_scheme or default_prompt_scheme(opts.name or ckpt.name),
+        staging=staging,
+        steps=steps,
+        tok_path=tok_path,
+        tokenizer=tokenizer,
+        spec=spec,
+        texts=texts,
+        ids=ids,
+        ref=ref,
+        raw=raw,
+    )
+    return run, timings
 
-    def stage(message: str) -> None:
-        graph.release_memory()  # each stage starts from what the previous one really still needs
-        steps.step(message)
 
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    graph.remove_tree(staging)
-    staging.mkdir(parents=True)
-    work = staging / "_work"
-    try:
-        stage(f"tokenizer and probe set ({ckpt.path})")
-        tok_path = staging / "tokenizer.json"
-        prepare_tokenizer(ckpt, tok_path)
-        pad_id = pad_token_id(ckpt, tok_path)
-        texts = probe_texts() + list(opts.extra_probes)
-        tokenizer = TextTokenizer(tok_path, max_length)
-        ids = tokenizer.encode(texts).ids
-        spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
-
-        stage("PyTorch reference embeddings")
-        ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
-
-        stage("ONNX export (optimum)")
-        t0 = time.perf_counter()
-        raw = graph.export_raw(ckpt.path, work / "raw")
-        raw_seconds = time.perf_counter() - t0
-
-        records: dict[str, dict[str, Any]] = {}
-        skipped: dict[str, dict[str, Any]] = {}  # variants asked for that missed parity and were left out
-        timings: dict[str, float] = {"onnx_export": round(raw_seconds, 2)}
-
-        def validate(vname: str, path: Path, precision: str) -> ParityResult:
-            stage(f"{vname}: parity against PyTorch on {len(texts)} probe texts (CPU provider)")
-            # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
-            # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
-            exact = precision == "int8" and exact_int8_needed(graph.INT8_TARGET_SETTINGS[target][0])
-            try:
-                # Each probe alone too: parity per text, and how far a text's vector moves with its batch.
-                got, alone = onnx_embeddings(path, tok_path, spec, ids, exact_int8=exact)
-            except FloatingPointError as exc:
-                raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
-            result = compare(ref, got, texts, THRESHOLDS[precision], alone=alone)
-            steps.note(
-                f"{vname}: min cos {result.min_cos:.6f}, mean {result.mean_cos:.6f} (threshold {result.threshold})"
-            )
-            return result
-
-        def record(
-            vname: str,
-            precision: str,
-            vdir: Path,
-            providers: list[str],
-            parity: ParityResult,
-            optimizations: dict[str, Any],
-            quant: dict[str, Any] | None,
-            seconds: float,
-            **extra: Any,
-        ) -> None:
-            if not parity.passed:
-                msg = (
-                    f"variant {vname} failed parity: min cos {parity.min_cos:.6f} < {parity.threshold} on probe "
-                    f"text #{parity.worst_index} {parity.worst_text[:60]!r}"
-                )
-                if not opts.allow_failed_parity:
-                    raise ParityError(msg + " (pass --allow-failed-parity to write it marked as failing)")
-                steps.note("WARNING: " + msg + "; written and marked failing")
-            records[vname] = {
-                "precision": precision,
-                "files": [file_entry(staging, p) for p in graph.variant_files(vdir)],
-                "providers": providers,
-                "optimizations": optimizations,
-                "quantization": quant,
-                "parity": parity.as_manifest(),
-                # Measured, not assumed: every probe alone against in the runtime's batches.
-                "batch_invariant": parity.batch_invariance_max_abs is not None
-                and parity.batch_invariance_max_abs <= BATCH_INVARIANCE_MAX_ABS,
-                "export_seconds": round(seconds, 2),
-                **extra,
-            }
-
-        def publish(vname: str, built: Path) -> tuple[Path, dict[str, Any]]:
-            """Place a built graph as variant VNAME in the staging directory, block-quantizing its word-embedding
-            table where --embedding-table asks for it; returns the path that is validated and published, and the
-            manifest's record of the table."""
-            dest = staging / vname / "model.onnx"
-            graph.remove_tree(dest.parent)
-            table: dict[str, Any] = {"method": "fp32 (as exported)"}
-            if vname in table_variants:
-                try:
-                    table = quantize_embedding_table(built, dest, arch["vocab_size"])
-                    steps.note(
-                        f"{vname}: word-embedding table {table['fp32_bytes'] / 1e6:.0f} -> "
-                        f"{table['bytes'] / 1e6:.0f} MB (min row cos {table['min_row_cos']})"
-                    )
-                    return dest, table
-                except TableNotRewritable as exc:
-                    steps.note(f"{vname}: word-embedding table kept in fp32 ({exc})")
-                    table["why"] = str(exc)
-            built.parent.rename(dest.parent)  # same filesystem; hard links would trip onnx's external-data check
-            return dest, table
-
-        # The fused fp32 graph every CPU variant starts from. Published as exported, it moves to the fp32 variant
-        # (and the int8 variants read it there); with its table rewritten, it stays in the work directory.
-        fp32_path = work / "fp32" / "model.onnx"
-        if "fp32" in variants or "int8" in variants or "int8-static" in variants:
-            stage("fp32: transformer fusions for the CPU provider")
-            t0 = time.perf_counter()
-            model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=False)
-            graph.save_fp32(model, fp32_path, big)
-            del model
-            counts = graph.op_counts(fp32_path)
-            fusions = graph.fusion_report(counts, arch["num_layers"])
-            steps.note(f"fp32 fused ops: {counts}")
-            if "fp32" in variants:
-                served, table = publish("fp32", fp32_path)
-                if not fp32_path.exists():  # published as exported (moved): the int8 variants start from it
-                    fp32_path = served
-                quantized_table = "block_size" in table
-                parity = validate("fp32", served, "fp32-table8" if quantized_table else "fp32")
-                opt = {"fusions": "onnxruntime.transformers bert (CPU)", "fused_ops": counts, "fusion_check": fusions}
-                seconds = time.perf_counter() - t0
-                record(
-                    "fp32",
-                    "fp32",
-                    served.parent,
-                    ["cpu", "cuda"],
-                    parity,
-                    opt,
-                    None,
-                    seconds,
-                    embedding_table=table,
-                )
-
-        if "fp16" in variants:
-            stage("fp16: transformer fusions for the CUDA provider, then fp16 conversion")
-            t0 = time.perf_counter()
-            fp16_path = staging / "fp16" / "model.onnx"
-            keep: list[str] = []
-            fp16_parity: ParityResult | None = None
-            for attempt in (0, 1):
-                model = graph.optimize(raw, arch["num_heads"], arch["hidden_size"], use_gpu=True)
-                graph.to_fp16(model, fp16_path, keep, big)
-                del model
-                try:
-                    fp16_parity = validate("fp16", fp16_path, "fp16")
-                except ParityError:
-                    if attempt == 1:
-                        raise
-                    fp16_parity = None
-                if (fp16_parity is not None and fp16_parity.passed) or attempt == 1:
-                    break
-                steps.note(f"fp16 retry with {', '.join(FP16_SENSITIVE_OPS)} kept in fp32")
-                graph.remove_tree(fp16_path.parent)
-                keep = list(FP16_SENSITIVE_OPS)
-            assert fp16_parity is not None
-            counts = graph.op_counts(fp16_path)
-            opt = {
-                "fusions": "onnxruntime.transformers bert (CUDA)",
-                "fused_ops": counts,
-                "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
-                "fp32_ops": keep,
-                "io": {"inputs": "int64", "output": "float16"},
-            }
-            record(
-                "fp16", "fp16", fp16_path.parent, ["cuda", "tensorrt"], fp16_parity, opt, None, time.perf_counter() - t0
-            )
-
-            if "fp16-packed" in variants:
-                stage("fp16-packed: RemovePadding + PackedAttention rewrite (CUDA kernels only)")
-                t0 = time.perf_counter()
-                packed_path = staging / "fp16-packed" / "model.onnx"
-                graph.to_packed(fp16_path, packed_path, big)
-                counts = graph.op_counts(packed_path)
-                # PackedAttention has no CPU kernel, so this variant cannot be run here: it carries the parity
-                # of the fp16 graph it was rewritten from, and says so.
-                inherited = fp16_parity
-                opt = {
-                    "fusions": "fp16 + convert_to_packing_mode",
-                    "fused_ops": counts,
-                    "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
-                    "io": opt["io"],
-                }
-                record(
-                    "fp16-packed",
-                    "fp16",
-                    packed_path.parent,
-                    ["cuda"],
-                    inherited,
-                    opt,
-                    None,
-                    time.perf_counter() - t0,
-                    packed=True,
-                    requires="cuda",
-                    parity_note="inherited from fp16: PackedAttention has CUDA kernels only",
-                )
-                records["fp16-packed"]["parity"]["provider"] = "not run: inherited from fp16"
-                stage("fp16-packed: parity inherited from fp16 (no CPU kernel)")
-
-        if "int8" in variants:
-            stage(f"int8: dynamic quantization for {target}")
-            t0 = time.perf_counter()
-            attempts = []
-            chosen = None
-            for preset in graph.INT8_PRESETS:
-                built = work / "int8" / "model.onnx"
-                graph.remove_tree(built.parent)
-                quant = graph.quantize_int8(fp32_path, built, target, preset, big)
-                int8_path, table = publish("int8", built)
-                parity = validate("int8", int8_path, "int8")
-                attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
-                chosen = (quant, parity, table)
-                if parity.passed:
-                    break
-                steps.note(f"int8 preset {preset!r} below threshold; trying fewer quantized MatMuls")
-            assert chosen is not None
-            quant, parity, table = chosen
-            quant["attempts"] = attempts
-            counts = graph.op_counts(int8_path)
-            opt = {
-                "fusions": "fp32 CPU fusions, then quantized",
-                "fused_ops": counts,
-                "fusion_check": graph.fusion_report(counts, arch["num_layers"]),
-            }
-            seconds = time.perf_counter() - t0
-            record("int8", "int8", int8_path.parent, ["cpu"], parity, opt, quant, seconds, embedding_table=table)
-
-        if "int8-static" in variants:
-            stage(f"int8-static: calibrated int8 with outlier migration for {target}")
-            t0 = time.perf_counter()
-            built = work / "int8-static" / "model.onnx"
-            built.parent.mkdir(parents=True, exist_ok=True)
-            calib = format_texts(calibration_texts(), scheme, "passage")
-            calib_ids = tokenizer.encode(calib).ids
-            names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
-            feeds = calibration_feeds(calib_ids, names, pad_id)
-            weight_type = graph.INT8_TARGET_SETTINGS[target][0]
-            quant = quantize_static_int8(fp32_path, built, feeds, weight_type, big)
-            static_path, table = publish("int8-static", built)
-            parity = validate("int8-static", static_path, "int8")
-            if parity.passed or opts.allow_failed_parity:
-                counts = graph.op_counts(static_path)
-                opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": counts}
-                seconds = time.perf_counter() - t0
-                record(
-                    "int8-static",
-                    "int8",
-                    static_path.parent,
-                    ["cpu"],
-                    parity,
-                    opt,
-                    quant,
-                    seconds,
-                    embedding_table=table,
-                )
-            else:
-                # Some models' activation outliers defeat static scales (measured: all-MiniLM-L6-v2, min cos
-                # 0.94); the export goes on without this variant and says so, rather than failing as a whole.
-                steps.note(
-                    f"int8-static below threshold (min cos {parity.min_cos:.6f} < {parity.threshold}); not written"
-                )
-                skipped["int8-static"] = {"min_cos": round(parity.min_cos, 6), "threshold": parity.threshold}
-                graph.remove_tree(static_path.parent)
-
-        timed = [q for q in ("int8", "int8-static") if q in records] if fp32_path.is_file() else []
-        # Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide. fp32 is
-        # timed once, so every int8 variant is compared with the same baseline.
-        served_fp32 = staging / "fp32" / "model.onnx" if "fp32" in records else fp32_path
-        fp32_ms = cpu_latency_ms(served_fp32, tok_path, spec) if timed else 0.0
-        for qname in timed:
-            steps.note(f"timing {qname} against fp32 on this CPU (16 x 128 tokens)")
-            q_ms = cpu_latency_ms(staging / qname / "model.onnx", tok_path, spec)
-            records[qname]["cpu_speed"] = {
-                "batch": "16x128",
-                "ms": round(q_ms, 2),
-                "fp32_ms": round(fp32_ms, 2),
-                "speedup_vs_fp32": round(fp32_ms / q_ms, 3),
-                "int8_target": target,
-            }
-            steps.note(f"{qname} {q_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
-        graph.remove_tree(work)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "source": ckpt.source,
-            "architecture": arch,
-            "pooling": pooling,
-            "normalize": True,
-            "prompt_scheme": scheme,
-            "max_length": max_length,
-            "tokenizer": "tokenizer.json",
-            "pad_token_id": pad_id,
-            "synthetic": opts.synthetic,
-            "notes": opts.notes,
-            "variants": records,
-            "export": {
-                "e5rt_version": _version(),
-                "created_unix": int(time.time()),
-                "seconds": round(steps.elapsed(), 1),
-                "timings": timings,
-                "int8_target": target,
-                "skipped_variants": skipped,
-                "host": {"machine": platform.machine(), "python": platform.python_version()},
-                "probe_texts": len(texts),
-                "probe_sha256": _probe_digest(texts),
-                "libraries": _libraries(),
-            },
+def _time_int8(run: ExportRun, records: dict[str, dict[str, Any]]) -> None:
+    """Whether int8 pays depends on the CPU's int8 kernels: measure it here, so 'auto' can decide. fp32 is timed
+    once, so every int8 variant is compared with the same baseline."""
+    base = run.fp32_base
+    timed = [q for q in ("int8", "int8-static") if q in records] if base is not None and base.is_file() else []
+    if not timed:
+        return
+    served_fp32 = run.staging / "fp32" / "model.onnx" if "fp32" in records else base
+    assert served_fp32 is not None
+    fp32_ms = cpu_latency_ms(served_fp32, run.tok_path, run.spec)
+    for qname in timed:
+        run.steps.note(f"timing {qname} against fp32 on this CPU (16 x 128 tokens)")
+        q_ms = cpu_latency_ms(run.staging / qname / "model.onnx", run.tok_path, run.spec)
+        records[qname]["cpu_speed"] = {
+            "batch": "16x128",
+            "ms": round(q_ms, 2),
+            "fp32_ms": round(fp32_ms, 2),
+            "speedup_vs_fp32": round(fp32_ms / q_ms, 3),
+            "int8_target": run.target,
         }
-        parse_manifest(manifest)  # the writer obeys the same schema the runtime enforces
-        (staging / MANIFEST_NAME).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        _check_inputs_untouched(ckpt)
-        stage(f"writing {out}")
-        _swap_into_place(staging, out)
-        return manifest
-    except BaseException:
-        graph.remove_tree(staging)
-        raise
+        run.steps.note(f"{qname} {q_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms")
+
+
+def _manifest(
+    run: ExportRun, records: dict[str, dict[str, Any]], skipped: dict[str, dict[str, Any]], timings: dict[str, float]
+) -> dict[str, Any]:
+    opts = run.opts
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": opts.name or run.ckpt.name,
+        "source": run.ckpt.source,
+        "architecture": run.arch,
+        "pooling": run.spec.pooling,
+        "normalize": True,
+        "prompt_scheme": run.scheme,
+        "max_length": run.spec.max_length,
+        "tokenizer": "tokenizer.json",
+        "pad_token_id": run.spec.pad_token_id,
+        "synthetic": opts.synthetic,
+        "notes": opts.notes,
+        "variants": records,
+        "export": {
+            "e5rt_version": _version(),
+            "created_unix": int(time.time()),
+            "seconds": round(run.steps.elapsed(), 1),
+            "timings": timings,
+            "int8_target": run.target,
+            "skipped_variants": skipped,
+            "host": {"machine": platform.machine(), "python": platform.python_version()},
+            "probe_texts": len(run.texts),
+            "probe_sha256": _probe_digest(run.texts),
+            "libraries": _libraries(),
+        },
+    }
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
