@@ -480,6 +480,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    info = _info(args.model_dir)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        _print_info(info)
+    return 0
+
+
+def _info(model_dir: Path | None) -> dict[str, Any]:
+    """What `e5rt info` reports, as data (values are identifiers; _print_info words them)."""
     import onnxruntime as ort
 
     from .backends.ort import installed_ort_packages
@@ -492,77 +502,77 @@ def cmd_info(args: argparse.Namespace) -> int:
         "int8_target": detect_int8_target(),
         "int8_features": int8_features(),
     }
-    if args.model_dir is not None:
-        from .manifest import load_manifest
+    if model_dir is None:
+        return info
+    from .manifest import load_manifest
 
-        m = load_manifest(args.model_dir)
-        info["model"] = {
-            "name": m.name,
-            "architecture": m.architecture,
-            "pooling": m.pooling,
-            "prompt_scheme": m.prompt_scheme,
-            "max_length": m.max_length,
-            "synthetic": m.synthetic,
-            "variants": {
-                n: {
-                    "precision": v.precision,
-                    "mb": round(sum(f.bytes for f in v.files) / 1e6, 1),
-                    "providers": list(v.providers),
-                    "min_cos": v.parity.min_cos,
-                    "passed": v.parity.passed,
-                    "packed": v.packed,
-                    "batch_invariant": v.raw.get("batch_invariant"),
-                    "method": (v.quantization or {}).get("method"),
-                    # uint8 blocks (GatherBlockQuantized) or the exported fp32 table; absent in older exports
-                    "embedding_table": "int8 blocks"
-                    if "block_size" in v.raw.get("embedding_table", {})
-                    else ("fp32" if "embedding_table" in v.raw else None),
-                }
-                for n, v in m.variants.items()
-            },
-        }
-        try:
-            info["model"]["auto_cpu"] = m.pick("auto", "cpu").name
-        except E5rtError as exc:
-            info["model"]["auto_cpu"] = f"none ({exc})"
-        for n, v in m.variants.items():
-            info["model"]["variants"][n]["int8_session"] = (
-                ("exact u8u8 (no VNNI here)" if v.exact_int8_needed else "default")
-                if v.precision == "int8" and (v.quantization or {}).get("weight_type")
-                else None
-            )
-    if args.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
-        return 0
+    m = load_manifest(model_dir)
+    try:
+        auto = m.pick("auto", "cpu").name
+    except E5rtError as exc:
+        auto = f"none ({exc})"
+    info["model"] = {
+        "name": m.name,
+        "architecture": m.architecture,
+        "pooling": m.pooling,
+        "prompt_scheme": m.prompt_scheme,
+        "max_length": m.max_length,
+        "synthetic": m.synthetic,
+        "auto_cpu": auto,
+        "variants": {n: _variant_info(v) for n, v in m.variants.items()},
+    }
+    return info
+
+
+def _variant_info(v: Any) -> dict[str, Any]:
+    table = v.raw.get("embedding_table")
+    int8_weights = v.precision == "int8" and (v.quantization or {}).get("weight_type")
+    return {
+        "precision": v.precision,
+        "mb": round(sum(f.bytes for f in v.files) / 1e6, 1),
+        "providers": list(v.providers),
+        "min_cos": v.parity.min_cos,
+        "passed": v.parity.passed,
+        "packed": v.packed,
+        "batch_invariant": v.raw.get("batch_invariant"),
+        "method": (v.quantization or {}).get("method"),
+        # uint8 blocks (GatherBlockQuantized) or the exported fp32 table; absent in older exports
+        "embedding_table": None if table is None else ("int8_blocks" if "block_size" in table else "fp32"),
+        # how ONNX Runtime will run the int8 kernels on this CPU (s8 weights without VNNI: exact u8u8 mode)
+        "int8_session": ("exact_u8u8" if v.exact_int8_needed else "default") if int8_weights else None,
+    }
+
+
+def _print_info(info: dict[str, Any]) -> None:
     print(f"onnxruntime:  {', '.join(info['onnxruntime']) or 'not installed'}")
     print(f"providers:    {', '.join(info['available_providers'])}")
     print(f"cpu:          {info['cpu']}")
     feats = ", ".join(k for k, v in info["int8_features"].items() if v) or "none"
     print(f"int8:         target {info['int8_target']} (features: {feats})")
-    if "model" in info:
-        m = info["model"]
-        a = m["architecture"]
-        synthetic = "  [SYNTHETIC: random weights, for speed and memory only]" if m["synthetic"] else ""
-        print(f"model:        {m['name']}{synthetic}")
+    if "model" not in info:
+        return
+    m = info["model"]
+    a = m["architecture"]
+    synthetic = "  [SYNTHETIC: random weights, for speed and memory only]" if m["synthetic"] else ""
+    print(f"model:        {m['name']}{synthetic}")
+    print(
+        f"architecture: {a['model_type']}, {a['num_layers']} layers, hidden {a['hidden_size']}, "
+        f"{a['num_heads']} heads, vocab {a['vocab_size']}"
+    )
+    print(f"pooling:      {m['pooling']}, prompts {m['prompt_scheme']}, max length {m['max_length']}")
+    print("variants:")
+    for n, v in m["variants"].items():
+        status = "ok" if v["passed"] else "FAILED parity"
+        notes = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
+        if v["embedding_table"] == "int8_blocks":
+            notes += "  table int8"
+        if v["int8_session"] == "exact_u8u8":
+            notes += "  s8 weights: exact u8u8 mode on this CPU"
         print(
-            f"architecture: {a['model_type']}, {a['num_layers']} layers, hidden {a['hidden_size']}, "
-            f"{a['num_heads']} heads, vocab {a['vocab_size']}"
+            f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
+            f"min cos {v['min_cos']:.6f}  {status}  {notes}"
         )
-        print(f"pooling:      {m['pooling']}, prompts {m['prompt_scheme']}, max length {m['max_length']}")
-        print("variants:")
-        for n, v in m["variants"].items():
-            status = "ok" if v["passed"] else "FAILED parity"
-            inv = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
-            if v["embedding_table"] == "int8 blocks":
-                inv += "  table int8"
-            if v["int8_session"] == "exact u8u8 (no VNNI here)":
-                inv += "  s8 weights: exact u8u8 mode on this CPU"
-            print(
-                f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
-                f"min cos {v['min_cos']:.6f}  {status}  {inv}"
-            )
-        print(f"auto on cpu:  {m['auto_cpu']} (calibrated int8 if the export measured it faster, else fp32)")
-    return 0
+    print(f"auto on cpu:  {m['auto_cpu']} (calibrated int8 if the export measured it faster, else fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

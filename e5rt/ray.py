@@ -208,31 +208,12 @@ def ray_embed_file(
     """
     import time
 
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
     from .corpus.job import INDEX_FILE, CorpusOptions
 
     opts = options or CorpusOptions()
     src, dst = str(input_path), str(out).rstrip("/")
-    if id_field is None:
-        raise InvalidInputError(
-            "id_field is required: Ray reads row groups in parallel and has no global line number", param="id_field"
-        )
-    if not _is_uri(src):
-        if not Path(src).exists():
-            raise InvalidInputError(f"input_path {src}: no such file or folder", param="input_path")
-        if not (src.endswith((".parquet", ".pq")) or Path(src).is_dir()):
-            raise InvalidInputError(
-                f"input_path {src}: the Ray path reads Parquet (a .parquet file, a folder of them, or a URI)",
-                param="input_path",
-            )
-    fs, root = pafs.FileSystem.from_uri(dst if _is_uri(dst) else str(Path(dst).resolve()))
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.File:
-        raise InvalidInputError(f"out {out}: is a file; name a folder", param="out")
-    if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(root)):
-        raise InvalidInputError(f"out {out}: the folder is not empty; pick an empty folder", param="out")
+    fs, root = _check_paths(src, dst, out, id_field)
+    assert id_field is not None  # _check_paths refused None
     ray = _ray()
     if not ray.is_initialized():
         if address:
@@ -270,12 +251,7 @@ def ray_embed_file(
     fs.create_dir(root, recursive=True)
     out_ds.write_parquet(dst if _is_uri(dst) else root, ray_remote_args=io_remote_args())
     seconds = time.monotonic() - started
-    files = sorted(
-        (f for f in fs.get_file_info(pafs.FileSelector(root)) if f.path.endswith(".parquet")), key=lambda f: f.path
-    )
-    shards: list[dict[str, Any]] = [
-        {"file": f.base_name, "rows": int(pq.read_metadata(f.path, filesystem=fs).num_rows)} for f in files
-    ]
+    shards = _shards(fs, root)
     rows = sum(int(s["rows"]) for s in shards)
     summary = {
         "rows": rows,
@@ -298,3 +274,40 @@ def ray_embed_file(
     with fs.open_output_stream(f"{root}/{INDEX_FILE}") as fh:
         fh.write(index.encode())
     return summary
+
+
+def _check_paths(src: str, dst: str, out: str | Path, id_field: str | None) -> tuple[Any, str]:
+    """Refuse a run that cannot succeed before a cluster starts: no id column, no Parquet input, an output that
+    is a file or a folder with files in it. Returns the output's filesystem and root."""
+    import pyarrow.fs as pafs
+
+    if id_field is None:
+        raise InvalidInputError(
+            "id_field is required: Ray reads row groups in parallel and has no global line number", param="id_field"
+        )
+    if not _is_uri(src):
+        if not Path(src).exists():
+            raise InvalidInputError(f"input_path {src}: no such file or folder", param="input_path")
+        if not (src.endswith((".parquet", ".pq")) or Path(src).is_dir()):
+            raise InvalidInputError(
+                f"input_path {src}: the Ray path reads Parquet (a .parquet file, a folder of them, or a URI)",
+                param="input_path",
+            )
+    fs, root = pafs.FileSystem.from_uri(dst if _is_uri(dst) else str(Path(dst).resolve()))
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise InvalidInputError(f"out {out}: is a file; name a folder", param="out")
+    if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(root)):
+        raise InvalidInputError(f"out {out}: the folder is not empty; pick an empty folder", param="out")
+    return fs, str(root)
+
+
+def _shards(fs: Any, root: str) -> list[dict[str, Any]]:
+    """The Parquet files a run wrote, with their row counts, in name order."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    files = sorted(
+        (f for f in fs.get_file_info(pafs.FileSelector(root)) if f.path.endswith(".parquet")), key=lambda f: f.path
+    )
+    return [{"file": f.base_name, "rows": int(pq.read_metadata(f.path, filesystem=fs).num_rows)} for f in files]

@@ -104,41 +104,53 @@ def _timing_headers(stats: Stats) -> dict[str, str]:
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
 
-def create_app(service: InferenceService) -> Starlette:
-    def endpoint(route: str, fn: Handler, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            t0 = time.perf_counter()
-            info: dict[str, Any] = {"texts": 0, "tokens": 0}
-            try:
-                if auth:
-                    check_auth(service.options, request)
-                response = await fn(request, info)
-            except ClientGone:
-                response = Response(status_code=499)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes one JSON error, never a traceback
-                api = ApiError.from_exception(exc)
-                if api.status >= 500 and not isinstance(exc, ApiError):
-                    log.exception("e5rt: %s failed", route)
-                response = _error(api)
-            elapsed = time.perf_counter() - t0
-            response.headers["x-e5rt-total-ms"] = f"{elapsed * 1000:.3f}"
-            service.metrics.requests.labels(route, str(response.status_code)).inc()
-            service.metrics.request.labels(route).observe(elapsed)
-            # Never the text itself: only what and how much.
-            access.info(
-                "%s %s %d texts=%d tokens=%d ms=%.1f",
-                request.method,
-                route,
-                response.status_code,
-                info["texts"],
-                info["tokens"],
-                elapsed * 1000,
-            )
-            return response
+def _endpoint(
+    service: InferenceService, route: str, fn: Handler, auth: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
+    """A route's handler wrapped in what every route shares: auth, one JSON error per failure (its status from
+    the error's kind), timing, metrics and the access log."""
 
-        return handle
+    async def handle(request: Request) -> Response:
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"texts": 0, "tokens": 0}
+        try:
+            if auth:
+                check_auth(service.options, request)
+            response = await fn(request, info)
+        except ClientGone:
+            response = Response(status_code=499)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one JSON error, never a traceback
+            api = ApiError.from_exception(exc)
+            if api.status >= 500 and not isinstance(exc, ApiError):
+                log.exception("e5rt: %s failed", route)
+            response = _error(api)
+        elapsed = time.perf_counter() - t0
+        response.headers["x-e5rt-total-ms"] = f"{elapsed * 1000:.3f}"
+        service.metrics.requests.labels(route, str(response.status_code)).inc()
+        service.metrics.request.labels(route).observe(elapsed)
+        # Never the text itself: only what and how much.
+        access.info(
+            "%s %s %d texts=%d tokens=%d ms=%.1f",
+            request.method,
+            route,
+            response.status_code,
+            info["texts"],
+            info["tokens"],
+            elapsed * 1000,
+        )
+        return response
 
-    async def openai_embeddings(request: Request, info: dict[str, Any]) -> Response:
+    return handle
+
+
+class _Routes:
+    """The handlers: parse with e5rt.server.protocol, call the core, answer."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def openai_embeddings(self, request: Request, info: dict[str, Any]) -> Response:
+        service = self.service
         emb, _ = service.ready()
         body = await read_body(request, service.options.payload_limit)
         opts = service.options
@@ -149,7 +161,8 @@ def create_app(service: InferenceService) -> Starlette:
         raw = await service.encode_json(payload, len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
-    async def tei_embed(request: Request, info: dict[str, Any]) -> Response:
+    async def tei_embed(self, request: Request, info: dict[str, Any]) -> Response:
+        service = self.service
         emb, _ = service.ready()
         body = await read_body(request, service.options.payload_limit)
         call = parse_tei_embed(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
@@ -158,16 +171,17 @@ def create_app(service: InferenceService) -> Starlette:
         raw = await service.encode_json([encode_vector(v, "float") for v in vectors], len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
-    async def similarity(request: Request, info: dict[str, Any]) -> Response:
+    async def similarity(self, request: Request, info: dict[str, Any]) -> Response:
+        service = self.service
         service.ready()
         body = await read_body(request, service.options.payload_limit)
-        scores, stats = await service.similarity(
-            parse_similarity(body, service.options.max_client_batch_size), _gone(request)
-        )
+        call = parse_similarity(body, service.options.max_client_batch_size)
+        scores, stats = await service.similarity(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
         return JSONResponse(scores, headers=_timing_headers(stats))
 
-    async def tokenize(request: Request, info: dict[str, Any]) -> Response:
+    async def tokenize(self, request: Request, info: dict[str, Any]) -> Response:
+        service = self.service
         service.ready()
         body = await read_body(request, service.options.payload_limit)
         texts, specials, kind, task = parse_tokenize(body, service.options.max_client_batch_size)
@@ -175,47 +189,51 @@ def create_app(service: InferenceService) -> Starlette:
         info.update(texts=len(texts), tokens=sum(len(x) for x in out))
         return JSONResponse(out)
 
-    async def health(request: Request, info: dict[str, Any]) -> Response:
-        ok = service.state is Lifecycle.READY
-        body: dict[str, Any] = {"status": "ok" if ok else service.state.value}
-        if service.error:
-            body["error"] = service.error
+    async def health(self, request: Request, info: dict[str, Any]) -> Response:
+        ok = self.service.state is Lifecycle.READY
+        body: dict[str, Any] = {"status": "ok" if ok else self.service.state.value}
+        if self.service.error:
+            body["error"] = self.service.error
         return JSONResponse(body, status_code=200 if ok else HTTP_STATUS["unavailable"])
 
-    async def model_info(request: Request, info: dict[str, Any]) -> Response:
-        emb, _ = service.ready()
-        return JSONResponse(server_info(service, emb))
+    async def model_info(self, request: Request, info: dict[str, Any]) -> Response:
+        emb, _ = self.service.ready()
+        return JSONResponse(server_info(self.service, emb))
 
-    async def metrics(request: Request, info: dict[str, Any]) -> Response:
-        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics(self, request: Request, info: dict[str, Any]) -> Response:
+        return Response(self.service.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def models(request: Request, info: dict[str, Any]) -> Response:
-        service.ready()
-        return JSONResponse(
-            {"object": "list", "data": [{"id": service.model_name, "object": "model", "owned_by": "e5rt"}]}
-        )
+    async def models(self, request: Request, info: dict[str, Any]) -> Response:
+        self.service.ready()
+        model = {"id": self.service.model_name, "object": "model", "owned_by": "e5rt"}
+        return JSONResponse({"object": "list", "data": [model]})
 
-    async def spec(request: Request, info: dict[str, Any]) -> Response:
+    async def spec(self, request: Request, info: dict[str, Any]) -> Response:
         return JSONResponse(openapi_spec(__version__))
 
-    async def docs(request: Request, info: dict[str, Any]) -> Response:
+    async def docs(self, request: Request, info: dict[str, Any]) -> Response:
         return HTMLResponse(docs_html(openapi_spec(__version__)))
 
-    routes = [
-        Route("/v1/embeddings", endpoint("/v1/embeddings", openai_embeddings), methods=["POST"]),
-        Route("/embeddings", endpoint("/embeddings", openai_embeddings), methods=["POST"]),
-        Route("/embed", endpoint("/embed", tei_embed), methods=["POST"]),
-        # TEI answers POST / by the model's task (huggingface_hub's InferenceClient(model=URL) posts there).
-        Route("/", endpoint("/", tei_embed), methods=["POST"]),
-        Route("/similarity", endpoint("/similarity", similarity), methods=["POST"]),
-        Route("/tokenize", endpoint("/tokenize", tokenize), methods=["POST"]),
-        Route("/v1/models", endpoint("/v1/models", models), methods=["GET"]),
-        Route("/info", endpoint("/info", model_info), methods=["GET"]),
-        Route("/health", endpoint("/health", health, auth=False), methods=["GET"]),
-        Route("/metrics", endpoint("/metrics", metrics, auth=False), methods=["GET"]),
-        Route("/openapi.json", endpoint("/openapi.json", spec, auth=False), methods=["GET"]),
-        Route("/docs", endpoint("/docs", docs, auth=False), methods=["GET"]),
+
+def create_app(service: InferenceService) -> Starlette:
+    h = _Routes(service)
+    # (path, handler, method, needs the API key); TEI answers POST / by the model's task (huggingface_hub's
+    # InferenceClient(model=URL) posts there).
+    table: list[tuple[str, Handler, str, bool]] = [
+        ("/v1/embeddings", h.openai_embeddings, "POST", True),
+        ("/embeddings", h.openai_embeddings, "POST", True),
+        ("/embed", h.tei_embed, "POST", True),
+        ("/", h.tei_embed, "POST", True),
+        ("/similarity", h.similarity, "POST", True),
+        ("/tokenize", h.tokenize, "POST", True),
+        ("/v1/models", h.models, "GET", True),
+        ("/info", h.model_info, "GET", True),
+        ("/health", h.health, "GET", False),
+        ("/metrics", h.metrics, "GET", False),
+        ("/openapi.json", h.spec, "GET", False),
+        ("/docs", h.docs, "GET", False),
     ]
+    routes = [Route(path, _endpoint(service, path, fn, auth), methods=[method]) for path, fn, method, auth in table]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.service = service
     return app
