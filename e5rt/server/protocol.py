@@ -103,6 +103,11 @@ def decode_json(raw: bytes) -> Any:
         raise ApiError("malformed", message, code="invalid_json") from exc
 
 
+def _invalid_value(param: str, message: str) -> ApiError:
+    """A field with a value outside what it accepts."""
+    return ApiError("invalid_input", message, param=param, code="invalid_value")
+
+
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(
@@ -203,36 +208,21 @@ def _token_row(row: list[Any], name: str) -> list[int]:
 def _kind(body: dict[str, Any]) -> TextKind:
     kind = _field(body, "input_type", (str,), "passage")
     if kind not in ("query", "passage"):
-        raise ApiError(
-            "invalid_input",
-            f"'input_type' must be 'query' or 'passage', got {kind!r}",
-            param="input_type",
-            code="invalid_value",
-        )
+        raise _invalid_value("input_type", f"'input_type' must be 'query' or 'passage', got {kind!r}")
     return "query" if kind == "query" else "passage"
 
 
 def _task(body: dict[str, Any]) -> str | None:
     task: str | None = _field(body, "task", (str,))
     if task is not None and not task.strip():
-        raise ApiError(
-            "invalid_input",
-            "'task' is empty; give a name from e5rt.TASKS or an instruction",
-            param="task",
-            code="invalid_value",
-        )
+        raise _invalid_value("task", "'task' is empty; give a name from e5rt.TASKS or an instruction")
     return task
 
 
 def _dimensions(body: dict[str, Any], dim: int) -> int | None:
     value: int | None = _field(body, "dimensions", (int,))
     if value is not None and not 1 <= value <= dim:
-        raise ApiError(
-            "invalid_input",
-            f"'dimensions' must be in [1, {dim}] for this model, got {value}",
-            param="dimensions",
-            code="invalid_value",
-        )
+        raise _invalid_value("dimensions", f"'dimensions' must be in [1, {dim}] for this model, got {value}")
     return value
 
 
@@ -240,31 +230,19 @@ def _direction(body: dict[str, Any]) -> Direction:
     value = _field(body, "truncation_direction", (str,), "right")
     low = value.lower()
     if low not in ("right", "left"):
-        raise ApiError(
-            "invalid_input",
-            f"'truncation_direction' must be 'Right' or 'Left', got {value!r}",
-            param="truncation_direction",
-            code="invalid_value",
-        )
+        raise _invalid_value("truncation_direction", f"'truncation_direction' must be 'Right' or 'Left', got {value!r}")
     return "left" if low == "left" else "right"
 
 
 def _long_text(body: dict[str, Any]) -> tuple[LongText, int]:
     mode = _field(body, "long_text", (str,), "truncate")
     if mode not in ("truncate", "chunk"):
-        raise ApiError(
-            "invalid_input",
-            f"'long_text' must be 'truncate' or 'chunk', got {mode!r}",
-            param="long_text",
-            code="invalid_value",
-        )
+        raise _invalid_value("long_text", f"'long_text' must be 'truncate' or 'chunk', got {mode!r}")
     overlap = _field(body, "overlap", (int,), 0)
     if overlap < 0:
-        raise ApiError("invalid_input", f"'overlap' must be >= 0, got {overlap}", param="overlap", code="invalid_value")
+        raise _invalid_value("overlap", f"'overlap' must be >= 0, got {overlap}")
     if overlap and mode != "chunk":
-        raise ApiError(
-            "invalid_input", "'overlap' applies only with long_text='chunk'", param="overlap", code="invalid_value"
-        )
+        raise _invalid_value("overlap", "'overlap' applies only with long_text='chunk'")
     return ("chunk" if mode == "chunk" else "truncate"), overlap
 
 
@@ -277,12 +255,7 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accep
         raise ApiError("invalid_input", TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     encoding = _field(obj, "encoding_format", (str,), "float")
     if encoding not in ("float", "base64"):
-        raise ApiError(
-            "invalid_input",
-            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
-            param="encoding_format",
-            code="invalid_value",
-        )
+        raise _invalid_value("encoding_format", f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
     _field(obj, "user", (str,))
     _field(obj, "model", (str,))  # checked, not used: one model is served under any name
     long_text, overlap = _long_text(obj)
@@ -321,21 +294,17 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
         elif prompt in TASKS:
             kind, task = "query", prompt
         else:
-            raise ApiError(
-                "invalid_input",
+            raise _invalid_value(
+                "prompt_name",
                 f"unknown 'prompt_name' {prompt!r}; use query, passage (or document) or one of {', '.join(TASKS)}",
-                param="prompt_name",
-                code="invalid_value",
             )
     encoding = _field(obj, "encoding_format", (str,), "float")
     if encoding != "float":
         # huggingface_hub's feature_extraction parses the answer as a JSON array of floats, whatever it asked.
-        raise ApiError(
-            "invalid_input",
+        raise _invalid_value(
+            "encoding_format",
             f"'encoding_format' {encoding!r} is not served on this route (it answers JSON floats); "
             "use /v1/embeddings for base64",
-            param="encoding_format",
-            code="invalid_value",
         )
     long_text, overlap = _long_text(obj)
     return EmbedCall(
