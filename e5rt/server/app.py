@@ -3,7 +3,9 @@ through e5rt.errors.HTTP_STATUS). Everything else happens in the serving core, e
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -102,6 +104,18 @@ def _timing_headers(stats: Stats) -> dict[str, str]:
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
+_INLINE_ROWS = 8  # responses up to this many vectors are encoded on the event loop (a thread hop costs more)
+
+
+async def _encode_json(service: InferenceService, payload: Any, rows: int) -> bytes:
+    """A response body as compact UTF-8 JSON; large ones on the service's thread pool, off the event loop."""
+    if rows <= _INLINE_ROWS:
+        return _dumps(payload)
+    return await asyncio.get_running_loop().run_in_executor(service.pool, _dumps, payload)
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _endpoint(
@@ -158,7 +172,7 @@ class _Routes:
         vectors, stats = await service.embed(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
         payload = openai_body(vectors, call.encoding, service.model_name, stats.tokens)
-        raw = await service.encode_json(payload, len(vectors))
+        raw = await _encode_json(service, payload, len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_embed(self, request: Request, info: dict[str, Any]) -> Response:
@@ -168,7 +182,7 @@ class _Routes:
         call = parse_tei_embed(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
         vectors, stats = await service.embed(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
-        raw = await service.encode_json([encode_vector(v, "float") for v in vectors], len(vectors))
+        raw = await _encode_json(service, [encode_vector(v, "float") for v in vectors], len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def similarity(self, request: Request, info: dict[str, Any]) -> Response:

@@ -1,15 +1,14 @@
 """The serving core: the model, its queue, tokenizing on a thread pool, submit, wait or cancel, metrics.
 
 No HTTP in here (the HTTP adapter, e5rt.server.app, does auth, body limits, JSON and status codes), so the core
-runs and is tested without Starlette. Tokenization and response encoding run on a small thread pool and inference
-on the queue's worker thread, so the event loop only moves bytes. A caller that goes away has its queued texts
-dropped (counted in e5rt_dropped_texts_total).
+runs and is tested without Starlette. Tokenization runs on a small thread pool (the adapter encodes large
+responses there too) and inference on the queue's worker thread, so the event loop only moves bytes. A caller that
+goes away has its queued texts dropped (counted in e5rt_dropped_texts_total).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,6 @@ from .metrics import ServerMetrics
 from .protocol import ApiError, EmbedCall, SimilarityCall, cut_dimensions
 
 log = logging.getLogger("e5rt.server")
-_INLINE_ROWS = 8  # responses up to this many vectors are encoded on the event loop (a thread hop costs more)
 Gone = Callable[[], Awaitable[None]]  # completes when the caller has gone away (the HTTP client disconnected)
 
 
@@ -228,15 +226,6 @@ class InferenceService:
         if kind is not None:
             texts = format_texts(texts, emb.spec.prompt_scheme, kind, task)
         return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenizer.tokens, texts, specials)
-
-    async def encode_json(self, payload: Any, rows: int) -> bytes:
-        if rows <= _INLINE_ROWS:
-            return dumps(payload)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, dumps, payload)
-
-
-def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def server_info(service: InferenceService, emb: Embedder) -> dict[str, Any]:
