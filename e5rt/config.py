@@ -59,6 +59,16 @@ def parse_seconds(text: str) -> float:
         raise ConfigError(f"{text!r} is not a number of seconds") from None
 
 
+def parse_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -295,6 +305,16 @@ class ServeOptions:
             limit=True,
         ),
     )
+    bulk_share: float = option(
+        0.5,
+        Flag(
+            "--bulk-share",
+            "share of the model's tokens that requests larger than one batch get while queries wait too "
+            "(0 < share < 1); the rest goes to queries, in arrival order",
+            parse_share,
+            limit=True,
+        ),
+    )
     tokenizer_threads: int = option(
         2, Flag("--tokenizer-threads", "threads that tokenize and encode responses", parse_positive_int)
     )
@@ -315,5 +335,7 @@ class ServeOptions:
             )
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; leave it unset to serve without authentication")
+        if isinstance(self.bulk_share, bool) or not 0.0 < float(self.bulk_share) < 1.0:
+            raise ConfigError(f"bulk_share must be in (0, 1), got {self.bulk_share!r}")
         if self.shutdown_timeout_s <= 0:
             raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")

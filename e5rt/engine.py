@@ -18,6 +18,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .batching import BatchQueue, BatchRecord, PoolSpec, Progress, Submission, run_inline
+from .batching.scheduler import DEFAULT_BULK_SHARE
 from .config import BatchOptions, LoadOptions
 from .core.plan import CostRule
 from .core.pool import vectors_from_sums
@@ -358,6 +359,7 @@ class Embedder:
         max_queued_texts: int | None = None,
         workers: int = 1,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        bulk_share: float = DEFAULT_BULK_SHARE,
     ) -> BatchQueue:
         """A cross-request batching queue over this model (for servers): submit token ids from any thread,
         get a Submission whose future resolves when its rows are done; result() turns it into an EmbedResult."""
@@ -368,6 +370,7 @@ class Embedder:
             max_queued_texts=max_queued_texts,
             workers=workers,
             on_batch=on_batch,
+            bulk_share=bulk_share,
         )
 
     def result(self, request: Submission, normalize: bool = True) -> EmbedResult:

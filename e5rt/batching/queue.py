@@ -20,7 +20,7 @@ from ..backends.base import Backend
 from ..core.plan import CostRule
 from ..errors import InvalidInputError, QueueFullError, ShuttingDownError
 from .request import PoolSpec, Progress, Submission, run_batch
-from .scheduler import ScheduledBatch, Scheduler
+from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class BatchQueue:
         on_batch: Callable[[BatchRecord], None] | None = None,
         name: str = "e5rt-batcher",
         max_wait_s: float = 1.0,
+        bulk_share: float = DEFAULT_BULK_SHARE,
     ) -> None:
         if max_queued_texts is not None and max_queued_texts < 1:
             raise InvalidInputError(f"max_queued_texts must be >= 1, got {max_queued_texts}")
@@ -74,7 +75,7 @@ class BatchQueue:
         self.rule = rule
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch
-        self._scheduler = Scheduler(rule, max_wait_s=max_wait_s)
+        self._scheduler = Scheduler(rule, max_wait_s=max_wait_s, bulk_share=bulk_share)
         self._requests: dict[int, Submission] = {}
         self._keys = itertools.count()
         self._cond = threading.Condition()

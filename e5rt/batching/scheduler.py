@@ -4,12 +4,14 @@ Texts from every request sit in one length-sorted list. Each batch is built arou
 pending text (its anchor) and grows to the nearest lengths on either side, from any request, while the
 planner's cost rule admits them: batches stay padding-efficient however the traffic mixes.
 
-Whose text anchors the next batch: requests whose pending tokens fit in one batch go before larger ones, the
-longest-waiting first within each class. So a one-line query that arrives while a 2,000-text request runs
-waits for the batch in progress, not for the whole request (TEI's strict FIFO makes it wait for everything
-queued before it), and small requests are served in arrival order. Any request that has waited longer than
-``max_wait_s`` since it was last served goes first, so a bulk request is never starved by a stream of small
-ones.
+Whose text anchors the next batch is a fair share by tokens. Requests whose pending tokens fit in one batch are
+"small" (a query, a short request), larger ones "bulk". While both kinds wait, bulk requests receive
+``bulk_share`` of the tokens served and small ones the rest: each batch goes to the kind that is behind its share.
+Small requests go in arrival order (a one-line query waits for about one batch, not for a 2,000-text request
+queued before it, which TEI's strict FIFO makes it do); bulk requests take turns by the tokens each has received,
+so two bulk requests split their share. Any request not served for ``max_wait_s`` goes first, whatever the
+shares say. A bulk request thus gets a steady share of the model under a stream of queries instead of a batch per
+``max_wait_s``, and a query still rides in the next batch or the one after.
 
 Every batch is cut by core.plan.grow(), the planner's own step, so with a single request this cuts exactly
 core.plan()'s batches: the library's encode and the server share one algorithm.
@@ -26,6 +28,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from ..core.plan import CostRule, grow
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,16 +42,31 @@ class ScheduledBatch:
         return self.width * len(self.rows)
 
 
+DEFAULT_BULK_SHARE = 0.5
+
+
 class Scheduler:
-    def __init__(self, rule: CostRule, max_wait_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rule: CostRule,
+        max_wait_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        bulk_share: float = DEFAULT_BULK_SHARE,
+    ) -> None:
+        if isinstance(bulk_share, bool) or not 0.0 < float(bulk_share) < 1.0:
+            raise ConfigError(f"bulk_share must be in (0, 1), got {bulk_share!r}")
         self.rule = rule
         self.max_wait_s = max_wait_s
         self.clock = clock
+        self.bulk_share = float(bulk_share)
+        self._got: dict[Hashable, int] = {}  # tokens each request has received
+        # Tokens served to each kind while both waited (reset when one kind runs dry): the fair-share ledger.
+        self._served = {"small": 0, "bulk": 0}
         self._sorted: list[tuple[int, int]] = []  # (length, seq) of every pending text, ascending
         self._where: dict[int, tuple[Hashable, int, int]] = {}  # seq -> (request key, row, length)
         self._heaps: dict[Hashable, list[tuple[int, int]]] = {}  # per request, lazily pruned of taken texts
         self._left: dict[Hashable, int] = {}  # pending tokens per request
-        self._served: dict[Hashable, tuple[float, int]] = {}  # (time, order) it was last served, or added
+        self._last: dict[Hashable, tuple[float, int]] = {}  # (time, order) it was last served, or added
         self._seq = 0
         self.pending_tokens = 0
 
@@ -73,7 +91,8 @@ class Scheduler:
         items.sort()  # a sorted list is a valid heap
         self._heaps[key] = items
         self._left[key] = sum(n for n, _ in items)
-        self._served[key] = (self.clock(), self._seq)
+        self._last[key] = (self.clock(), self._seq)
+        self._got[key] = 0
         if len(items) <= 16:
             for item in items:
                 bisect.insort(self._sorted, item)
@@ -85,7 +104,8 @@ class Scheduler:
         """Remove a request's pending texts (its client went away); returns how many were dropped."""
         heap = self._heaps.pop(key, None)
         self._left.pop(key, None)
-        self._served.pop(key, None)
+        self._last.pop(key, None)
+        self._got.pop(key, None)
         if not heap:
             return 0
         live = {seq for _, seq in heap if seq in self._where}
@@ -103,37 +123,53 @@ class Scheduler:
             return True
         del self._heaps[key]
         del self._left[key]
-        del self._served[key]
+        del self._last[key]
+        del self._got[key]
         return False
 
-    def _pick(self, now: float) -> Hashable:
-        """The request whose shortest pending text anchors the next batch (see the module docstring)."""
-        waited_too_long = [k for k, (t, _) in self._served.items() if now - t > self.max_wait_s]
+    def _is_bulk(self, key: Hashable) -> bool:
+        return self._left[key] > self.rule.max_batch_tokens
+
+    def _pick(self, now: float) -> tuple[Hashable, bool]:
+        """The request whose shortest pending text anchors the next batch (see the module docstring), and whether
+        both kinds are waiting (only then does the batch count toward the shares)."""
+        last = self._last
+        waited_too_long = [k for k, (t, _) in last.items() if now - t > self.max_wait_s]
+        small = [k for k in self._left if not self._is_bulk(k)]
+        bulk = [k for k in self._left if self._is_bulk(k)]
+        both = bool(small) and bool(bulk)
+        if not both:
+            self._served = {"small": 0, "bulk": 0}  # a share is owed only while both kinds wait
         if waited_too_long:
-            return min(waited_too_long, key=self._served.__getitem__)
-        budget = self.rule.max_batch_tokens
-        # Two classes: requests that fit in one batch, then larger ones; the longest-waiting first in each.
-        return min(self._left, key=lambda k: (self._left[k] > budget, self._served[k]))
+            return min(waited_too_long, key=last.__getitem__), both
+        served = self._served
+        bulk_behind = served["bulk"] < self.bulk_share * (served["small"] + served["bulk"])
+        if bulk and (not small or bulk_behind):
+            return min(bulk, key=lambda k: (self._got[k], last[k])), both  # the bulk request that got least
+        return min(small, key=last.__getitem__), both  # the longest-waiting small request
 
     def next_batch(self) -> ScheduledBatch | None:
         if not self._sorted:
             return None
         now = self.clock()
-        key = self._pick(now)
+        key, both = self._pick(now)
         anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
         lo, hi, width, real = grow(self._sorted, bisect.bisect_left(self._sorted, anchor), self.rule)
         taken = self._sorted[lo : hi + 1]
         del self._sorted[lo : hi + 1]
+        owners = {self._where[seq][0] for _, seq in taken}
+        kinds = {k: "bulk" if self._is_bulk(k) else "small" for k in owners}  # each owner's kind before this batch
         rows = []
-        served = set()
         for n, seq in taken:
             owner, row, _ = self._where.pop(seq)
             rows.append((owner, row))
-            served.add(owner)
+            if both:
+                self._served[kinds[owner]] += n
+            self._got[owner] += n
             self._left[owner] -= n
         self.pending_tokens -= real
         self._seq += 1
-        for owner in served:
+        for owner in owners:
             if self._prune(owner):
-                self._served[owner] = (now, self._seq)
+                self._last[owner] = (now, self._seq)
         return ScheduledBatch(rows=tuple(rows), width=width, real_tokens=real)

@@ -64,7 +64,12 @@ class InferenceService:
         """Load and warm up the model (in a background thread: /health answers 503 meanwhile)."""
         try:
             emb = self.loader()
-            queue = emb.queue(max_queued_texts=self.options.max_concurrent_requests, on_batch=self.metrics.on_batch)
+            opts = self.options
+            queue = emb.queue(
+                max_queued_texts=opts.max_concurrent_requests,
+                on_batch=self.metrics.on_batch,
+                bulk_share=opts.bulk_share,
+            )
         except Exception as exc:  # noqa: BLE001 - reported on /health and in the log, then the server stops
             self.error = str(exc)
             self.state = Lifecycle.FAILED

@@ -196,3 +196,71 @@ def test_progress_reports_every_text() -> None:
     req = Submission(_ids([5] * 10, 0), SPEC.dim, progress=progress)
     run_inline(req, FakeBackend(dim=SPEC.dim), SPEC, CostRule(max_batch_tokens=15))
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def _mixed_run(share: float, single_lengths: list[int], batches: int) -> tuple[float, dict[str, int], int]:
+    """One bulk request of 60-token texts while single queries keep the small kind's demand above its share
+    (topped up to 1,024 pending tokens before every batch). Returns the bulk request's share of the tokens
+    served, the longest run of batches each request waited while pending, and how many batches bulk got."""
+    budget = 512
+    sched = Scheduler(CostRule(max_batch_tokens=budget), max_wait_s=1e9, clock=lambda: 0.0, bulk_share=share)
+    sched.add("bulk", [60] * 5000)
+    lengths: dict[str, int] = {}
+    waiting: dict[str, int] = {"bulk": 0}  # request -> batches since it arrived or was last served
+    worst: dict[str, int] = {}
+    tokens = {"bulk": 0, "small": 0}
+    bulk_batches = n = 0
+    for _ in range(batches):
+        while sum(lengths[k] for k in waiting if k != "bulk") < 2 * budget:
+            key = f"q{n}"
+            lengths[key] = single_lengths[n % len(single_lengths)]
+            sched.add(key, [lengths[key]])
+            waiting[key] = 0
+            n += 1
+        batch = sched.next_batch()
+        assert batch is not None
+        got = {k for k, _ in batch.rows}
+        for k, _ in batch.rows:
+            tokens["bulk" if k == "bulk" else "small"] += 60 if k == "bulk" else lengths[k]
+        bulk_batches += "bulk" in got
+        for k in list(waiting):
+            worst[k] = max(worst.get(k, 0), waiting[k])
+            if k not in got:
+                waiting[k] += 1
+            elif k == "bulk":
+                waiting[k] = 0
+            else:
+                del waiting[k]
+    return tokens["bulk"] / (tokens["bulk"] + tokens["small"]), worst, bulk_batches
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    share=st.floats(min_value=0.1, max_value=0.9),
+    single_lengths=st.lists(st.integers(min_value=4, max_value=40), min_size=1, max_size=8),
+)
+def test_bulk_share_converges_to_the_configured_ratio(share: float, single_lengths: list[int]) -> None:
+    frac, _, _ = _mixed_run(share, single_lengths, 400)
+    # Both kinds want more than their share, so each batch goes to the kind behind: the ratio follows the option.
+    assert abs(frac - share) <= 0.05, (share, frac)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    share=st.floats(min_value=0.05, max_value=0.95),
+    single_lengths=st.lists(st.integers(min_value=4, max_value=40), min_size=1, max_size=8),
+)
+def test_no_request_waits_more_than_a_bounded_number_of_batches(share: float, single_lengths: list[int]) -> None:
+    _, worst, bulk_batches = _mixed_run(share, single_lengths, 300)
+    # Queries go in arrival order: one waits for the queries ahead of it (at most 2 x 512 tokens of them, so at
+    # most ceil(1024 / shortest) / per-batch batches of queries) and the bulk turns between those; bulk waits at
+    # most for the query turns that its share allows between two of its own.
+    per_batch = max(1, 512 // max(single_lengths))
+    query_batches = -(-1024 // min(single_lengths)) // per_batch + 1
+    bulk_turns = -(-share // (1 - share)) + 2
+    bound = int(query_batches * (bulk_turns + 1) + 2)
+    assert max(v for k, v in worst.items() if k != "bulk") <= bound, (share, worst, bound)
+    # a bulk batch holds up to 512 tokens, a batch of queries at least 512 - longest query
+    query_turns = (1 - share) / share * 512 / (512 - max(single_lengths))
+    assert worst["bulk"] <= int(query_turns) + 3, (share, worst["bulk"])
+    assert bulk_batches > 0

@@ -32,6 +32,7 @@ def test_every_declared_option_is_a_serve_flag_with_its_variable(monkeypatch: py
     for name, _ in declared:
         assert name in defaults, name
     samples = {"--host": "0.0.0.0", "--port": "9001", "--variant": "fp32", "--provider": "cpu", "--api-key": "k"}
+    samples["--bulk-share"] = "0.3"
     for name, flag in declared:
         text = samples.get(flag.flag, "false" if flag.boolean else "7")
         if flag.flag == "--served-model-name":
