@@ -306,7 +306,7 @@ class ServeOptions:
         ),
     )
     bulk_share: float = option(
-        0.5,
+        0.55,  # = batching.scheduler.DEFAULT_BULK_SHARE, where the measurement behind it is
         Flag(
             "--bulk-share",
             "share of the model's tokens that requests larger than one batch get while queries wait too "

@@ -62,3 +62,9 @@ def test_info_limits_are_the_declared_limits() -> None:
     limits = {name for name, flag in flags_of(ServeOptions) if flag.limit}
     assert set(info["limits"]) == limits | {"auth"}
     assert {"max_client_batch_size", "accept_token_ids", "payload_limit"} <= limits
+
+
+def test_server_bulk_share_default_is_the_schedulers() -> None:
+    from e5rt.batching.scheduler import DEFAULT_BULK_SHARE
+
+    assert ServeOptions().bulk_share == DEFAULT_BULK_SHARE
