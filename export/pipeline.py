@@ -233,7 +233,8 @@ class ExportRun:
     ref: Any
     raw: Path
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
-    fp32_base_record: dict[str, Any] = field(default_factory=dict)
+    fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
+    fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
     built: dict[str, VariantRecord] = field(default_factory=dict)
 
     @property
@@ -241,8 +242,7 @@ class ExportRun:
         return self.staging / "_work"
 
     def stage(self, message: str) -> None:
-        graph.release_memory()  # each stage starts from what the previous one really still needs
-        self.steps.step(message)
+        _stage(self.steps, message)
 
     def validate(self, vname: str, path: Path, precision: str) -> ParityResult:
         """Parity against PyTorch on the probe set, per text and in the runtime's batches."""
@@ -292,6 +292,11 @@ class ExportRun:
         }
 
 
+def _stage(steps: Steps, message: str) -> None:
+    graph.release_memory()  # each stage starts from what the previous one really still needs
+    steps.step(message)
+
+
 def manifest_entry(run: ExportRun, rec: VariantRecord) -> dict[str, Any]:
     """The shared step after every builder: refuse (or, when allowed, mark) a variant that missed parity, and
     describe it for the manifest."""
@@ -334,8 +339,7 @@ def build_fp32_base(run: ExportRun) -> None:
     del model
     counts = graph.op_counts(path)
     run.steps.note(f"fp32 fused ops: {counts}")
-    run.fp32_base = path
-    run.fp32_base_record = {"t0": t0, "counts": counts}
+    run.fp32_base, run.fp32_base_started, run.fp32_base_ops = path, t0, counts
 
 
 def build_fp32(run: ExportRun) -> VariantRecord:
@@ -344,13 +348,13 @@ def build_fp32(run: ExportRun) -> VariantRecord:
     if not run.fp32_base.exists():  # published as exported (moved): the int8 variants start from it
         run.fp32_base = served
     parity = run.validate("fp32", served, "fp32-table8" if "block_size" in table else "fp32")
-    counts = run.fp32_base_record["counts"]
+    counts = run.fp32_base_ops
     opt = {
         "fusions": "onnxruntime.transformers bert (CPU)",
         "fused_ops": counts,
         "fusion_check": graph.fusion_report(counts, run.arch["num_layers"]),
     }
-    seconds = time.perf_counter() - run.fp32_base_record["t0"]
+    seconds = time.perf_counter() - run.fp32_base_started
     return VariantRecord(
         "fp32", "fp32", served, ["cpu", "cuda"], parity, opt, None, seconds, {"embedding_table": table}
     )
@@ -525,8 +529,7 @@ def _start(
         raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
     pooling = opts.pooling or default_pooling(ckpt)
     steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
-    graph.release_memory()
-    steps.step(f"tokenizer and probe set ({ckpt.path})")
+    _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
     prepare_tokenizer(ckpt, tok_path)
     pad_id = pad_token_id(ckpt, tok_path)
@@ -534,11 +537,9 @@ def _start(
     tokenizer = TextTokenizer(tok_path, max_length)
     ids = tokenizer.encode(texts).ids
     spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
-    graph.release_memory()
-    steps.step("PyTorch reference embeddings")
+    _stage(steps, "PyTorch reference embeddings")
     ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
-    graph.release_memory()
-    steps.step("ONNX export (optimum)")
+    _stage(steps, "ONNX export (optimum)")
     t0 = time.perf_counter()
     raw = graph.export_raw(ckpt.path, staging / "_work" / "raw")
     timings = {"onnx_export": round(time.perf_counter() - t0, 2)}

@@ -79,11 +79,16 @@ class TextTokenizer:
         return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
 
     def _encode_keep_end(self, texts: list[str]) -> Encoded:
+        return self.fit(self.encode_content(texts), "left")
+
+    def fit(self, contents: list[np.ndarray], direction: Direction = "right") -> Encoded:
+        """Token ids without special tokens (one array per text), cut to max_length from the given end and
+        wrapped in the special tokens, counting the texts that were cut."""
         window = self.max_length - self.n_special
         ids, cut = [], []
-        for i, content in enumerate(self.encode_content(texts)):
+        for i, content in enumerate(contents):
             if len(content) > window:
-                content = content[len(content) - window :]
+                content = content[len(content) - window :] if direction == "left" else content[:window]
                 cut.append(i)
             ids.append(self.wrap(content))
         return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))

@@ -176,19 +176,17 @@ class InferenceService:
     ) -> tuple[list[np.ndarray], int]:
         """Token ids from the client are the text: add the model's special tokens around them."""
         window = emb.spec.max_length - emb.tokenizer.n_special
-        out, cut = [], 0
-        for i, row in enumerate(rows):
-            if len(row) > window:
-                if not truncate:
-                    raise ApiError(
-                        "too_large",
-                        f"input {i} has {len(row)} tokens; this model takes {window} plus its special tokens",
-                        param="input",
-                        code="input_too_long",
-                    )
-                row, cut = (row[len(row) - window :] if direction == "left" else row[:window]), cut + 1
-            out.append(np.asarray(row, dtype=np.int64))
-        return self._check_ids(emb, [emb.tokenizer.wrap(x) for x in out]), cut
+        if not truncate:
+            i = next((i for i, row in enumerate(rows) if len(row) > window), None)
+            if i is not None:
+                raise ApiError(
+                    "too_large",
+                    f"input {i} has {len(rows[i])} tokens; this model takes {window} plus its special tokens",
+                    param="input",
+                    code="input_too_long",
+                )
+        enc = emb.tokenizer.fit([np.asarray(row, dtype=np.int64) for row in rows], direction)
+        return self._check_ids(emb, enc.ids), enc.truncated
 
     @staticmethod
     def _check_ids(emb: Embedder, rows: list[np.ndarray]) -> list[np.ndarray]:

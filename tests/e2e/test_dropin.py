@@ -60,6 +60,15 @@ def test_accept_token_ids_by_env_variable_embeds_this_models_ids(model: Embedder
             r = c.post("/v1/embeddings", json={"input": [ids]})
             assert r.status_code == 200, r.text
             np.testing.assert_allclose(r.json()["data"][0]["embedding"], model.encode("hello"), atol=1e-6)
+            # over-length ids are cut from the end asked for, as texts are
+            long = model.tokenizer.encode_content(["passage: " + "word " * 60])[0]
+            window = model.spec.max_length - model.tokenizer.n_special
+            assert len(long) > window
+            for direction, kept in (("right", long[:window]), ("left", long[-window:])):
+                body = {"input": [long.tolist()], "truncation_direction": direction}
+                got = c.post("/v1/embeddings", json=body).json()["data"][0]["embedding"]
+                want = model.embed_tokens([model.tokenizer.wrap(kept)]).embeddings[0]
+                np.testing.assert_allclose(got, want, atol=1e-6)
     finally:
         assert s.stop() == 0
 
