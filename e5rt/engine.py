@@ -98,13 +98,14 @@ class Embedder:
         self.backend = backend
         self.tokenizer = tokenizer
         self.spec = spec
-        self.batching = (batching or BatchOptions()).resolved(provider, spec.packed)
+        self.batching = (batching or BatchOptions()).resolved(provider, spec.packed, spec.dim)
         self.rule = CostRule(
             max_batch_tokens=int(self.batching.max_batch_tokens or 1),
             pad_multiple=int(self.batching.pad_multiple or 1),
             packed=spec.packed,
             max_batch_size=self.batching.max_batch_size,
             min_efficiency=self.batching.min_efficiency,
+            pad_allowance=int(self.batching.pad_allowance or 0),
         )
         self.pool_spec = PoolSpec(
             dim=spec.dim, pad_id=spec.pad_token_id, pooling=spec.pooling, packed=spec.packed, check_finite=check_finite

@@ -29,6 +29,9 @@ class CostRule:
     The cost is width × size for padded graphs, and the sum of real lengths for packed graphs (which compute
     no padding). min_efficiency also refuses a batch whose padded tokens would be less than that fraction real:
     without it, a budget sized for long texts lets one batch span queries of 6 tokens and sentences of 60.
+    pad_allowance is the padding a batch may carry whatever min_efficiency says: a run has a fixed cost, so two
+    small batches of nearly equal widths cost more than one with a few padded tokens (short queries would
+    otherwise run four to a batch).
     """
 
     max_batch_tokens: int
@@ -36,6 +39,7 @@ class CostRule:
     packed: bool = False
     max_batch_size: int | None = None
     min_efficiency: float = 0.0
+    pad_allowance: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens < 1:
@@ -46,6 +50,8 @@ class CostRule:
             raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if not 0.0 <= self.min_efficiency <= 1.0:
             raise ConfigError(f"min_efficiency must be in [0, 1], got {self.min_efficiency}")
+        if self.pad_allowance < 0:
+            raise ConfigError(f"pad_allowance must be >= 0, got {self.pad_allowance}")
 
     def width(self, length: int) -> int:
         return padded_length(length, self.pad_multiple)
@@ -62,7 +68,8 @@ class CostRule:
             return False
         if self.max_batch_size is not None and count > self.max_batch_size:
             return False
-        return self.packed or real >= self.min_efficiency * width * count
+        padded = width * count
+        return self.packed or real >= self.min_efficiency * padded or padded - real <= self.pad_allowance
 
 
 @dataclass(frozen=True)

@@ -384,9 +384,11 @@ def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool)
 
 
 def encode_vector(vec: np.ndarray, encoding: Encoding) -> Any:
+    """One vector as the response carries it: base64 of little-endian float32, or the float32 row itself, which
+    the response encoder writes as JSON numbers (each the shortest text that reads back as the same float32)."""
     if encoding == "base64":
         return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
-    return vec.tolist()
+    return np.ascontiguousarray(vec, dtype=np.float32)
 
 
 def openai_body(vectors: np.ndarray, encoding: Encoding, model: str, tokens: int) -> dict[str, Any]:

@@ -62,6 +62,9 @@ def test_openai_route_every_input_shape_and_field(client: httpx.Client, fake_mod
     one = client.post("/v1/embeddings", json={"input": "hello", "encoding_format": "base64"}).json()
     vec = np.frombuffer(base64.b64decode(one["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(vec, fake_model.encode("hello"), atol=1e-6)
+    # JSON floats are the float32 values themselves: read back as float32, they equal the base64 bytes bit for bit
+    as_float = client.post("/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"]
+    assert np.array_equal(np.asarray(as_float, dtype=np.float32), vec)
     q = client.post("/v1/embeddings", json={"input": "hello", "input_type": "query", "task": "sts"}).json()
     np.testing.assert_allclose(q["data"][0]["embedding"], fake_model.encode_queries("hello", task="sts"), atol=1e-6)
     cut = client.post("/v1/embeddings", json={"input": "hello", "dimensions": 4}).json()["data"][0]["embedding"]

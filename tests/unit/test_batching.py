@@ -255,8 +255,11 @@ def test_no_request_waits_more_than_a_bounded_number_of_batches(share: float, si
     # Queries go in arrival order: one waits for the queries ahead of it (at most 2 x 512 tokens of them, so at
     # most ceil(1024 / shortest) / per-batch batches of queries) and the bulk turns between those; bulk waits at
     # most for the query turns that its share allows between two of its own.
+    # A batch anchored on the oldest query fills with the nearest lengths, which can be newer queries' texts, so
+    # a query of another length can be passed over by one more batch of queries (+2, not +1; hypothesis found
+    # share 0.94 with lengths 7, 8, 9 waiting 65 batches against the +1 bound's 56).
     per_batch = max(1, 512 // max(single_lengths))
-    query_batches = -(-1024 // min(single_lengths)) // per_batch + 1
+    query_batches = -(-1024 // min(single_lengths)) // per_batch + 2
     bulk_turns = -(-share // (1 - share)) + 2
     bound = int(query_batches * (bulk_turns + 1) + 2)
     assert max(v for k, v in worst.items() if k != "bulk") <= bound, (share, worst, bound)

@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e5rt.core.plan import padded_length, plan_batches
+from e5rt.config import BatchOptions, default_pad_allowance
+from e5rt.core.plan import CostRule, padded_length, plan, plan_batches
 from e5rt.core.pool import cls_pool, l2_normalize, mean_pool, pool_sum
 from e5rt.core.prompts import TASKS, format_texts, resolve_task
+from e5rt.errors import ConfigError
 from e5rt.ops import search, similarity
 
 
@@ -139,3 +141,37 @@ def test_min_efficiency_cut(lengths: list[int], budget: int, min_eff: float) -> 
         real = sum(lengths[i] for i in b.indices)
         assert len(b.indices) == 1 or real >= min_eff * b.padded_tokens
         assert b.padded_tokens <= budget or len(b.indices) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=lengths_strategy, budget=st.integers(min_value=1, max_value=5000), allowance=st.integers(0, 64))
+def test_pad_allowance_bounds_the_waste_of_a_batch_below_min_efficiency(
+    lengths: list[int], budget: int, allowance: int
+) -> None:
+    batches = plan(lengths, CostRule(budget, min_efficiency=0.95, pad_allowance=allowance))
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
+    for b in batches:
+        real = sum(lengths[i] for i in b.indices)
+        waste = b.padded_tokens - real
+        assert len(b.indices) == 1 or real >= 0.95 * b.padded_tokens or waste <= allowance
+        assert b.padded_tokens <= budget or len(b.indices) == 1
+
+
+def test_pad_allowance_joins_queries_of_near_lengths() -> None:
+    # 13- and 14-token queries: 13/14 = 93 % real, under the 95 % rule, so without an allowance two runs
+    lengths = [13] * 4 + [14] * 4
+    assert len(plan(lengths, CostRule(4096, min_efficiency=0.95))) == 2
+    assert len(plan(lengths, CostRule(4096, min_efficiency=0.95, pad_allowance=4))) == 1
+
+
+def test_default_pad_allowance_scales_with_width_on_cpu_only() -> None:
+    assert default_pad_allowance("cpu", 384) == 32
+    assert default_pad_allowance("cpu", 1024) == 4  # a token costs ~7x more; a run's fixed cost does not
+    assert default_pad_allowance("cpu", 16) == 32  # never above the measured value
+    assert default_pad_allowance("cuda", 384) == 0
+    assert BatchOptions().resolved("cpu", hidden=1024).pad_allowance == 4
+    assert BatchOptions(pad_allowance=0).resolved("cpu", hidden=384).pad_allowance == 0
+    with pytest.raises(ConfigError, match="pad_allowance"):
+        BatchOptions(pad_allowance=-1)
+    with pytest.raises(ConfigError, match="pad_allowance"):
+        CostRule(512, pad_allowance=-1)
