@@ -78,3 +78,47 @@ def test_end_to_end(benchmark, texts, variant) -> None:  # type: ignore[no-untyp
         texts_per_s=s.texts / benchmark.stats.stats.mean,
         padding_efficiency=s.padding_efficiency,
     )
+
+
+# --- one short query, the latency-critical case: each stage alone and the whole call ----------------------
+QUERY = "how much protein should a female eat"
+
+
+@pytest.fixture(scope="module")
+def single() -> Embedder:
+    return Embedder.load(MODEL, variant="fp32", provider="cpu")
+
+
+def _feeds(emb: Embedder) -> dict[str, np.ndarray]:
+    """The feeds encode_queries(QUERY) hands the backend (captured from a real call)."""
+    seen: list[dict[str, np.ndarray]] = []
+    run = emb.backend.run
+    emb.backend.run = lambda feeds: (seen.append(feeds), run(feeds))[1]  # type: ignore[method-assign]
+    try:
+        emb.encode_queries(QUERY)
+    finally:
+        emb.backend.run = run  # type: ignore[method-assign]
+    return seen[0]
+
+
+def test_single_tokenize(benchmark, single) -> None:  # type: ignore[no-untyped-def]
+    enc, _ = benchmark(single.tokenize, [QUERY], "query")
+    benchmark.extra_info.update(tokens=enc.lengths[0])
+
+
+def test_single_session_run(benchmark, single) -> None:  # type: ignore[no-untyped-def]
+    feeds = _feeds(single)
+    benchmark(single.backend.run, feeds)
+    benchmark.extra_info.update(shape=list(feeds["input_ids"].shape), variant=single.variant)
+
+
+def test_single_pool(benchmark, single) -> None:  # type: ignore[no-untyped-def]
+    feeds = _feeds(single)
+    hidden = single.backend.run(feeds)
+    benchmark(lambda: l2_normalize(mean_pool(hidden, feeds["attention_mask"])))
+
+
+def test_single_encode(benchmark, single) -> None:  # type: ignore[no-untyped-def]
+    """The whole call; minus the three above, what the Python around the graph costs."""
+    benchmark(single.encode_queries, QUERY)
+    benchmark.extra_info.update(variant=single.variant, providers=list(single.providers))

@@ -68,6 +68,38 @@ def test_fusions_really_happened(tiny_models: dict[str, Path], kind: str) -> Non
     assert packed.get("PackedAttention", 0) == 2 and packed.get("RemovePadding", 0) == 1
 
 
+def test_fusions_infer_shapes_on_a_weightless_copy() -> None:
+    """The fusion stage's shape inference runs on a copy without the weight data (export memory): the shapes
+    it infers are the ones the full model gives, and the copy is a fraction of the model's bytes."""
+    import numpy as np
+    from e5rt_export.graph import weightless
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    w = numpy_helper.from_array(np.ones((256, 512), dtype=np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, -1, 2, 256], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    light = weightless(model)
+    assert light.ByteSize() < model.ByteSize() / 100
+    assert {t.name: list(t.dims) for t in light.graph.initializer} == {"w": [256, 512], "shape": [4]}
+
+    def shapes(m: object) -> dict[str, list[object]]:
+        out = SymbolicShapeInference.infer_shapes(m, auto_merge=True)
+        return {
+            v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*out.graph.value_info, *out.graph.output]
+        }
+
+    assert shapes(light) == shapes(model) and shapes(model)["y"] == ["batch", "seq", 2, 256]
+
+
 def test_fp16_graph_runs_on_cpu_provider(tiny_models: dict[str, Path]) -> None:
     import numpy as np
     import onnxruntime as ort
