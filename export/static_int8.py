@@ -25,6 +25,7 @@ Recipe, the same for every model:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterator
@@ -76,7 +77,10 @@ def input_absmax(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[s
     # The graph only, weights left on disk: the probe is written beside the source so that its external-data
     # references (a model over 2 GB) still resolve, and a 2 GB graph is neither copied nor re-serialized.
     model = onnx.load(str(model_path), load_external_data=False)
-    names = list(dict.fromkeys(n.input[0] for n in _targets(model.graph)))
+    # A fused Attention's input is what its QKV projection reads once unfuse_attention() has run: measured here,
+    # on the fused graph, it needs no second copy of the model on disk or in memory.
+    attention_inputs = [n.input[0] for n in model.graph.node if n.op_type == "Attention"]
+    names = list(dict.fromkeys([*(n.input[0] for n in _targets(model.graph)), *attention_inputs]))
     outputs = {o.name for o in model.graph.output}
     for name in names:
         if name not in outputs:
@@ -227,13 +231,10 @@ def quantize_static_int8(
 
     work = dest.parent / "_static_work"
     work.mkdir(parents=True, exist_ok=True)
+    amax = None if alpha is None else input_absmax(fp32_path, feeds)
     model = onnx.load(str(fp32_path))
     attention = unfuse_attention(model)
-    unfused = work / "unfused.onnx"
-    onnx.save(model, str(unfused), save_as_external_data=big)
-    if big:  # saving moved the weights out to unfused's data file and left references in `model`: read them back
-        model = onnx.load(str(unfused))
-    n = 0 if alpha is None else smooth(model, input_absmax(unfused, feeds), alpha)
+    n = 0 if amax is None else smooth(model, amax, alpha or SMOOTH_ALPHA)
     # Shapes inferred on a weightless copy (export/graph.py): infer_shapes copies the whole model it is given,
     # 2.2 GB more at the large model's peak; the value_info it finds is all quantize_static needs from it.
     shaped = SymbolicShapeInference.infer_shapes(weightless(model), auto_merge=True, guess_output_rank=True)
@@ -242,6 +243,8 @@ def quantize_static_int8(
     del shaped
     smoothed = work / "smoothed.onnx"
     onnx.save(model, str(smoothed), save_as_external_data=big)
+    del model  # quantize_static reads it from disk; a 2.2 GB copy held here would add to its own peak
+    gc.collect()
 
     class Reader(_Reader, CalibrationDataReader):
         pass
