@@ -33,7 +33,8 @@ SERVE_CPU_BATCH_TOKENS = 512
 DEFAULT_MIN_EFFICIENCY = 0.95
 # ...unless it wastes only a few tokens. One ONNX Runtime run of me5-small-r (hidden 384, 2 threads, Zen 5)
 # costs ~2.4 ms plus ~0.13 ms per padded token, so a run's fixed cost is worth ~20-30 tokens; allowing 32
-# padded tokens lifted 64 single-query clients from 380 to 411 texts/s (batches of 8 -> 14 queries). A token's
+# padded tokens grew 64 single-query clients' batches from 8 to 14 queries and their rate by ~5 % (noisy probes:
+# 364-401 -> 391-411 texts/s; 64 and 128 tokens measured no better). A token's
 # compute grows with hidden^2 while a run's fixed cost barely does, so the allowance scales by (384 / hidden)^2:
 # ~4 tokens for a 1,024-wide model. On CPU only: not measured on GPUs, which keep the plain 95 % rule.
 PAD_ALLOWANCE_AT_384 = 32
