@@ -82,7 +82,10 @@ class Variant:
             return None
         q = self.quantization or {}
         if q.get("method") == "static":
-            qkv = "QKV int8 + MultiHeadAttention" if q.get("attention") else "fused Attention fp32"
+            if "attention" not in q:  # exported before the QKV rewrite
+                qkv = "fused Attention fp32"
+            else:
+                qkv = "QKV int8 + MultiHeadAttention" if q.get("attention_rewritten", 1) else "no fused Attention"
             return f"static scales, {qkv}, preset {q.get('preset', 'all')}"
         if q.get("method") == "dynamic":
             return f"dynamic per-tensor scales, preset {q.get('preset', 'all')}"

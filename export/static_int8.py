@@ -234,7 +234,7 @@ def quantize_static_int8(
     amax = None if alpha is None else input_absmax(fp32_path, feeds)
     model = onnx.load(str(fp32_path))
     attention = unfuse_attention(model)
-    n = 0 if amax is None else smooth(model, amax, alpha or SMOOTH_ALPHA)
+    n = 0 if amax is None or alpha is None else smooth(model, amax, alpha)
     # Shapes inferred on a weightless copy (export/graph.py): infer_shapes copies the whole model it is given,
     # 2.2 GB more at the large model's peak; the value_info it finds is all quantize_static needs from it.
     shaped = SymbolicShapeInference.infer_shapes(weightless(model), auto_merge=True, guess_output_rank=True)
@@ -287,6 +287,7 @@ def quantize_static_int8(
         "activation_type": "QUInt8",
         "quantized_ops": "MatMul inputs (constant weights), the attention's QKV projection included",
         "attention": f"{attention} fused Attention rewritten as an int8 QKV MatMul + MultiHeadAttention",
+        "attention_rewritten": attention,
         "excluded_nodes": len(exclude),
     }
 
