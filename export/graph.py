@@ -7,6 +7,7 @@ pass was seen deleting its source's external data.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -133,10 +134,7 @@ def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
         getattr(g, field).extend(getattr(src, field))
     for t in src.initializer:
-        elements = 1
-        for d in t.dims:
-            elements *= d
-        if elements <= _SHAPE_VALUE_ELEMENTS:
+        if math.prod(t.dims) <= _SHAPE_VALUE_ELEMENTS:
             g.initializer.append(t)
         else:
             g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
@@ -216,6 +214,12 @@ def to_packed(fp16_path: Path, dest: Path, big: bool) -> None:
     _save(model, dest, external=big)
 
 
+def is_ffn_out(node_name: str) -> bool:
+    """Whether a fused BERT-family graph's node is an FFN output projection (its input: GELU outputs, the widest
+    activation range; both int8 variants' keep-ffn-out presets leave these in fp32)."""
+    return "/output/dense" in node_name and "attention" not in node_name
+
+
 def quantize_int8(fp32_path: Path, dest: Path, target: str, preset: str, big: bool) -> dict[str, Any]:
     """Dynamic int8 quantization of the MatMuls and Attention with per-channel weights; returns the settings for
     the manifest. The word-embedding table is not touched here (export/embedding_table.py block-quantizes it:
@@ -233,8 +237,7 @@ def quantize_int8(fp32_path: Path, dest: Path, target: str, preset: str, big: bo
             continue
         name = node.name
         ffn_in = "intermediate/dense" in name
-        ffn_out = "/output/dense" in name and "attention" not in name
-        if preset == "keep-ffn-out" and ffn_out:
+        if preset == "keep-ffn-out" and is_ffn_out(name):
             exclude.append(name)
         elif preset == "ffn-in-only" and not ffn_in:
             exclude.append(name)

@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -411,27 +412,42 @@ def build_fp16_packed(run: ExportRun) -> VariantRecord:
     )
 
 
-def build_int8(run: ExportRun) -> VariantRecord:
-    """Dynamic int8, trying the presets in order (fewer quantized MatMuls each) until one passes parity."""
-    assert run.fp32_base is not None
-    run.stage(f"int8: dynamic quantization for {run.target}")
-    t0 = time.perf_counter()
-    attempts = []
+def _first_passing(
+    run: ExportRun, vname: str, presets: Sequence[str], quantize: Callable[[str, Path], dict[str, Any]]
+) -> tuple[dict[str, Any], ParityResult, dict[str, Any], Path]:
+    """Quantize with each preset in order (fewer int8 MatMuls each) until one passes parity; the last one tried
+    is what stays published. Returns its quantization record (with every attempt), parity, table and path."""
+    attempts: list[dict[str, Any]] = []
     chosen = None
-    for preset in graph.INT8_PRESETS:
-        built = run.work / "int8" / "model.onnx"
+    built = run.work / vname / "model.onnx"
+    for preset in presets:
         graph.remove_tree(built.parent)
-        quant = graph.quantize_int8(run.fp32_base, built, run.target, preset, run.big)
-        path, table = run.publish("int8", built)
-        parity = run.validate("int8", path, "int8")
+        quant = quantize(preset, built)
+        path, table = run.publish(vname, built)
+        parity = run.validate(vname, path, "int8")
         attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
         chosen = (quant, parity, table, path)
         if parity.passed:
             break
-        run.steps.note(f"int8 preset {preset!r} below threshold; trying fewer quantized MatMuls")
+        run.steps.note(f"{vname} preset {preset!r} below threshold (min cos {parity.min_cos:.6f})")
     assert chosen is not None
-    quant, parity, table, path = chosen
-    quant["attempts"] = attempts
+    chosen[0].setdefault("preset", attempts[-1]["preset"])
+    chosen[0]["attempts"] = attempts
+    return chosen
+
+
+def build_int8(run: ExportRun) -> VariantRecord:
+    """Dynamic int8, trying the presets in order (fewer quantized MatMuls each) until one passes parity."""
+    base = run.fp32_base
+    assert base is not None
+    run.stage(f"int8: dynamic quantization for {run.target}")
+    t0 = time.perf_counter()
+    quant, parity, table, path = _first_passing(
+        run,
+        "int8",
+        graph.INT8_PRESETS,
+        lambda preset, dest: graph.quantize_int8(base, dest, run.target, preset, run.big),
+    )
     opt = run.fusion_opt("fp32 CPU fusions, then quantized", path)
     seconds = time.perf_counter() - t0
     return VariantRecord("int8", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
@@ -440,27 +456,20 @@ def build_int8(run: ExportRun) -> VariantRecord:
 def build_int8_static(run: ExportRun) -> VariantRecord:
     """Calibrated, smoothed static int8 (export/static_int8.py). Some models' activation outliers defeat static
     scales (measured: all-MiniLM-L6-v2, min cos 0.94): such a variant is left out and the export goes on."""
-    assert run.fp32_base is not None
+    base = run.fp32_base
+    assert base is not None
     run.stage(f"int8-static: calibrated int8 with outlier migration for {run.target}")
     t0 = time.perf_counter()
-    built = run.work / "int8-static" / "model.onnx"
-    built.parent.mkdir(parents=True, exist_ok=True)
     calib_ids = run.tokenizer.encode(format_texts(calibration_texts(), run.scheme, "passage")).ids
-    names = [i.name for i in onnx.load(str(run.fp32_base), load_external_data=False).graph.input]
+    names = [i.name for i in onnx.load(str(base), load_external_data=False).graph.input]
     feeds = calibration_feeds(calib_ids, names, run.spec.pad_token_id)
     weight_type = graph.INT8_TARGET_SETTINGS[run.target][0]
-    attempts = []
-    for preset, exclude in (("all", ()), ("keep-ffn-out", ffn_out_matmuls(run.fp32_base))):
-        graph.remove_tree(built.parent)
-        built.parent.mkdir(parents=True, exist_ok=True)
-        quant = quantize_static_int8(run.fp32_base, built, feeds, weight_type, run.big, exclude=exclude)
-        path, table = run.publish("int8-static", built)
-        parity = run.validate("int8-static", path, "int8")
-        attempts.append({"preset": preset, "min_cos": round(parity.min_cos, 6)})
-        if parity.passed:
-            break
-        run.steps.note(f"int8-static preset {preset!r} below threshold (min cos {parity.min_cos:.6f})")
-    quant.update(preset=attempts[-1]["preset"], attempts=attempts)
+
+    def quantize(preset: str, dest: Path) -> dict[str, Any]:
+        exclude = ffn_out_matmuls(base) if preset == "keep-ffn-out" else ()
+        return quantize_static_int8(base, dest, feeds, weight_type, run.big, exclude=exclude)
+
+    quant, parity, table, path = _first_passing(run, "int8-static", ("all", "keep-ffn-out"), quantize)
     opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": graph.op_counts(path)}
     seconds = time.perf_counter() - t0
     rec = VariantRecord("int8-static", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 
 from .errors import ExportError
-from .graph import weightless
+from .graph import is_ffn_out, weightless
 
 SMOOTH_ALPHA = 0.6  # measured best of 0.5 / 0.6 on me5-small-r (0.991 / 0.996 min cos); see the probe results
 CALIBRATION_TEXTS = 128
@@ -293,8 +293,6 @@ def quantize_static_int8(
 
 
 def ffn_out_matmuls(path: Path) -> tuple[str, ...]:
-    """The FFN output projections of a fused BERT-family graph (inputs: GELU outputs), by node name."""
+    """The FFN output projections of a fused BERT-family graph, by node name."""
     nodes = onnx.load(str(path), load_external_data=False).graph.node
-    return tuple(
-        n.name for n in nodes if n.op_type == "MatMul" and "/output/dense" in n.name and "attention" not in n.name
-    )
+    return tuple(n.name for n in nodes if n.op_type == "MatMul" and is_ffn_out(n.name))

@@ -76,7 +76,7 @@ def engine_e5rt(ctx: dict[str, Any]) -> Engine:
 
     emb = Embedder.load(ctx["model_dir"], variant=ctx["variant"], provider=ctx["provider"], threads=ctx["threads"])
     info: dict[str, Any] = {"variant": emb.variant, "providers": list(emb.providers)}
-    if emb.manifest is not None and emb.manifest.variants[emb.variant].int8_path:
+    if emb.manifest is not None:
         info["int8_path"] = emb.manifest.variants[emb.variant].int8_path
 
     def bulk(texts: list[str]) -> np.ndarray:

@@ -198,6 +198,10 @@ def test_progress_reports_every_text() -> None:
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+# the single queries' token lengths in the mixed runs: a few distinct lengths, as one-line queries have
+_QUERY_LENGTHS = st.lists(st.integers(min_value=4, max_value=40), min_size=1, max_size=8)
+
+
 def _mixed_run(share: float, single_lengths: list[int], batches: int) -> tuple[float, dict[str, int], int]:
     """One bulk request of 60-token texts while single queries keep the small kind's demand above its share
     (topped up to 1,024 pending tokens before every batch). Returns the bulk request's share of the tokens
@@ -237,7 +241,7 @@ def _mixed_run(share: float, single_lengths: list[int], batches: int) -> tuple[f
 @settings(max_examples=25, deadline=None)
 @given(
     share=st.floats(min_value=0.1, max_value=0.9),
-    single_lengths=st.lists(st.integers(min_value=4, max_value=40), min_size=1, max_size=8),
+    single_lengths=_QUERY_LENGTHS,
 )
 def test_bulk_share_converges_to_the_configured_ratio(share: float, single_lengths: list[int]) -> None:
     frac, _, _ = _mixed_run(share, single_lengths, 400)
@@ -248,7 +252,7 @@ def test_bulk_share_converges_to_the_configured_ratio(share: float, single_lengt
 @settings(max_examples=25, deadline=None)
 @given(
     share=st.floats(min_value=0.05, max_value=0.95),
-    single_lengths=st.lists(st.integers(min_value=4, max_value=40), min_size=1, max_size=8),
+    single_lengths=_QUERY_LENGTHS,
 )
 def test_no_request_waits_more_than_a_bounded_number_of_batches(share: float, single_lengths: list[int]) -> None:
     _, worst, bulk_batches = _mixed_run(share, single_lengths, 300)
