@@ -84,7 +84,9 @@ class Variant:
         if q.get("method") == "static":
             if "attention" not in q:  # exported before the QKV rewrite
                 qkv = "fused Attention fp32"
-            else:
+            elif "attention_qattention" in q:
+                qkv = "QKV int8 in QAttention" if q["attention_qattention"] else "no fused Attention"
+            else:  # exported with the QKV MatMul + MultiHeadAttention rewrite (before QAttention)
                 qkv = "QKV int8 + MultiHeadAttention" if q.get("attention_rewritten", 1) else "no fused Attention"
             return f"static scales, {qkv}, preset {q.get('preset', 'all')}"
         if q.get("method") == "dynamic":

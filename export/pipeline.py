@@ -470,7 +470,7 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
         return quantize_static_int8(base, dest, feeds, weight_type, run.big, exclude=exclude)
 
     quant, parity, table, path = _first_passing(run, "int8-static", ("all", "keep-ffn-out"), quantize)
-    opt = {"fusions": "fp32 CPU fusions, smoothed, then statically quantized (QDQ)", "fused_ops": graph.op_counts(path)}
+    opt = {"fusions": "fp32 CPU fusions, then static int8 (QDQ MatMuls, QAttention)", "fused_ops": graph.op_counts(path)}
     seconds = time.perf_counter() - t0
     rec = VariantRecord("int8-static", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
     if not parity.passed and not run.opts.allow_failed_parity:

@@ -6,21 +6,22 @@ so the same text gives the same vector in any batch. Plain static scales lose ac
 weights (me5-small-r min cos 0.971 against fp32) because a few activation channels are far larger than the rest;
 migrating part of that range into the weights (x / s, W * s with s = max|x|^a / max|W|^(1-a)) brings it to 0.991
 at a = 0.5 and 0.996 at a = 0.6 (benchmarks/int8_static_probe.py). all-MiniLM-L6-v2 stayed below 0.99 at every a
-tried (0.941 / 0.950 / 0.912 at 0.5 / 0.75 / 0.85) until its FFN outputs were left fp32 (step 4); a model that
+tried (0.941 / 0.950 / 0.912 at 0.5 / 0.75 / 0.85) until its FFN outputs were left fp32 (step 5); a model that
 misses even then has the variant left out, and the export says so.
 
-Recipe, the same for every model:
-1. ORT symbolic shape inference (the fused graph's contrib ops defeat ONNX's own; without types quantize_static
-   silently leaves every activation in fp32 and only the weights become int8);
-2. per-channel max |x| of every constant-weight MatMul's input on calibration texts, then an inserted Mul (x / s)
-   and rows of W scaled by s;
-3. quantize_static, QDQ, MinMax calibration on the same texts, per-channel symmetric weights, asymmetric uint8
-   activations, MatMul inputs only (outputs stay fp32: their consumers, LayerNorm and Gelu, are fp32 anyway).
-   ORT has no static-scale Attention kernel, so each fused Attention is first rewritten as its QKV projection (a
-   MatMul, quantized like the others) feeding MultiHeadAttention: measured on me5-small-r (Zen 5, 2 threads,
-   16x128) 1.83x fp32 against 1.51x with the projection left fp32 and 1.46x for dynamic int8; min cos 0.9978.
-4. If parity misses, again with the FFN output MatMuls left fp32 (their inputs, GELU outputs, have the widest
-   range): all-MiniLM-L6-v2 min cos 0.981 -> 0.995 on corpus texts, at 1.32x fp32 instead of 1.68x.
+Recipe, the same for every model, written here rather than by onnxruntime's quantize_static (which loaded the
+large model twice and peaked at 14.1 GB; this needs the fp32 model once: 5.6 GB, measured):
+1. per-channel min and max of every constant-weight MatMul's and fused Attention's input over the real tokens of
+   calibration texts (one run of the fp32 graph with those tensors as extra outputs);
+2. smoothing (x / s, W rows * s, s = max|x|^a / max|W row|^(1-a)): the attention output's is folded into the
+   value projection (free); elsewhere a Mul is inserted, only where a channel stands out (SMOOTH_MIN_RATIO);
+3. each MatMul reads its input through QuantizeLinear/DequantizeLinear with one fixed uint8 scale (MinMax) and
+   its weight through a per-column symmetric DequantizeLinear: ORT fuses them into MatMulIntegerToFloat;
+4. each fused Attention becomes QuantizeLinear + QAttention with that fixed input scale (QAttention takes its
+   scale as an input, so a constant makes it batch-invariant): measured on large (synthetic, Zen 5, 16x128)
+   1,312 ms against 1,396 for the previous QKV MatMul + Split + MultiHeadAttention and 1,344 for dynamic int8;
+5. if parity misses, again with the FFN output MatMuls left fp32 (their inputs, GELU outputs, have the widest
+   range): all-MiniLM-L6-v2 min cos 0.98 -> 0.995 on corpus texts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,16 @@ import numpy as np
 import onnx
 
 from .errors import ExportError
-from .graph import is_ffn_out, weightless
+from .graph import is_ffn_out
 
 SMOOTH_ALPHA = 0.6  # measured best of 0.5 / 0.6 on me5-small-r (0.991 / 0.996 min cos); see the probe results
+# An input is smoothed through an inserted Mul only where a channel stands out this much (outlier_ratio): measured on
+# real me5-small-r (Zen 5, 120 corpus texts, min cos against fp32), smoothing every input gave 0.99683, only those
+# at >= 8x 0.99726, >= 12x 0.99747 (25 of 48), >= 16x 0.99747, >= 24x 0.99574, none 0.99227: flat inputs lose
+# more from the weights' wider rows than they gain. Each Mul skipped is one pass over the activation less
+# (42 ms of 1,335 per 16x128 on large). The attention output's smoothing costs nothing (fold_into_values) and is
+# always done.
+SMOOTH_MIN_RATIO = 12.0
 CALIBRATION_TEXTS = 128
 CALIBRATION_BATCH = 8
 
@@ -69,24 +76,46 @@ def _targets(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in consts]
 
 
-def input_absmax(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of each constant-weight MatMul's input over the real (unpadded) tokens."""
+def _attentions(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Fused Attentions that QAttention can replace: constant QKV weight and bias, no past state, no
+    unidirectional or per-part hidden sizes (the attributes QAttention does not share)."""
+    consts = {i.name for i in graph.initializer}
+    out = []
+    for node in graph.node:
+        attrs = {a.name for a in node.attribute}
+        if (
+            node.op_type == "Attention"
+            and node.domain == "com.microsoft"
+            and len(node.input) >= 3
+            and node.input[1] in consts
+            and node.input[2] in consts
+            and attrs <= {"num_heads", "mask_filter_value"}
+            and all(i == "" for i in node.input[4:])
+            and len(node.output) == 1
+        ):
+            out.append(node)
+    return out
+
+
+Ranges = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def input_ranges(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> Ranges:
+    """Per-channel (min, max) of each constant-weight MatMul's and fused Attention's input over the real
+    (unpadded) tokens: the static activation ranges, and the outlier profile smoothing needs."""
     import onnxruntime as ort
     from onnx import helper
 
     # The graph only, weights left on disk: the probe is written beside the source so that its external-data
     # references (a model over 2 GB) still resolve, and a 2 GB graph is neither copied nor re-serialized.
     model = onnx.load(str(model_path), load_external_data=False)
-    # A fused Attention's input is what its QKV projection reads once unfuse_attention() has run: measured here,
-    # on the fused graph, it needs no second copy of the model on disk or in memory.
-    attention_inputs = [n.input[0] for n in model.graph.node if n.op_type == "Attention"]
-    names = list(dict.fromkeys([*(n.input[0] for n in _targets(model.graph)), *attention_inputs]))
+    names = list(dict.fromkeys(n.input[0] for n in [*_targets(model.graph), *_attentions(model.graph)]))
     outputs = {o.name for o in model.graph.output}
     for name in names:
         if name not in outputs:
             model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    probe = model_path.parent / f".absmax-probe-{os.getpid()}.onnx"
-    amax: dict[str, np.ndarray] = {}
+    probe = model_path.parent / f".ranges-probe-{os.getpid()}.onnx"
+    ranges: Ranges = {}
     try:
         onnx.save(model, str(probe))
         del model
@@ -94,82 +123,224 @@ def input_absmax(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[s
         for feed in feeds:
             mask = feed["attention_mask"].astype(bool)
             for name, value in zip(names, sess.run(names, feed), strict=True):
-                m = np.abs(value[mask]).max(axis=0)
-                amax[name] = np.maximum(amax[name], m) if name in amax else m
+                real = value[mask]
+                lo, hi = real.min(axis=0), real.max(axis=0)
+                if name in ranges:
+                    lo, hi = np.minimum(ranges[name][0], lo), np.maximum(ranges[name][1], hi)
+                ranges[name] = (lo, hi)
     finally:
         probe.unlink(missing_ok=True)
-    return amax
+    return ranges
 
 
-def smooth(model: onnx.ModelProto, amax: dict[str, np.ndarray], alpha: float = SMOOTH_ALPHA) -> int:
-    """Migrate activation range into weights in place; returns how many MatMuls were smoothed."""
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    targets = _targets(graph)
-    for k, node in enumerate(targets):
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        act = np.maximum(amax[node.input[0]], 1e-5)
-        wmax = np.maximum(np.abs(weight).max(axis=1), 1e-5)
-        s = np.clip(act**alpha / wmax ** (1 - alpha), 1e-2, 1e2).astype(np.float32)
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight * s[:, None], node.input[1]))
-        inv = f"{node.name}_smooth_inv_{k}"
-        graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
-        out = f"{node.input[0]}_smoothed_{k}"
-        graph.node.append(helper.make_node("Mul", [node.input[0], inv], [out], name=f"{node.name}_smooth_{k}"))
-        node.input[0] = out
-    _toposort(graph)
-    return len(targets)
+def smoothing_factors(lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-input-channel s = max|x|^a / max|W row|^(1-a): x / s and W * s compute the same
+    product with the activation's outlier channels tamed."""
+    act = np.maximum(np.maximum(-lo, hi), 1e-5)
+    wmax = np.maximum(np.abs(weight).max(axis=1), 1e-5)
+    return np.clip(act**alpha / wmax ** (1 - alpha), 1e-2, 1e2).astype(np.float32)
 
 
-def unfuse_attention(model: onnx.ModelProto) -> int:
-    """Rewrite each fused Attention as its QKV projection (a plain MatMul with a constant weight, which static
-    quantization then covers) feeding MultiHeadAttention, which takes the bias and the padding mask as Attention
-    did. Returns how many were rewritten. ORT has no static-scale Attention kernel, so without this the QKV
-    projection (a quarter of the linear FLOPs) stayed fp32 in int8-static."""
-    from onnx import helper, numpy_helper
+def outlier_ratio(lo: np.ndarray, hi: np.ndarray) -> float:
+    """How far an activation's widest channel stands out: its max |x| over the median channel's."""
+    amax = np.maximum(-lo, hi)
+    return float(amax.max()) / max(float(np.median(amax)), 1e-12)
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    rewritten = 0
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        usable = (
-            node.op_type == "Attention"
-            and node.domain == "com.microsoft"
-            and len(node.input) >= 3
-            and node.input[1] in inits
-            and set(attrs) <= {"num_heads", "mask_filter_value"}  # no past state, no unidirectional, no qkv sizes
-            and all(i == "" for i in node.input[4:])
+
+def activation_qparams(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One asymmetric uint8 (scale, zero point) for a whole activation tensor, its range including 0 (the
+    MinMax rule)."""
+    rmin, rmax = min(0.0, float(lo.min())), max(0.0, float(hi.max()))
+    scale = (rmax - rmin) / 255.0 or 1.0
+    zero = int(np.clip(np.rint(-rmin / scale), 0, 255))
+    return np.array(scale, dtype=np.float32), np.array(zero, dtype=np.uint8)
+
+
+def quantize_weight(weight: np.ndarray, weight_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric per-column (output channel) int8 of a MatMul's [K, N] weight: (values, scales, zero points).
+    QUInt8 (the AVX2 / AVX-512-without-VNNI targets, see graph.INT8_TARGET_SETTINGS) centres on 128."""
+    absmax = np.abs(weight).max(axis=0).astype(np.float32)
+    absmax = np.where(absmax > 0, absmax, 1.0).astype(np.float32)
+    if weight_type == "QInt8":
+        scale = absmax / 127.0
+        q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        return q, scale.astype(np.float32), np.zeros_like(scale, dtype=np.int8)
+    if weight_type == "QUInt8":
+        scale = 2.0 * absmax / 255.0
+        q = np.clip(np.rint(weight / scale) + 128, 0, 255).astype(np.uint8)
+        return q, scale.astype(np.float32), np.full(scale.shape, 128, dtype=np.uint8)
+    raise ExportError(f"unknown int8 weight type {weight_type!r}")
+
+
+class _Writer:
+    """Rewrites a fused fp32 graph in place into static int8: every constant-weight MatMul reads its input
+    through QuantizeLinear/DequantizeLinear with a fixed scale and its weight through a per-column
+    DequantizeLinear (ORT fuses both into MatMulIntegerToFloat at load), and each fused Attention becomes
+    QuantizeLinear + QAttention with that fixed scale."""
+
+    def __init__(self, model: onnx.ModelProto, ranges: Ranges, weight_type: str, alpha: float | None) -> None:
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.ranges = ranges
+        self.weight_type = weight_type
+        self.alpha = alpha
+        self.inits = {i.name: i for i in self.graph.initializer}
+        self.users: dict[str, int] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.users[name] = self.users.get(name, 0) + 1
+        self.array = lambda name: numpy_helper.to_array(self.inits[name]).astype(np.float32)
+        self.new_nodes: list[onnx.NodeProto] = []
+        self.smoothed = self.folded = self.matmuls = self.attentions = 0
+
+    def _init(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        tensor = numpy_helper.from_array(value, name)
+        if name in self.inits:
+            self.inits[name].CopyFrom(tensor)
+        else:
+            self.graph.initializer.append(tensor)
+            self.inits[name] = self.graph.initializer[-1]
+        return name
+
+    def _own(self, name: str) -> bool:
+        """Whether a weight initializer is read by one node only, so it may be rewritten in place."""
+        return self.users.get(name, 0) == 1
+
+    def _smooth(self, key: str, x: str, weight: np.ndarray) -> tuple[str, np.ndarray, tuple[np.ndarray, ...]]:
+        """x / s through an inserted Mul and W * s; returns (the node's new input, weight, input range)."""
+        lo, hi = self.ranges[x]
+        if self.alpha is None or outlier_ratio(lo, hi) < SMOOTH_MIN_RATIO:
+            return x, weight, (lo, hi)
+        s = smoothing_factors(lo, hi, weight, self.alpha)
+        inv = self._init(f"{key}_smooth_inv", (1.0 / s).astype(np.float32))
+        out = f"{key}_smoothed"
+        self.new_nodes.append(onnx.helper.make_node("Mul", [x, inv], [out], name=f"{key}_smooth"))
+        self.smoothed += 1
+        return out, weight * s[:, None], (lo / s, hi / s)
+
+    def _quantize_input(self, key: str, x: str, lo: np.ndarray, hi: np.ndarray) -> tuple[str, str, str]:
+        scale, zero = activation_qparams(lo, hi)
+        sc, zp = self._init(f"{key}_x_scale", scale), self._init(f"{key}_x_zero", zero)
+        q = f"{key}_x_q"
+        self.new_nodes.append(onnx.helper.make_node("QuantizeLinear", [x, sc, zp], [q], name=f"{key}_x_quant"))
+        return q, sc, zp
+
+    def _quantize_weight(self, key: str, weight: np.ndarray) -> tuple[str, str, str]:
+        q, scale, zero = quantize_weight(weight, self.weight_type)
+        return (
+            self._init(f"{key}_w_q", q),
+            self._init(f"{key}_w_scale", scale),
+            self._init(f"{key}_w_zero", zero),
         )
-        if not usable:
-            nodes.append(node)
-            continue
-        weight = inits[node.input[1]]
-        hidden = int(weight.dims[1]) // 3
-        k = rewritten
-        qkv, parts = f"{node.name}_qkv_{k}", [f"{node.name}_{x}_{k}" for x in ("q", "k", "v")]
-        split = f"{node.name}_split_sizes_{k}"
-        graph.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, dtype=np.int64), split))
-        nodes.append(helper.make_node("MatMul", [node.input[0], node.input[1]], [qkv], name=f"{node.name}_qkv_proj"))
-        nodes.append(helper.make_node("Split", [qkv, split], parts, name=f"{node.name}_split", axis=-1))
+
+    def fold_into_values(self, attention: onnx.NodeProto, consumer: onnx.NodeProto) -> None:
+        """Smooth the attention-output projection for free: its input (the attention's context) is linear in
+        the value projection, per channel, so x / s is folded into V's weight columns and bias (W_o * s as
+        usual) instead of an inserted Mul. Its range is then that of x / s."""
+        if self.alpha is None or not (self._own(attention.input[1]) and self._own(attention.input[2])):
+            return
+        x = attention.output[0]
+        lo, hi = self.ranges[x]
+        w_out = self.array(consumer.input[1])
+        s = smoothing_factors(lo, hi, w_out, self.alpha)
+        qkv, bias = self.array(attention.input[1]), self.array(attention.input[2])
+        hidden = qkv.shape[1] // 3
+        qkv[:, 2 * hidden :] /= s
+        bias[2 * hidden :] /= s
+        self._init(attention.input[1], qkv)
+        self._init(attention.input[2], bias)
+        self._init(consumer.input[1], w_out * s[:, None])
+        self.ranges[x] = (lo / s, hi / s)
+        self.folded += 1
+
+    def matmul(self, node: onnx.NodeProto, smooth: bool) -> None:
+        key = f"{node.name}_{self.matmuls}"
+        weight = self.array(node.input[1])
+        x = node.input[0]
+        if smooth:
+            x, weight, (lo, hi) = self._smooth(key, x, weight)
+        else:
+            lo, hi = self.ranges[x]
+        q, sc, zp = self._quantize_input(key, x, lo, hi)
+        xd = f"{key}_x_dq"
+        self.new_nodes.append(onnx.helper.make_node("DequantizeLinear", [q, sc, zp], [xd], name=f"{key}_x_dequant"))
+        wq, wsc, wzp = self._quantize_weight(key, weight)
+        wd = f"{key}_w_dq"
+        self.new_nodes.append(
+            onnx.helper.make_node("DequantizeLinear", [wq, wsc, wzp], [wd], name=f"{key}_w_dequant", axis=1)
+        )
+        node.input[0], node.input[1] = xd, wd
+        self.matmuls += 1
+
+    def attention(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """The QAttention that replaces a fused Attention: same bias, padding mask and attributes; its input
+        quantized with a fixed scale, its QKV weight per column."""
+        key = f"{node.name}_{self.attentions}"
+        x, weight, (lo, hi) = self._smooth(key, node.input[0], self.array(node.input[1]))
+        q, sc, zp = self._quantize_input(key, x, lo, hi)
+        wq, wsc, wzp = self._quantize_weight(key, weight)
         mask = node.input[3] if len(node.input) > 3 else ""
-        nodes.append(
-            helper.make_node(
-                "MultiHeadAttention",
-                [*parts, node.input[2], mask],  # query, key, value, bias (q|k|v), key_padding_mask
-                list(node.output[:1]),
-                name=f"{node.name}_mha",
-                domain="com.microsoft",
-                **attrs,
-            )
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        self.attentions += 1
+        return onnx.helper.make_node(
+            "QAttention",
+            # input, weight, bias, input_scale, weight_scale, mask_index, input_zero_point, weight_zero_point
+            [q, wq, node.input[2], sc, wsc, mask, zp, wzp],
+            list(node.output),
+            name=f"{node.name}_qattention",
+            domain="com.microsoft",
+            **attrs,
         )
-        rewritten += 1
+
+    def drop_unused(self) -> None:
+        used = {i for n in self.graph.node for i in n.input}
+        keep = [i for i in self.graph.initializer if i.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep)
+
+
+def write_static_int8(
+    model: onnx.ModelProto, ranges: Ranges, weight_type: str, alpha: float | None, exclude: tuple[str, ...] = ()
+) -> dict[str, int]:
+    """Rewrite a fused fp32 model in place as static int8 (see _Writer); returns what was done, by count."""
+    writer = _Writer(model, ranges, weight_type, alpha)
+    graph = model.graph
+    skip = set(exclude)
+    attentions = {n.name: n for n in _attentions(graph)}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    folded: set[str] = set()
+    for node in attentions.values():
+        users = consumers.get(node.output[0], [])
+        out = users[0] if len(users) == 1 else None
+        if out is not None and out.op_type == "MatMul" and out.name not in skip and writer._own(out.input[1]):
+            before = writer.folded
+            writer.fold_into_values(node, out)
+            if writer.folded > before:
+                folded.add(out.name)
+    replaced: dict[str, onnx.NodeProto] = {}
+    for node in _targets(graph):
+        if node.name not in skip and writer._own(node.input[1]):
+            writer.matmul(node, smooth=node.name not in folded)
+    for name, node in attentions.items():
+        replaced[name] = writer.attention(node)
+    nodes = [replaced.get(n.name, n) for n in graph.node]
     del graph.node[:]
-    graph.node.extend(nodes)
-    return rewritten
+    graph.node.extend([*nodes, *writer.new_nodes])
+    _toposort(graph)
+    writer.drop_unused()
+    return {
+        "matmuls": writer.matmuls,
+        "attentions": writer.attentions,
+        "smoothed": writer.smoothed,
+        "folded_into_values": writer.folded,
+        "excluded": len(skip),
+    }
 
 
 def _toposort(graph: onnx.GraphProto) -> None:
@@ -184,7 +355,7 @@ def _toposort(graph: onnx.GraphProto) -> None:
             else:
                 rest.append(node)
         if len(rest) == len(pending):
-            raise ExportError("graph has a cycle or a missing input after smoothing")
+            raise ExportError("graph has a cycle or a missing input after static quantization")
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
@@ -198,17 +369,6 @@ def int8_activation_matmuls(path: Path) -> tuple[int, int]:
     return sum(producer.get(n.input[0]) == "DequantizeLinear" for n in matmuls), len(matmuls)
 
 
-class _Reader:
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:  # not needed by MinMax; kept for the CalibrationDataReader protocol
-        pass
-
-
 def quantize_static_int8(
     fp32_path: Path,
     dest: Path,
@@ -218,77 +378,34 @@ def quantize_static_int8(
     alpha: float | None = SMOOTH_ALPHA,
     exclude: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """fp32 graph -> smoothed (alpha None: not), calibrated QDQ int8 graph at dest; returns the manifest's
+    """fp32 graph -> smoothed (alpha None: not), calibrated static int8 graph at dest; returns the manifest's
     quantization record."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    work = dest.parent / "_static_work"
-    work.mkdir(parents=True, exist_ok=True)
-    amax = None if alpha is None else input_absmax(fp32_path, feeds)
+    ranges = input_ranges(fp32_path, feeds)
+    gc.collect()  # the probe session's weights, before the model is loaded again
     model = onnx.load(str(fp32_path))
-    attention = unfuse_attention(model)
-    n = 0 if amax is None or alpha is None else smooth(model, amax, alpha)
-    # Shapes inferred on a weightless copy (export/graph.py): infer_shapes copies the whole model it is given,
-    # 2.2 GB more at the large model's peak; the value_info it finds is all quantize_static needs from it.
-    shaped = SymbolicShapeInference.infer_shapes(weightless(model), auto_merge=True, guess_output_rank=True)
-    known = {v.name for v in model.graph.value_info}
-    model.graph.value_info.extend(v for v in shaped.graph.value_info if v.name not in known)
-    del shaped
-    smoothed = work / "smoothed.onnx"
-    onnx.save(model, str(smoothed), save_as_external_data=big)
-    del model  # quantize_static reads it from disk; a 2.2 GB copy held here would add to its own peak
-    gc.collect()
-
-    class Reader(_Reader, CalibrationDataReader):
-        pass
-
-    quantize_static(
-        str(smoothed),
-        str(dest),
-        Reader(feeds),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        reduce_range=False,
-        activation_type=QuantType.QUInt8,
-        weight_type=getattr(QuantType, weight_type),
-        calibrate_method=CalibrationMethod.MinMax,
-        use_external_data_format=big,
-        nodes_to_exclude=list(exclude),
-        extra_options={
-            "DefaultTensorType": onnx.TensorProto.FLOAT,
-            "ActivationSymmetric": False,
-            "WeightSymmetric": True,
-            "OpTypesToExcludeOutputQuantization": ["MatMul"],
-            "MatMulConstBOnly": True,
-        },
-    )
-    for path in work.iterdir():
-        path.unlink()
-    work.rmdir()
+    done = write_static_int8(model, ranges, weight_type, alpha, exclude)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if big:
+        onnx.save(model, str(dest), save_as_external_data=True, location=dest.name + ".data")
+    else:
+        onnx.save(model, str(dest))
     return {
         "method": "static",
-        "format": "QDQ",
+        "format": "QDQ + QAttention",
         "batch_invariant": True,
-        "calibration": "MinMax",
+        "calibration": "MinMax over real tokens",
         "calibration_texts": len(feeds) and sum(len(f["input_ids"]) for f in feeds),
         "calibration_source": "e5rt benchmark corpus (disjoint from the parity probes)",
         "smoothquant_alpha": alpha,
-        "smoothed_matmuls": n,
+        "smoothed_matmuls": done["smoothed"] + done["folded_into_values"],
+        "smoothing_folded_into_values": done["folded_into_values"],
         "per_channel": True,
         "weight_type": weight_type,
         "activation_type": "QUInt8",
-        "quantized_ops": "MatMul inputs (constant weights), the attention's QKV projection included",
-        "attention": f"{attention} fused Attention rewritten as an int8 QKV MatMul + MultiHeadAttention",
-        "attention_rewritten": attention,
-        "excluded_nodes": len(exclude),
+        "quantized_ops": "MatMul inputs (constant weights) and every fused Attention's QKV projection",
+        "attention": f"{done['attentions']} fused Attention as QAttention with a static input scale",
+        "attention_qattention": done["attentions"],
+        "excluded_nodes": done["excluded"],
     }
 
 

@@ -55,7 +55,9 @@ def test_every_variant_alone_equals_in_a_batch_or_is_marked(tiny_models: dict[st
 def test_static_int8_manifest_records_method_and_both_parities(tiny_models: dict[str, Path]) -> None:
     v = load_manifest(tiny_models["xlm-roberta"]).variants["int8-static"]
     q = v.quantization or {}
-    assert q["method"] == "static" and q["format"] == "QDQ" and q["smoothed_matmuls"] > 0
+    assert q["method"] == "static" and q["format"] == "QDQ + QAttention" and q["smoothed_matmuls"] > 0
+    # the attention output's smoothing is folded into the value projection in every layer, no Mul inserted
+    assert q["smoothing_folded_into_values"] == q["attention_qattention"] == 2
     assert q["calibration_texts"] > 0 and "disjoint" in q["calibration_source"]
     p = v.raw["parity"]
     assert p["min_cos_alone"] >= 0.99 and p["min_cos"] >= 0.99 and p["batch_invariance_max_abs"] <= 1e-5
@@ -64,14 +66,21 @@ def test_static_int8_manifest_records_method_and_both_parities(tiny_models: dict
 
 
 def test_static_int8_really_quantizes_activations(tiny_models: dict[str, Path]) -> None:
-    """quantize_static silently skips activations it cannot type; the export must not ship weight-only int8."""
+    """Every MatMul reads int8 activations and every attention runs as QAttention on a constant input scale:
+    the export must not ship weight-only int8 or a batch-dependent scale."""
     import onnx
 
     path = tiny_models["bert"] / "int8-static" / "model.onnx"
-    nodes = onnx.load(str(path)).graph.node
+    graph = onnx.load(str(path)).graph
+    nodes, consts = graph.node, {i.name for i in graph.initializer}
     producer = {o: n.op_type for n in nodes for o in n.output}
     matmuls = [n for n in nodes if n.op_type == "MatMul"]
     assert matmuls and all(producer.get(n.input[0]) == "DequantizeLinear" for n in matmuls)
+    attention = [n for n in nodes if n.op_type in ("Attention", "QAttention", "MultiHeadAttention")]
+    assert attention and all(n.op_type == "QAttention" for n in attention)
+    # input (from QuantizeLinear), weight, bias, input scale, weight scale, mask, input zero point, weight zero point
+    assert all(producer.get(n.input[0]) == "QuantizeLinear" for n in attention)
+    assert all({n.input[i] for i in (1, 2, 3, 4, 6, 7)} <= consts for n in attention)
 
 
 def test_exact_int8_mode_is_chosen_from_the_serving_cpu(tiny_models: dict[str, Path]) -> None:

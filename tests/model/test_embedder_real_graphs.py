@@ -60,7 +60,7 @@ def test_minilm_parity_with_sentence_transformers(
     if variant == "int8-static":
         v = emb.manifest.variants[variant]
         assert v.raw["batch_invariant"] and v.quantization is not None
-        assert v.quantization["preset"] == "keep-ffn-out" and "MultiHeadAttention" in v.quantization["attention"]
+        assert v.quantization["preset"] == "keep-ffn-out" and "QAttention" in v.quantization["attention"]
         alone = np.stack([emb.encode([t])[0] for t in TEXTS])
         assert np.abs(alone - got).max() <= 1e-5  # the same vector in any batch
 

@@ -277,3 +277,51 @@ def test_external_data_path(tiny_checkpoints: dict[str, Path], tmp_path: Path, m
     assert input_hashes(ckpt) == before
     emb = Embedder.load(out, variant="fp32", provider="cpu")
     assert np.isfinite(emb.encode(["external data works"])).all()
+
+
+def test_static_int8_writer_quantizes_and_smooths_only_outlier_inputs() -> None:
+    """export/static_int8.py's writer on a two-MatMul graph: the result stays close to fp32, every MatMul reads a
+    DequantizeLinear, a smoothing Mul goes only before the input with an outlier channel, and it helps."""
+    import numpy as np
+    import onnxruntime as ort
+    from e5rt_export.static_int8 import SMOOTH_MIN_RATIO, outlier_ratio, quantize_weight, write_static_int8
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(32, 48)).astype(np.float32)
+    w2 = rng.normal(size=(48, 16)).astype(np.float32) / 7
+    x = rng.normal(size=(256, 32)).astype(np.float32)
+    x[:, 5] *= 40  # one outlier channel, as LayerNorm outputs of real models have
+    h = x @ w1
+    ranges = {"x": (x.min(0), x.max(0)), "h": (h.min(0), h.max(0))}
+    assert outlier_ratio(*ranges["x"]) >= SMOOTH_MIN_RATIO > outlier_ratio(*ranges["h"])
+    ref = x @ w1 @ w2
+
+    def quantized(alpha: float | None) -> tuple[dict[str, int], list[str], float]:
+        graph = helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+                helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2"),
+            ],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+            [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        done = write_static_int8(model, dict(ranges), "QInt8", alpha=alpha)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"x": x})[0]
+        return done, [n.op_type for n in model.graph.node], float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+    done, ops, err = quantized(0.6)
+    assert done == {"matmuls": 2, "attentions": 0, "smoothed": 1, "folded_into_values": 0, "excluded": 0}
+    assert ops.count("Mul") == 1 and ops.count("QuantizeLinear") == 2 and ops.count("DequantizeLinear") == 4
+    _, plain_ops, plain_err = quantized(None)
+    assert "Mul" not in plain_ops and err < 0.02 and plain_err > 1.5 * err, (err, plain_err)
+
+    for wtype, dtype, zero in (("QInt8", np.int8, 0), ("QUInt8", np.uint8, 128)):
+        q, scale, zp = quantize_weight(w1, wtype)
+        assert q.dtype == dtype and zp.dtype == dtype and (zp == zero).all() and scale.shape == (48,)
+        back = (q.astype(np.float32) - zero) * scale
+        assert np.abs(back - w1).max() <= scale.max() / 2 + 1e-6  # per column, within half a step
