@@ -5,6 +5,10 @@ emb = Embedder.load("models/me5-small-r")
 vecs = emb.encode_passages(["..."]); q = emb.encode_queries("...", task="web_search")
 res = emb.embed(["..."])  # res.embeddings, res.stats: this call's own figures
 
+from e5rt import Reranker
+rr = Reranker.load("models/reranker")
+best = rr.rerank("query", ["doc a", "doc b"], top_n=1)  # [RerankResult(index, score, document)]
+
 Every error class lives in e5rt.errors (all derive from E5rtError); the stages in e5rt.core.
 """
 
@@ -14,6 +18,7 @@ from .core.types import EmbedResult, Stats
 from .engine import Embedder
 from .errors import E5rtError, InputError
 from .ops import search, similarity
+from .rerank import Reranker, RerankResult
 
 __version__ = "0.2.0"
 __all__ = [
@@ -24,6 +29,8 @@ __all__ = [
     "Embedder",
     "InputError",
     "LoadOptions",
+    "RerankResult",
+    "Reranker",
     "Stats",
     "search",
     "similarity",

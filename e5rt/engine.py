@@ -45,6 +45,7 @@ class ModelSpec:
     prompt_scheme: str = "none"
     packed: bool = False
     name: str = ""
+    sep_token_id: int | None = None  # cross-encoders with two-segment pairs (BERT): token_type_ids from [SEP]
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, variant: Variant) -> ModelSpec:
@@ -56,6 +57,7 @@ class ModelSpec:
             prompt_scheme=manifest.prompt_scheme,
             packed=variant.packed,
             name=manifest.name,
+            sep_token_id=manifest.rerank.get("sep_token_id"),
         )
 
 
@@ -108,7 +110,12 @@ class Embedder:
             pad_allowance=int(self.batching.pad_allowance or 0),
         )
         self.pool_spec = PoolSpec(
-            dim=spec.dim, pad_id=spec.pad_token_id, pooling=spec.pooling, packed=spec.packed, check_finite=check_finite
+            dim=spec.dim,
+            pad_id=spec.pad_token_id,
+            pooling=spec.pooling,
+            packed=spec.packed,
+            check_finite=check_finite,
+            sep_id=spec.sep_token_id,
         )
         self.manifest = manifest
         self.model_dir = model_dir
@@ -124,11 +131,21 @@ class Embedder:
         which variant on which provider; verify checks every file of the chosen variant against the
         manifest's sha256.
         """
+        return cls._load(model_dir, "embed", LoadOptions.build(options, **overrides))
+
+    @classmethod
+    def _load(cls, model_dir: str | Path, task: str, opts: LoadOptions) -> Embedder:
+        """The pipeline over a model directory of the given task (e5rt.Reranker loads through here too)."""
         from .backends.ort import OrtBackend, resolve_provider
 
-        opts = LoadOptions.build(options, **overrides)
         root = Path(model_dir)
         manifest = load_manifest(root)
+        if manifest.task != task:
+            other = {"embed": "e5rt.Embedder.load", "rerank": "e5rt.Reranker.load"}[manifest.task]
+            raise VariantError(
+                f"{root} holds a {'reranker' if manifest.task == 'rerank' else 'text embedder'} "
+                f"(task {manifest.task}); load it with {other}"
+            )
         prov = resolve_provider(opts.provider)
         chosen = manifest.pick(opts.variant, prov)
         if prov not in chosen.providers:

@@ -20,7 +20,8 @@ log = logging.getLogger("e5rt")
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "logits")  # logits: a cross-encoder graph's output, one row per pair
+TASKS = ("embed", "rerank")
 PROMPT_SCHEMES = ("instruct", "query-passage", "none")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -114,10 +115,20 @@ class Manifest:
     synthetic: bool
     variants: dict[str, Variant]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    task: str = "embed"  # embed (a vector per text) | rerank (a score per (query, document) pair)
 
     @property
     def dim(self) -> int:
+        """Width of what the graph gives per input: the embedding size, or a cross-encoder's label count."""
+        if self.task == "rerank":
+            return int(self.rerank.get("num_labels", 1))
         return int(self.architecture["hidden_size"])
+
+    @property
+    def rerank(self) -> dict[str, Any]:
+        """A cross-encoder's scoring record: num_labels, sep_token_id (two-segment pairs), activation."""
+        value = self.raw.get("rerank")
+        return value if isinstance(value, dict) else {}
 
     def pick(self, requested: str, provider: str) -> Variant:
         """The variant to load. 'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed
@@ -229,6 +240,13 @@ def parse_manifest(data: Any) -> Manifest:
     variants_raw = _get(data, "variants", dict, "")
     if not variants_raw:
         raise ManifestError("manifest: 'variants' is empty")
+    if data.get("task") == "rerank":
+        rr = _get(data, "rerank", dict, "")
+        if _get(rr, "num_labels", int, "rerank.") < 1:
+            raise ManifestError("manifest: 'rerank.num_labels' must be >= 1")
+        sep = rr.get("sep_token_id")
+        if sep is not None and (isinstance(sep, bool) or not isinstance(sep, int)):
+            raise ManifestError("manifest: 'rerank.sep_token_id' must be an integer or null")
     max_length = _get(data, "max_length", int, "")
     if max_length < 2:
         raise ManifestError(f"manifest: 'max_length' must be >= 2, got {max_length}")
@@ -246,6 +264,7 @@ def parse_manifest(data: Any) -> Manifest:
         synthetic=_get(data, "synthetic", bool, ""),
         variants={name: _parse_variant(name, v) for name, v in variants_raw.items()},
         raw=data,
+        task=_choice(data, "task", TASKS) if "task" in data else "embed",
     )
 
 

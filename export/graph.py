@@ -63,8 +63,9 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None) -> Path:
-    """Plain ONNX export of the encoder (last_hidden_state output) with optimum, into a fresh directory."""
+def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None, task: str = "embed") -> Path:
+    """Plain ONNX export with optimum, into a fresh directory: the encoder (last_hidden_state output) for an
+    embedder, the whole classifier (logits output) for a reranker."""
     _quiet()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from optimum.exporters.onnx import main_export
@@ -74,8 +75,9 @@ def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None) -> Pat
         main_export(
             str(checkpoint),
             output=str(out_dir),
-            task="feature-extraction",
-            library_name="transformers",  # the bare encoder: pooling is e5rt's job, not the graph's
+            # the bare encoder for embedders: pooling is e5rt's job, not the graph's
+            task="text-classification" if task == "rerank" else "feature-extraction",
+            library_name="transformers",
             opset=opset,
             do_validation=False,
             local_files_only=True,

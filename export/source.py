@@ -149,6 +149,22 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
     return Checkpoint(path=path, source=origin, config=config, name=name.split("/")[-1], st_files=st_files)
 
 
+def checkpoint_task(ckpt: Checkpoint) -> str:
+    """'rerank' for a one-label sequence classifier (a cross-encoder: one relevance logit per pair), 'embed'
+    for an encoder; a classifier with several labels is refused (e5rt ranks by one relevance score)."""
+    archs = ckpt.config.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return "embed"
+    labels = ckpt.config.get("id2label")
+    n = len(labels) if isinstance(labels, dict) and labels else int(ckpt.config.get("num_labels", 2))
+    if n != 1:
+        raise UnsupportedArchitectureError(
+            f"{ckpt.path}: a sequence classifier with {n} labels; e5rt exports one-label cross-encoders "
+            "(a relevance logit per query-document pair) for reranking"
+        )
+    return "rerank"
+
+
 def default_pooling(ckpt: Checkpoint) -> str:
     """From the sentence-transformers pooling config; mean when there is none (the E5 convention)."""
     pooling = ckpt.st_files.get("1_Pooling/config.json")

@@ -26,7 +26,6 @@ large model twice and peaked at 14.1 GB; this needs the fp32 model once: 5.6 GB,
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import onnx
 
 from .errors import ExportError
-from .graph import is_ffn_out
+from .graph import is_ffn_out, release_memory
 
 SMOOTH_ALPHA = 0.6  # measured best of 0.5 / 0.6 on me5-small-r (0.991 / 0.996 min cos); see the probe results
 # An input is smoothed through an inserted Mul only where a channel stands out this much (outlier_ratio): measured on
@@ -59,7 +58,9 @@ def calibration_texts(n: int = CALIBRATION_TEXTS) -> list[str]:
     return [r["text"] for r in rows[-n:]]
 
 
-def calibration_feeds(ids: list[np.ndarray], input_names: list[str], pad_id: int) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(
+    ids: list[np.ndarray], input_names: list[str], pad_id: int, sep_id: int | None = None
+) -> list[dict[str, np.ndarray]]:
     from e5rt.core import build_feeds
 
     dtypes = dict.fromkeys(input_names, np.int64)
@@ -67,7 +68,7 @@ def calibration_feeds(ids: list[np.ndarray], input_names: list[str], pad_id: int
     feeds = []
     for start in range(0, len(order), CALIBRATION_BATCH):
         rows = [ids[i] for i in order[start : start + CALIBRATION_BATCH]]
-        feeds.append(build_feeds(rows, max(len(r) for r in rows), pad_id, input_names, dtypes))
+        feeds.append(build_feeds(rows, max(len(r) for r in rows), pad_id, input_names, dtypes, sep_id))
     return feeds
 
 
@@ -381,7 +382,7 @@ def quantize_static_int8(
     """fp32 graph -> smoothed (alpha None: not), calibrated static int8 graph at dest; returns the manifest's
     quantization record."""
     ranges = input_ranges(fp32_path, feeds)
-    gc.collect()  # the probe session's weights, before the model is loaded again
+    release_memory()  # the probe session's weights (5.9 GB at its peak on large), before the model is loaded
     model = onnx.load(str(fp32_path))
     done = write_static_int8(model, ranges, weight_type, alpha, exclude)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -389,6 +390,10 @@ def quantize_static_int8(
         onnx.save(model, str(dest), save_as_external_data=True, location=dest.name + ".data")
     else:
         onnx.save(model, str(dest))
+    # The next step (the embedding table) loads the file again: measured on large, the 5.1 GB this held until
+    # then took the stage's peak to 10.6 GB; returned first, 6.5 GB.
+    del model
+    release_memory()
     return {
         "method": "static",
         "format": "QDQ + QAttention",

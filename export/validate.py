@@ -17,10 +17,14 @@ from e5rt import BatchOptions, Embedder
 from e5rt.core import build_feeds, plan_batches
 from e5rt.engine import ModelSpec
 
-from .reference import load_reference_model, torch_pool
+from .reference import load_reference_classifier, load_reference_model, torch_pool
 
 # fp32-table8: fp32 weights with the word-embedding table in uint8 blocks (rows at cos >= 0.9999 of the original).
+# Embedders: min cosine against PyTorch per text. Rerankers: the Pearson correlation of the logits with PyTorch's
+# over the probe pairs (the ranking), with the same floors...
 THRESHOLDS = {"fp32": 0.99999, "fp32-table8": 0.9999, "fp16": 0.999, "int8": 0.99}
+# ...and the largest difference of a pair's score (the sigmoid of its logit, what rerank() returns) at most this.
+SCORE_TOLERANCE = {"fp32": 1e-4, "fp32-table8": 1e-3, "fp16": 5e-3, "int8": 0.05}
 _BUDGET = 4096  # padded tokens per batch while validating; small enough for a 24-layer model on 2 cores
 
 
@@ -35,10 +39,13 @@ class ParityResult:
     worst_text: str
     min_cos_alone: float | None = None  # each probe embedded on its own
     batch_invariance_max_abs: float | None = None  # max |alone - batched| over the probes
+    metric: str = "min cosine of embeddings"  # rerankers: "pearson of logits" (min_cos holds it)
+    score_tolerance: float | None = None  # rerankers: max_abs_diff (of sigmoid scores) must stay below it
 
     @property
     def passed(self) -> bool:
-        return self.min_cos >= self.threshold
+        within = self.score_tolerance is None or self.max_abs_diff <= self.score_tolerance
+        return self.min_cos >= self.threshold and within
 
     def as_manifest(self) -> dict[str, Any]:
         return {
@@ -54,6 +61,8 @@ class ParityResult:
                 None if self.batch_invariance_max_abs is None else float(f"{self.batch_invariance_max_abs:.3g}")
             ),
             "provider": "cpu",
+            "metric": self.metric,
+            **({} if self.score_tolerance is None else {"score_tolerance": self.score_tolerance}),
         }
 
 
@@ -72,6 +81,59 @@ def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: 
             t = {k: torch.from_numpy(v) for k, v in feeds.items()}
             out[rows] = torch_pool(model(**t).last_hidden_state, t["attention_mask"], pooling).numpy()
     return out
+
+
+def reference_scores(checkpoint: Path, ids: list[np.ndarray], pad_id: int, sep_id: int | None) -> np.ndarray:
+    """Logits (N, labels) of a cross-encoder in PyTorch (fp32, eager attention) on the same pair ids, with the
+    token_type_ids e5rt feeds (segment_ids: the tokenizer's own, checked in tests)."""
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = load_reference_classifier(checkpoint)
+    out = np.zeros((len(ids), int(model.config.num_labels)), dtype=np.float32)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    for batch in plan_batches([len(x) for x in ids], _BUDGET):
+        rows = list(batch.indices)
+        feeds = build_feeds([ids[i] for i in rows], batch.width, pad_id, names, dict.fromkeys(names, np.int64), sep_id)
+        with torch.inference_mode():
+            out[rows] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+    return out
+
+
+def compare_scores(
+    ref: np.ndarray, got: np.ndarray, pairs: list[str], precision: str, alone: np.ndarray | None = None
+) -> ParityResult:
+    """Parity of a reranker: Pearson correlation of its logits with PyTorch's over the probe pairs (batched and
+    each pair alone: the lower counts), and the largest difference of a sigmoid score."""
+
+    def pearson(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        a, b = a - a.mean(), b - b.mean()
+        denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        return float((a * b).sum() / denom) if denom > 0 else float(np.allclose(a, b))
+
+    def sig(x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+    r = pearson(ref, got)
+    r_alone = None if alone is None else pearson(ref, alone)
+    diff = np.abs(sig(ref) - sig(got)).max(axis=1)
+    if alone is not None:
+        diff = np.maximum(diff, np.abs(sig(ref) - sig(alone)).max(axis=1))
+    worst = int(np.argmax(diff))
+    return ParityResult(
+        min_cos=min(r, r_alone) if r_alone is not None else r,
+        mean_cos=r,
+        max_abs_diff=float(diff.max()),
+        n_texts=len(pairs),
+        threshold=THRESHOLDS[precision],
+        worst_index=worst,
+        worst_text=pairs[worst],
+        min_cos_alone=r_alone,
+        batch_invariance_max_abs=None if alone is None else float(np.abs(alone - got).max()),
+        metric="pearson of logits",
+        score_tolerance=SCORE_TOLERANCE[precision],
+    )
 
 
 def onnx_embedder(model_path: Path, tokenizer_path: Path, spec: ModelSpec, exact_int8: bool = False) -> Embedder:
@@ -98,8 +160,11 @@ def onnx_embeddings(
     One session serves both (a 24-layer graph's session is created once, not twice). Raises FloatingPointError
     on inf/NaN."""
     emb = onnx_embedder(model_path, tokenizer_path, spec, exact_int8)
-    batched = emb.embed_tokens(ids).embeddings
-    alone = np.concatenate([emb.embed_tokens([x]).embeddings for x in ids]) if ids else np.zeros((0, spec.dim))
+    normalize = spec.pooling != "logits"  # a reranker's logits are compared as they are
+    batched = emb.embed_tokens(ids, normalize).embeddings
+    alone = (
+        np.concatenate([emb.embed_tokens([x], normalize).embeddings for x in ids]) if ids else np.zeros((0, spec.dim))
+    )
     return batched, alone
 
 

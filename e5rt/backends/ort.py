@@ -140,6 +140,8 @@ class OrtBackend:
         out = self.session.get_outputs()[0]
         self.output_name = out.name
         self.output_dtype = _ORT_TYPES.get(out.type, np.float32)
+        # (batch, length, hidden) for an embedder's hidden states, (batch, labels) for a cross-encoder's logits
+        self.output_rank = len(out.shape) if out.shape else 3
         self.device = "cuda" if provider in ("cuda", "tensorrt") else "cpu"
         self.device_id = device_id
         self.io_binding = (self.device == "cuda") if io_binding is None else io_binding
@@ -185,7 +187,7 @@ class OrtBackend:
             out = binding.get_outputs()[0]
             self.hidden_size = int(out.shape()[-1])
             return np.asarray(out.numpy())
-        shape = (batch, length, self.hidden_size)
+        shape = (batch, length, self.hidden_size) if self.output_rank == 3 else (batch, self.hidden_size)
         out_value = self._device_value(("out", shape), shape, self.output_dtype)
         binding.bind_ortvalue_output(self.output_name, out_value)
         self.session.run_with_iobinding(binding, self._run_options)

@@ -26,9 +26,10 @@ class PoolSpec:
 
     dim: int
     pad_id: int
-    pooling: str = "mean"
+    pooling: str = "mean"  # mean | cls | logits (a cross-encoder's graph output, one row per pair, as it is)
     packed: bool = False
     check_finite: bool = False
+    sep_id: int | None = None  # cross-encoders with two segments: token_type_ids from the first [SEP]
 
 
 class Submission:
@@ -159,11 +160,14 @@ def run_batch(backend: Backend, rows: Sequence[tuple[Submission, int]], width: i
     started = time.perf_counter()
     ids = [req.ids[row] for req, row in rows]
     try:
-        feeds = build_feeds(ids, width, spec.pad_id, backend.input_names, backend.input_types)
+        feeds = build_feeds(ids, width, spec.pad_id, backend.input_names, backend.input_types, spec.sep_id)
         hidden = backend.run(feeds)
         if spec.check_finite and not np.isfinite(hidden).all():
             raise FloatingPointError(f"non-finite hidden states in a batch of {len(rows)} texts, width {width}")
-        if spec.pooling == "cls":
+        if spec.pooling == "logits":
+            sums = np.asarray(hidden, dtype=np.float32).reshape(len(rows), -1)
+            weights = np.ones(len(rows), dtype=np.float32)
+        elif spec.pooling == "cls":
             sums = cls_pool(hidden)
             weights = np.ones(len(rows), dtype=np.float32)
         else:

@@ -166,3 +166,59 @@ def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool) ->
             f"texts[{bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
             "decode the input with errors='replace' or remove the character"
         ) from exc
+
+
+class PairTokenizer:
+    """(query, document) pairs through the model's own pair template (tokenizer.json's post-processor), cut to
+    max_length from the document's end only: a cross-encoder scores the whole query against what fits of the
+    document. A query that leaves no room for the document is an error, not a silent cut."""
+
+    def __init__(self, path: str | Path, max_length: int) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+            raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
+        self.max_length = max_length
+        self._tok.no_padding()
+        # Queries are counted untruncated (a pair truncation strategy refuses single texts): a second copy.
+        self._count = Tokenizer.from_file(str(path))
+        self._count.no_padding()
+        self._count.no_truncation()
+        self._tok.enable_truncation(max_length, strategy="only_second")
+        processor = self._tok.post_processor
+        self.n_special = int(processor.num_special_tokens_to_add(True)) if processor is not None else 0
+
+    def query_lengths(self, queries: list[str]) -> list[int]:
+        """Content tokens of each query (no special tokens, no truncation)."""
+        return [len(e.ids) for e in _encode_batch(self._count, queries, add_special_tokens=False)]
+
+    def encode(self, queries: list[str], documents: list[str]) -> Encoded:
+        """Pair ids (special tokens included), counting the documents that were cut."""
+        room = self.max_length - self.n_special - 1  # at least one document token
+        distinct = list(dict.fromkeys(queries))  # rerank() sends one query with every document: count it once
+        for n in self.query_lengths(distinct):
+            if n > room:
+                raise InputError(
+                    f"the query has {n} tokens; with the pair template's {self.n_special} special tokens this "
+                    f"model takes queries of at most {room} tokens (max length {self.max_length}); shorten it"
+                )
+        pairs = list(zip(queries, documents, strict=True))
+        ids, cut = [], []
+        try:
+            encodings = self._tok.encode_batch(pairs, add_special_tokens=True)
+        except Exception as exc:  # a lone surrogate, as for single texts
+            bad = unencodable_index([t for pair in pairs for t in pair])
+            if bad is None:
+                raise
+            raise InputError(
+                f"pair {bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as UTF-8 "
+                f"(lone surrogate at character {bad[1]}); decode the input with errors='replace'"
+            ) from exc
+        for i, e in enumerate(encodings):
+            ids.append(np.asarray(e.ids, dtype=np.int64))
+            if e.overflowing:
+                cut.append(i)
+        return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))

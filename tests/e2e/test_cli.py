@@ -22,9 +22,7 @@ def test_export_then_info(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> 
     info = run("info", str(out))
     assert "xlm-roberta, 2 layers, hidden 64" in info.stdout and "int8" in info.stdout
     # which int8 path each int8 variant runs, in the listing and the JSON
-    assert (
-        "[dynamic per-tensor scales" in info.stdout and "[static scales, QKV int8 in QAttention" in info.stdout
-    )
+    assert "[dynamic per-tensor scales" in info.stdout and "[static scales, QKV int8 in QAttention" in info.stdout
     data = json.loads(run("info", str(out), "--json").stdout)
     assert set(data["model"]["variants"]) == {"fp32", "int8", "int8-static"}
     assert data["model"]["variants"]["int8-static"]["int8_path"].startswith("static scales, QKV int8")

