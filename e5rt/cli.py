@@ -262,7 +262,13 @@ def _add_serve(sub: Any) -> None:
         "MODEL_DIR 'fake:DIM[:MS]' serves a deterministic fake model (no files; MS per batch) to try the API.",
     )
     model = Flag("--model", "model directory")
-    p.add_argument("model_dir", nargs="?", default=_env_default(model, None), help=f"model directory ({model.env})")
+    p.add_argument(
+        "model_dir",
+        nargs="*",
+        help=f"model directories: embedders and rerankers side by side, routed by the request's model name "
+        f"({model.env}: one)",
+    )
+    p.set_defaults(model_env=_env_default(model, None))
     _add_options(p, ServeOptions, from_env=True)
     _add_model_args(p, from_env=True)
     log_level = Flag("--log-level", "log level", choices=("critical", "error", "warning", "info", "debug"))
@@ -274,37 +280,54 @@ def _add_serve(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .server.main import serve
+        from .server.models import ModelEntry
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    from .engine import Embedder
     from .manifest import load_manifest
 
-    if not args.model_dir:
+    dirs = [str(d) for d in args.model_dir] or ([str(args.model_env)] if args.model_env else [])
+    if not dirs:
         raise UsageError("serve: name a model directory (or set E5RT_MODEL)")
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
-    model = str(args.model_dir)
-    if model.startswith("fake:"):
-        dim, _, delay = model[5:].partition(":")
-        if not dim.isdigit() or int(dim) < 1 or (delay and not delay.isdigit()):
-            raise UsageError(f"{model}: expected fake:DIM or fake:DIM:MS_PER_BATCH, e.g. fake:32 or fake:32:20")
-        batching = BatchOptions(max_batch_tokens=args.max_batch_tokens)
-
-        def loader() -> Embedder:
-            return Embedder.fake(int(dim), batching=batching, delay_s=int(delay or 0) / 1000.0)
-    else:
-        load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
-
-        def loader() -> Embedder:
-            from .backends.ort import resolve_provider
-            from .config import SERVE_CPU_BATCH_TOKENS
-
-            provider = resolve_provider(args.provider)
-            budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
-            emb: Embedder = _load(args, provider=provider, max_batch_tokens=budget, spin=False)
-            return emb
-
+    if len(dirs) > 1 and opts.served_model_name:
+        raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
+    entries: list[ModelEntry] = []
+    for model in dirs:
+        if model.startswith("fake:"):
+            entries.append(ModelEntry(_fake_loader(model, args), "embed", None if len(dirs) == 1 else model))
+            continue
+        manifest = load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
+        entries.append(ModelEntry(_serve_loader(args, model, manifest.task), manifest.task, manifest.name))
+    names = [e.name for e in entries if e.name]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UsageError(f"two model directories have the name {', '.join(twice)}; serve them from separate servers")
     logging.getLogger("e5rt").setLevel(args.log_level.upper())
-    return serve(loader, opts, log_level=args.log_level)
+    return serve(entries, opts, log_level=args.log_level)
+
+
+def _fake_loader(model: str, args: argparse.Namespace) -> Any:
+    from .engine import Embedder
+
+    dim, _, delay = model[5:].partition(":")
+    if not dim.isdigit() or int(dim) < 1 or (delay and not delay.isdigit()):
+        raise UsageError(f"{model}: expected fake:DIM or fake:DIM:MS_PER_BATCH, e.g. fake:32 or fake:32:20")
+    batching = BatchOptions(max_batch_tokens=args.max_batch_tokens)
+    return lambda: Embedder.fake(int(dim), batching=batching, delay_s=int(delay or 0) / 1000.0)
+
+
+def _serve_loader(args: argparse.Namespace, model: str, task: str) -> Any:
+    """Loads one served model on the server's load thread: CPU batches under the serving budget, no spin."""
+
+    def loader() -> Any:
+        from .backends.ort import resolve_provider
+        from .config import SERVE_CPU_BATCH_TOKENS
+
+        provider = resolve_provider(args.provider)
+        budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
+        return _load(args, task, model_dir=model, provider=provider, max_batch_tokens=budget, spin=False)
+
+    return loader
 
 
 def _add_info(sub: Any) -> None:
@@ -313,10 +336,13 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _load(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The model named by the command's model options (overrides win)."""
+def _load(args: argparse.Namespace, task: str = "embed", **overrides: Any) -> Any:
+    """The model named by the command's model options (overrides win): an Embedder, or for task rerank the
+    pipeline a Reranker scores on (a server queues its pairs like texts)."""
+    from .config import LoadOptions
     from .engine import Embedder
 
+    model_dir = overrides.pop("model_dir", None) or args.model_dir
     options = {
         "variant": args.variant,
         "provider": args.provider,
@@ -325,7 +351,7 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Any:
         "verify": args.verify,
         **overrides,
     }
-    return Embedder.load(args.model_dir, **options)
+    return Embedder._load(model_dir, task, LoadOptions.build(None, **options))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

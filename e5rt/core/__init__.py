@@ -5,7 +5,7 @@ from .feeds import build_feeds
 from .plan import Batch, CostRule, padded_length, plan, plan_batches
 from .pool import cls_pool, divide, l2_normalize, mean_pool, pool_sum, vectors_from_sums
 from .prompts import DEFAULT_TASK, TASKS, TextKind, format_texts, resolve_task
-from .tokenize import Encoded, TextTokenizer
+from .tokenize import Encoded, PairTokenizer, TextTokenizer
 from .types import EMPTY_STATS, EmbedResult, Stats
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Encoded",
     "TextKind",
     "Stats",
+    "PairTokenizer",
     "TextTokenizer",
     "build_feeds",
     "cls_pool",

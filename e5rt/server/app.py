@@ -24,16 +24,22 @@ except ImportError as _exc:
 from .. import __version__
 from ..config import ServeOptions
 from ..core.types import Stats
+from ..rerank import sigmoid
+from .models import ModelSet
 from .openapi import docs_html, openapi_spec
 from .protocol import (
     ApiError,
+    cohere_rerank_body,
     decode_json,
     encode_vector,
     openai_body,
+    parse_cohere_rerank,
     parse_openai,
     parse_similarity,
     parse_tei_embed,
+    parse_tei_rerank,
     parse_tokenize,
+    tei_rerank_body,
 )
 from .service import ClientGone, Gone, InferenceService, Lifecycle, server_info
 
@@ -124,7 +130,7 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _endpoint(
-    service: InferenceService, route: str, fn: Handler, auth: bool = True
+    service: ModelSet, route: str, fn: Handler, auth: bool = True
 ) -> Callable[[Request], Awaitable[Response]]:
     """A route's handler wrapped in what every route shares: auth, one JSON error per failure (its status from
     the error's kind), timing, metrics and the access log."""
@@ -163,15 +169,27 @@ def _endpoint(
 
 
 class _Routes:
-    """The handlers: parse with e5rt.server.protocol, call the core, answer."""
+    """The handlers: parse with e5rt.server.protocol, pick the model, call the core, answer."""
 
-    def __init__(self, service: InferenceService) -> None:
-        self.service = service
+    def __init__(self, models: ModelSet) -> None:
+        self.models = models
+
+    async def _take(self, request: Request, task: str | None) -> tuple[InferenceService, Any]:
+        """The model a request is for, ready for the route's task, and the request's decoded body. With one
+        model it is checked before the body is read (503 while loading, 404 for the other task)."""
+        models = self.models
+        if len(models.services) == 1:
+            models.first.ready(task)
+            return models.first, await read_body(request, models.options.payload_limit)
+        body = await read_body(request, models.options.payload_limit)
+        name = body.get("model") if isinstance(body, dict) else None
+        service = models.pick(task, name if isinstance(name, str) else None)
+        service.ready(task)
+        return service, body
 
     async def openai_embeddings(self, request: Request, info: dict[str, Any]) -> Response:
-        service = self.service
+        service, body = await self._take(request, "embed")
         emb, _ = service.ready()
-        body = await read_body(request, service.options.payload_limit)
         opts = service.options
         call = parse_openai(body, emb.dim, opts.max_client_batch_size, opts.auto_truncate, opts.accept_token_ids)
         vectors, stats = await service.embed(call, _gone(request))
@@ -181,51 +199,81 @@ class _Routes:
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_embed(self, request: Request, info: dict[str, Any]) -> Response:
-        service = self.service
+        service, body = await self._take(request, "embed")
         emb, _ = service.ready()
-        body = await read_body(request, service.options.payload_limit)
         call = parse_tei_embed(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
         vectors, stats = await service.embed(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
         raw = await _encode_json(service, [encode_vector(v, "float") for v in vectors], len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
+    async def tei_rerank(self, request: Request, info: dict[str, Any]) -> Response:
+        service, body = await self._take(request, "rerank")
+        call = parse_tei_rerank(body, service.options.max_client_batch_size, service.options.auto_truncate)
+        logits, stats = await service.rerank(call, _gone(request))
+        info.update(texts=stats.texts, tokens=stats.tokens)
+        scores = logits if call.raw_scores else sigmoid(logits)
+        return Response(
+            _dumps(tei_rerank_body(call, scores)), media_type="application/json", headers=_timing_headers(stats)
+        )
+
+    async def cohere_rerank(self, request: Request, info: dict[str, Any]) -> Response:
+        service, body = await self._take(request, "rerank")
+        call = parse_cohere_rerank(body, service.options.max_client_batch_size)
+        logits, stats = await service.rerank(call, _gone(request))
+        info.update(texts=stats.texts, tokens=stats.tokens)
+        payload = cohere_rerank_body(call, sigmoid(logits), service.model_name, stats.tokens)
+        return Response(_dumps(payload), media_type="application/json", headers=_timing_headers(stats))
+
+    async def tei_root(self, request: Request, info: dict[str, Any]) -> Response:
+        """TEI's POST /: the (first) model's task decides: an embedder embeds, a reranker reranks."""
+        if self.models.first.task == "rerank":
+            return await self.tei_rerank(request, info)
+        return await self.tei_embed(request, info)
+
     async def similarity(self, request: Request, info: dict[str, Any]) -> Response:
-        service = self.service
-        service.ready()
-        body = await read_body(request, service.options.payload_limit)
+        service, body = await self._take(request, "embed")
         call = parse_similarity(body, service.options.max_client_batch_size)
         scores, stats = await service.similarity(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
         return JSONResponse(scores, headers=_timing_headers(stats))
 
     async def tokenize(self, request: Request, info: dict[str, Any]) -> Response:
-        service = self.service
-        service.ready()
-        body = await read_body(request, service.options.payload_limit)
+        service, body = await self._take(request, None)
         texts, specials, kind, task = parse_tokenize(body, service.options.max_client_batch_size)
         out = await service.tokens(texts, specials, kind, task)
         info.update(texts=len(texts), tokens=sum(len(x) for x in out))
         return JSONResponse(out)
 
     async def health(self, request: Request, info: dict[str, Any]) -> Response:
-        ok = self.service.state is Lifecycle.READY
-        body: dict[str, Any] = {"status": "ok" if ok else self.service.state.value}
-        if self.service.error:
-            body["error"] = self.service.error
+        models = self.models
+        ok = models.state is Lifecycle.READY
+        body: dict[str, Any] = {"status": "ok" if ok else models.state.value}
+        if models.error:
+            body["error"] = models.error
+        if len(models.services) > 1:
+            body["models"] = {s.model_name: s.state.value for s in models.services}
         return JSONResponse(body, status_code=200 if ok else HTTP_STATUS["unavailable"])
 
     async def model_info(self, request: Request, info: dict[str, Any]) -> Response:
-        emb, _ = self.service.ready()
-        return JSONResponse(server_info(self.service, emb))
+        described = []
+        for service in self.models.services:
+            emb, _ = service.ready(None)
+            described.append(server_info(service, emb))
+        if len(described) == 1:
+            return JSONResponse(described[0])
+        # TEI clients read the top level: the first model's; every model under "models"
+        return JSONResponse({**described[0], "models": described})
 
     async def metrics(self, request: Request, info: dict[str, Any]) -> Response:
-        return Response(self.service.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(self.models.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def models(self, request: Request, info: dict[str, Any]) -> Response:
-        self.service.ready()
-        model = {"id": self.service.model_name, "object": "model", "owned_by": "e5rt"}
-        return JSONResponse({"object": "list", "data": [model]})
+    async def models_list(self, request: Request, info: dict[str, Any]) -> Response:
+        data = []
+        for service in self.models.services:
+            service.ready(None)
+            data.append({"id": service.model_name, "object": "model", "owned_by": "e5rt", "task": service.task})
+        return JSONResponse({"object": "list", "data": data})
 
     async def spec(self, request: Request, info: dict[str, Any]) -> Response:
         return JSONResponse(openapi_spec(__version__))
@@ -234,27 +282,29 @@ class _Routes:
         return HTMLResponse(docs_html(openapi_spec(__version__)))
 
 
-def create_app(service: InferenceService) -> Starlette:
-    h = _Routes(service)
+def create_app(models: ModelSet) -> Starlette:
+    h = _Routes(models)
     # (path, handler, method, needs the API key); TEI answers POST / by the model's task (huggingface_hub's
     # InferenceClient(model=URL) posts there).
     table: list[tuple[str, Handler, str, bool]] = [
         ("/v1/embeddings", h.openai_embeddings, "POST", True),
         ("/embeddings", h.openai_embeddings, "POST", True),
         ("/embed", h.tei_embed, "POST", True),
-        ("/", h.tei_embed, "POST", True),
+        ("/", h.tei_root, "POST", True),
+        ("/rerank", h.tei_rerank, "POST", True),
+        ("/v1/rerank", h.cohere_rerank, "POST", True),
         ("/similarity", h.similarity, "POST", True),
         ("/tokenize", h.tokenize, "POST", True),
-        ("/v1/models", h.models, "GET", True),
+        ("/v1/models", h.models_list, "GET", True),
         ("/info", h.model_info, "GET", True),
         ("/health", h.health, "GET", False),
         ("/metrics", h.metrics, "GET", False),
         ("/openapi.json", h.spec, "GET", False),
         ("/docs", h.docs, "GET", False),
     ]
-    routes = [Route(path, _endpoint(service, path, fn, auth), methods=[method]) for path, fn, method, auth in table]
+    routes = [Route(path, _endpoint(models, path, fn, auth), methods=[method]) for path, fn, method, auth in table]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
-    app.state.service = service
+    app.state.models = models
     return app
 
 

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from ..config import ServeOptions
 from ..engine import Embedder
 from .app import create_app
-from .service import InferenceService, Lifecycle
+from .models import ModelEntry, ModelSet
+from .service import Lifecycle
 
 log = logging.getLogger("e5rt.server")
 
 
-def serve(loader: Callable[[], Embedder], options: ServeOptions, log_level: str = "info") -> int:
+def serve(models: Sequence[ModelEntry] | Callable[[], Embedder], options: ServeOptions, log_level: str = "info") -> int:
+    """Serve one model (a loader) or several (ModelEntry each: embedders and rerankers side by side)."""
     import uvicorn
 
-    service = InferenceService(loader, options)
+    entries = [ModelEntry(models)] if callable(models) else list(models)
+    service = ModelSet(entries, options)
     app = create_app(service)
 
     class _Server(uvicorn.Server):
@@ -44,7 +47,7 @@ def serve(loader: Callable[[], Embedder], options: ServeOptions, log_level: str 
         lifespan="off",
     )
     server = _Server(config)
-    service.on_failed = lambda: setattr(server, "should_exit", True)
+    service.set_on_failed(lambda: setattr(server, "should_exit", True))
     service.start()
     try:
         server.run()

@@ -14,6 +14,7 @@ _MS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 class ServerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._queues: list[tuple[Callable[[], float], Callable[[], float]]] = []
         self.requests = Counter("e5rt_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.texts = Counter("e5rt_texts", "texts embedded", registry=r)
         self.tokens = Counter("e5rt_tokens", "tokens embedded (real, not padded)", registry=r)
@@ -41,8 +42,10 @@ class ServerMetrics:
         self.request = Histogram("e5rt_request_seconds", "whole request", ["route"], buckets=_MS, registry=r)
 
     def bind_queue(self, texts: Callable[[], float], tokens: Callable[[], float]) -> None:
-        self.queue_texts.set_function(texts)
-        self.queue_tokens.set_function(tokens)
+        """Add a queue to the depth gauges (a server of several models reports the sum of its queues)."""
+        self._queues.append((texts, tokens))
+        self.queue_texts.set_function(lambda: sum(t() for t, _ in self._queues))
+        self.queue_tokens.set_function(lambda: sum(k() for _, k in self._queues))
 
     def on_batch(self, batch: BatchRecord) -> None:
         self.batch_size.observe(batch.texts)

@@ -105,7 +105,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "paths": {
             "/v1/embeddings": openai,
             "/embed": tei_embed,
-            "/": {"post": {**tei_embed["post"], "summary": "TEI's root route: /embed for an embedding model"}},
+            "/": {
+                "post": {
+                    **tei_embed["post"],
+                    "summary": "TEI's root route: /embed for an embedding model, /rerank for a reranker",
+                }
+            },
             "/similarity": _post(
                 "cosine of a source sentence (embedded as a query) against sentences (passages by default)",
                 {
@@ -128,7 +133,41 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 ["inputs"],
                 {"type": "array"},
             ),
-            "/v1/models": _get("the served model"),
+            "/rerank": _post(
+                "TEI rerank: the texts ordered by relevance to the query (a reranker model), best first",
+                {
+                    "query": {"type": "string"},
+                    "texts": {"type": "array", "items": {"type": "string"}},
+                    "raw_scores": {"type": "boolean", "default": False, "description": "the logit, not its sigmoid"},
+                    "return_text": {"type": "boolean", "default": False},
+                    "truncate": {"type": "boolean", "description": "false: a pair past max length is a 413"},
+                    "truncation_direction": {
+                        "type": "string",
+                        "enum": ["Right", "right"],
+                        "default": "Right",
+                        "description": "the document's end is cut, never the query",
+                    },
+                },
+                ["query", "texts"],
+                {"type": "array", "items": {"type": "object"}},
+            ),
+            "/v1/rerank": _post(
+                "Cohere / Jina-style rerank: results with index and relevance_score (sigmoid), best first",
+                {
+                    "model": {"type": "string"},
+                    "query": {"type": "string"},
+                    "documents": {
+                        "type": "array",
+                        "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                        "description": "strings, or objects with a 'text' string",
+                    },
+                    "top_n": {"type": "integer"},
+                    "return_documents": {"type": "boolean", "default": False},
+                },
+                ["query", "documents"],
+                {"type": "object"},
+            ),
+            "/v1/models": _get("the served models, each with its task (embed or rerank)"),
             "/info": _get("model, dimensions, variant, provider, batch invariance, limits, version"),
             "/health": _get("200 once the model is loaded and warmed up; 503 while loading or draining"),
             "/metrics": _get("Prometheus metrics"),

@@ -400,3 +400,120 @@ def openai_body(vectors: np.ndarray, encoding: Encoding, model: str, tokens: int
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+@dataclass(frozen=True)
+class RerankCall:
+    """One rerank request, TEI's /rerank or the Cohere/Jina-style /v1/rerank."""
+
+    query: str
+    documents: list[str]
+    raw_scores: bool = False  # the logit instead of its sigmoid
+    return_documents: bool = False
+    top_n: int | None = None
+    truncate: bool = True  # False: a pair past max length is refused instead of its document cut
+    model: str | None = None
+
+
+def _documents(value: Any, name: str, max_batch: int) -> list[str]:
+    """A list of documents: strings, or (Cohere / Jina) objects with a 'text' field."""
+    if not isinstance(value, list):
+        raise ApiError("invalid_input", f"'{name}' must be a list of strings", param=name, code="invalid_type")
+    if not value:
+        raise ApiError("invalid_input", f"'{name}' is empty; send at least one document", param=name, code="empty")
+    if len(value) > max_batch:
+        raise ApiError(
+            "too_large",
+            f"'{name}' has {len(value)} documents; this server takes at most {max_batch} per request",
+            param=name,
+            code="too_many_inputs",
+        )
+    out = []
+    for i, doc in enumerate(value):
+        if isinstance(doc, dict) and isinstance(doc.get("text"), str):
+            doc = doc["text"]
+        if not isinstance(doc, str):
+            raise ApiError(
+                "invalid_input",
+                f"'{name}[{i}]' must be a string (or an object with a 'text' string), got {type(doc).__name__}",
+                param=name,
+                code="invalid_type",
+            )
+        out.append(doc)
+    return out
+
+
+def _query(obj: dict[str, Any]) -> str:
+    if "query" not in obj:
+        raise ApiError("invalid_input", "missing field 'query'", param="query", code="missing_field")
+    query = _field(obj, "query", (str,))
+    if query is None:
+        raise ApiError("invalid_input", "'query' must be a string", param="query", code="invalid_type")
+    return str(query)
+
+
+def parse_tei_rerank(body: Any, max_batch: int, auto_truncate: bool) -> RerankCall:
+    """TEI's POST /rerank: query, texts, raw_scores, return_text, truncate, truncation_direction."""
+    obj = _object(body)
+    if "texts" not in obj:
+        raise ApiError("invalid_input", "missing field 'texts'", param="texts", code="missing_field")
+    if _direction(obj) != "right":
+        raise _invalid_value(
+            "truncation_direction", "a reranker cuts the document's end only ('Right'); the query is never cut"
+        )
+    return RerankCall(
+        query=_query(obj),
+        documents=_documents(obj["texts"], "texts", max_batch),
+        raw_scores=_field(obj, "raw_scores", (bool,), False),
+        return_documents=_field(obj, "return_text", (bool,), False),
+        truncate=_field(obj, "truncate", (bool,), auto_truncate),
+    )
+
+
+def parse_cohere_rerank(body: Any, max_batch: int) -> RerankCall:
+    """The Cohere / Jina-style POST /v1/rerank: model, query, documents (str or {text}), top_n, return_documents."""
+    obj = _object(body)
+    if "documents" not in obj:
+        raise ApiError("invalid_input", "missing field 'documents'", param="documents", code="missing_field")
+    top_n = _field(obj, "top_n", (int,))
+    if top_n is not None and top_n < 1:
+        raise _invalid_value("top_n", f"'top_n' must be a positive integer, got {top_n}")
+    return RerankCall(
+        query=_query(obj),
+        documents=_documents(obj["documents"], "documents", max_batch),
+        return_documents=_field(obj, "return_documents", (bool,), False),
+        top_n=top_n,
+        model=_field(obj, "model", (str,)),
+    )
+
+
+def ranked(scores: np.ndarray, top_n: int | None) -> list[int]:
+    """Document indices by score, best first (ties keep input order), cut to top_n."""
+    return [int(i) for i in np.argsort(-scores, kind="stable")[: top_n or len(scores)]]
+
+
+def tei_rerank_body(call: RerankCall, scores: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"index": i, "score": float(scores[i]), **({"text": call.documents[i]} if call.return_documents else {})}
+        for i in ranked(scores, call.top_n)
+    ]
+
+
+def cohere_rerank_body(call: RerankCall, scores: np.ndarray, model: str, tokens: int) -> dict[str, Any]:
+    import uuid
+
+    results = [
+        {
+            "index": i,
+            "relevance_score": float(scores[i]),
+            **({"document": {"text": call.documents[i]}} if call.return_documents else {}),
+        }
+        for i in ranked(scores, call.top_n)
+    ]
+    return {
+        "id": str(uuid.uuid4()),
+        "model": model,
+        "results": results,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "meta": {"billed_units": {"search_units": 1}},
+    }

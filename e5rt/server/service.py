@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -23,11 +24,12 @@ from .. import __version__
 from ..batching import BatchQueue, Submission
 from ..config import ServeOptions, flags_of
 from ..core.prompts import TextKind, format_texts
-from ..core.tokenize import Direction, Encoded
+from ..core.tokenize import Direction, Encoded, PairTokenizer
 from ..core.types import EmbedResult, Stats
 from ..engine import Embedder, Windows
+from ..errors import InputError
 from .metrics import ServerMetrics
-from .protocol import ApiError, EmbedCall, SimilarityCall, cut_dimensions
+from .protocol import ApiError, EmbedCall, RerankCall, SimilarityCall, cut_dimensions
 
 log = logging.getLogger("e5rt.server")
 Gone = Callable[[], Awaitable[None]]  # completes when the caller has gone away (the HTTP client disconnected)
@@ -53,17 +55,31 @@ _INLINE_CHARS = 1024
 class InferenceService:
     """The model, its queue and the server's state. The HTTP adapter only parses, calls this, and answers."""
 
-    def __init__(self, loader: Callable[[], Embedder], options: ServeOptions) -> None:
+    def __init__(
+        self,
+        loader: Callable[[], Embedder],
+        options: ServeOptions,
+        *,
+        task: str | None = None,
+        name: str | None = None,
+        metrics: ServerMetrics | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
+        """task and name, when the caller knows them from the manifest, let requests be routed while the model
+        loads; metrics and pool are shared by the models of one server (e5rt.server.models)."""
         self.loader = loader
         self.options = options
-        self.metrics = ServerMetrics()
-        self.pool = ThreadPoolExecutor(options.tokenizer_threads, thread_name_prefix="e5rt-io")
+        self.metrics = metrics or ServerMetrics()
+        self._own_pool = pool is None
+        self.pool = pool or ThreadPoolExecutor(options.tokenizer_threads, thread_name_prefix="e5rt-io")
+        self.declared_task = task
         self.embedder: Embedder | None = None
         self.queue: BatchQueue | None = None
         self.state = Lifecycle.LOADING  # -> READY -> DRAINING; or FAILED
         self.error: str | None = None
-        self.model_name = options.served_model_name or ""
+        self.model_name = options.served_model_name or name or ""
         self.on_failed: Callable[[], None] | None = None  # the runner stops the server then
+        self.pairs: PairTokenizer | None = None  # a reranker's (query, document) tokenizer
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -71,6 +87,9 @@ class InferenceService:
         try:
             emb = self.loader()
             opts = self.options
+            manifest = emb.manifest
+            if manifest is not None and manifest.task == "rerank" and emb.model_dir is not None:
+                self.pairs = PairTokenizer(emb.model_dir / manifest.tokenizer, manifest.max_length)
             queue = emb.queue(
                 max_queued_texts=opts.max_concurrent_requests,
                 on_batch=self.metrics.on_batch,
@@ -84,7 +103,7 @@ class InferenceService:
                 self.on_failed()
             return
         self.embedder, self.queue = emb, queue
-        self.model_name = self.options.served_model_name or emb.spec.name or "e5rt"
+        self.model_name = self.options.served_model_name or self.model_name or emb.spec.name or "e5rt"
         self.metrics.bind_queue(lambda: queue.queued_texts, lambda: queue.queued_tokens)
         if self.state is Lifecycle.LOADING:
             self.state = Lifecycle.READY
@@ -104,11 +123,29 @@ class InferenceService:
         self.drain()
         if self.queue is not None:
             self.queue.close(drain=True, timeout=self.options.shutdown_timeout_s)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     # --- checks ------------------------------------------------------------------------------------------
-    def ready(self) -> tuple[Embedder, BatchQueue]:
+    @property
+    def task(self) -> str:
+        """embed or rerank: what the served model does (as declared while it loads; embed if not declared)."""
+        if self.pairs is not None:
+            return "rerank"
+        return self.declared_task or "embed"
+
+    def ready(self, task: str | None = "embed") -> tuple[Embedder, BatchQueue]:
+        """The model and its queue, or the error that says why not (still loading, draining, failed, or a
+        route of the other task: embeddings from a reranker, scores from an embedder)."""
         if self.state is Lifecycle.READY and self.embedder is not None and self.queue is not None:
+            if task is not None and task != self.task:
+                routes = "POST /rerank or /v1/rerank" if self.task == "rerank" else "POST /v1/embeddings or /embed"
+                what = "a reranker" if self.task == "rerank" else "an embedding model"
+                raise ApiError(
+                    "not_found",
+                    f"this server serves {what} ({self.model_name}); use {routes}",
+                    code="wrong_model_task",
+                )
             return self.embedder, self.queue
         why = {Lifecycle.LOADING: "the model is still loading", Lifecycle.DRAINING: "the server is shutting down"}
         message = why.get(self.state, f"the model failed to load: {self.error}")
@@ -169,7 +206,7 @@ class InferenceService:
         windows: Windows | None = None,
     ) -> EmbedResult:
         """Queue token ids, wait for them (or drop them when the client leaves), and count the request."""
-        emb, queue = self.ready()
+        emb, queue = self.ready(None)
         work = queue.submit(ids, truncated=truncated, tokenize_s=tokenize_s)
         await self._wait(gone, queue, work)
         result = emb.result(work, normalize) if windows is None else emb.combine(work, windows, normalize)
@@ -221,6 +258,35 @@ class InferenceService:
             raise ClientGone
         done.result()  # raises the batch's error, if any
 
+    async def rerank(self, call: RerankCall, gone: Gone) -> tuple[np.ndarray, Stats]:
+        """The logits of (query, document) pairs in input order; the document is cut to max length (or, with
+        truncate off, a pair that does not fit is refused)."""
+        emb, queue = self.ready("rerank")
+        pairs = self.pairs
+        assert pairs is not None
+        queue.check_room(len(call.documents))
+        loop = asyncio.get_running_loop()
+
+        def encode() -> tuple[Encoded, float]:
+            t0 = time.perf_counter()
+            return pairs.encode([call.query] * len(call.documents), call.documents), time.perf_counter() - t0
+
+        try:
+            enc, tokenize_s = await loop.run_in_executor(self.pool, encode)
+        except InputError as exc:  # the query alone leaves no room for a document
+            raise ApiError("too_large", str(exc), param="query", code="input_too_long") from None
+        if enc.truncated and not call.truncate:
+            i = enc.truncated_indices[0]
+            raise ApiError(
+                "too_large",
+                f"document {i} with the query is longer than this model's {emb.spec.max_length} tokens and "
+                "truncation is off; shorten it or send truncate=true (the document's end is cut, never the query)",
+                param="texts",
+                code="input_too_long",
+            )
+        result = await self.run(gone, enc.ids, enc.truncated, tokenize_s, normalize=False)
+        return result.embeddings[:, 0], result.stats
+
     async def similarity(self, call: SimilarityCall, gone: Gone) -> tuple[list[float], Stats]:
         """Cosine of the source sentence (embedded as a query) against each sentence."""
         emb, _ = self.ready()
@@ -234,7 +300,7 @@ class InferenceService:
         self, texts: list[str], specials: bool, kind: TextKind | None, task: str | None
     ) -> list[list[dict[str, Any]]]:
         """Every token of every text (prompted when a kind is given), on the thread pool."""
-        emb, _ = self.ready()
+        emb, _ = self.ready(None)
         if kind is not None:
             texts = format_texts(texts, emb.spec.prompt_scheme, kind, task)
         return await asyncio.get_running_loop().run_in_executor(self.pool, emb.tokenizer.tokens, texts, specials)
@@ -244,6 +310,7 @@ def server_info(service: InferenceService, emb: Embedder) -> dict[str, Any]:
     opts = service.options
     return {
         "model": service.model_name,
+        "task": service.task,
         "version": __version__,
         "dim": emb.dim,
         "max_length": emb.spec.max_length,

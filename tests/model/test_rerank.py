@@ -4,6 +4,7 @@ own AutoTokenizer + AutoModelForSequenceClassification."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from e5rt_export.source import checkpoint_task, resolve_source
 from e5rt import Embedder, Reranker
 from e5rt.core.feeds import segment_ids
 from e5rt.errors import InputError, InvalidInputError, VariantError
+from tests.support.serving import Server
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
 KINDS = {"bert": "ms-marco-minilm-l6-v2", "xlm-roberta": "bge-reranker-v2-m3"}
@@ -184,3 +186,118 @@ def test_checkpoint_task_and_refusals(reranker_checkpoints: dict[str, Path], tmp
         export_model(
             str(reranker_checkpoints["bert"]), tmp_path / "out", ExportOptions(variants=("fp16", "fp16-packed"))
         )
+
+
+# --- served: TEI's /rerank, the Cohere/Jina-style /v1/rerank, POST / by task, over HTTP on 127.0.0.1 -----------
+@pytest.fixture(scope="module")
+def rerank_server(rerankers: dict[str, Path]) -> Iterator[Server]:
+    server = Server(str(rerankers["bert"]), "--variant", "fp32", "--provider", "cpu", "--log-level", "warning")
+    yield server
+    assert server.stop() == 0
+
+
+def test_served_rerank_routes_agree_with_the_library(rerank_server: Server, rerankers: dict[str, Path]) -> None:
+    import httpx
+
+    query, docs = "what is machine learning", [d for _, d in PAIRS]
+    local = Reranker.load(rerankers["bert"], variant="fp32").rerank(query, docs, return_documents=True)
+    url = rerank_server.url
+    tei = httpx.post(url + "/rerank", json={"query": query, "texts": docs, "return_text": True}, timeout=60)
+    assert tei.status_code == 200, tei.text
+    got = tei.json()
+    assert [r["index"] for r in got] == [r.index for r in local]
+    np.testing.assert_allclose([r["score"] for r in got], [r.score for r in local], atol=1e-6)
+    assert [r["text"] for r in got] == [r.document for r in local]
+    raw = httpx.post(url + "/rerank", json={"query": query, "texts": docs, "raw_scores": True}, timeout=60).json()
+    logits = Reranker.load(rerankers["bert"], variant="fp32").score([(query, d) for d in docs])
+    np.testing.assert_allclose(sorted(r["score"] for r in raw), sorted(logits.tolist()), atol=1e-5)
+    root = httpx.post(url + "/", json={"query": query, "texts": docs}, timeout=60)
+    assert root.status_code == 200 and [r["index"] for r in root.json()] == [r.index for r in local]
+
+    documents = [docs[0], {"text": docs[1]}, docs[2]]  # Cohere and Jina accept strings or {text} objects
+    body = {"model": "m", "query": query, "documents": documents, "top_n": 2, "return_documents": True}
+    co = httpx.post(url + "/v1/rerank", json=body, timeout=60)
+    assert co.status_code == 200, co.text
+    data = co.json()
+    expect = Reranker.load(rerankers["bert"], variant="fp32").rerank(query, docs[:3], top_n=2, return_documents=True)
+    assert [r["index"] for r in data["results"]] == [r.index for r in expect]
+    assert [r["document"]["text"] for r in data["results"]] == [r.document for r in expect]
+    assert data["usage"]["total_tokens"] > 0 and data["model"]
+
+
+def test_served_rerank_errors_are_one_json_line(rerank_server: Server) -> None:
+    import httpx
+
+    url = rerank_server.url
+    cases = [
+        ("/rerank", {"texts": ["a"]}, 422, "query"),
+        ("/rerank", {"query": "q", "texts": "a"}, 422, "texts"),
+        ("/rerank", {"query": "q", "texts": []}, 422, "empty"),
+        ("/rerank", {"query": "q", "texts": ["x " * 1000], "truncate": False}, 413, "truncation is off"),
+        ("/rerank", {"query": "word " * 600, "texts": ["d"]}, 413, "shorten it"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+        ("/v1/rerank", {"query": "q", "documents": [{"title": "no text"}]}, 422, "documents[0]"),
+        ("/v1/embeddings", {"input": "q", "model": "m"}, 404, "serves a reranker"),
+    ]
+    for route, body, status, words in cases:
+        r = httpx.post(url + route, json=body, timeout=60)
+        assert r.status_code == status, (route, body, r.text)
+        assert words in r.text and "Traceback" not in r.text, r.text
+    info = httpx.get(url + "/info", timeout=10).json()
+    assert info["task"] == "rerank"
+
+
+def test_one_server_serves_an_embedder_and_a_reranker(rerankers: dict[str, Path], tiny_models: dict[str, Path]) -> None:
+    """e5rt serve DIR DIR: each model its own queue, requests routed by model name and task."""
+    import httpx
+
+    from e5rt.manifest import load_manifest
+
+    emb_dir, rr_dir = tiny_models["xlm-roberta"], rerankers["bert"]
+    emb_name, rr_name = load_manifest(emb_dir).name, load_manifest(rr_dir).name
+    assert emb_name != rr_name
+    server = Server([str(emb_dir), str(rr_dir)], "--variant", "fp32", "--provider", "cpu", "--log-level", "warning")
+    try:
+        url = server.url
+        health = httpx.get(url + "/health", timeout=10).json()
+        assert health["status"] == "ok" and health["models"] == {emb_name: "ready", rr_name: "ready"}
+        listed = httpx.get(url + "/v1/models", timeout=10).json()["data"]
+        assert {(m["id"], m["task"]) for m in listed} == {(emb_name, "embed"), (rr_name, "rerank")}
+        assert [m["model"] for m in httpx.get(url + "/info", timeout=10).json()["models"]] == [emb_name, rr_name]
+
+        want = Embedder.load(emb_dir, variant="fp32").encode(["hello"])
+        for name in (emb_name, "text-embedding-3-small"):  # a name not served goes to the only embedder
+            r = httpx.post(url + "/v1/embeddings", json={"input": ["hello"], "model": name}, timeout=60)
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose(r.json()["data"][0]["embedding"], want[0], atol=1e-5)
+        wrong = httpx.post(url + "/v1/embeddings", json={"input": ["hello"], "model": rr_name}, timeout=60)
+        assert wrong.status_code == 404 and "is a reranker" in wrong.text
+
+        local = Reranker.load(rr_dir, variant="fp32").rerank("q", ["a b", "c"])
+        for route, body in (
+            ("/rerank", {"query": "q", "texts": ["a b", "c"]}),
+            ("/v1/rerank", {"model": rr_name, "query": "q", "documents": ["a b", "c"]}),
+        ):
+            r = httpx.post(url + route, json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            rows = r.json() if route == "/rerank" else r.json()["results"]
+            assert [x["index"] for x in rows] == [x.index for x in local]
+        # TEI's POST / follows the first model's task: here the embedder
+        assert httpx.post(url + "/", json={"inputs": "hello"}, timeout=60).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_serve_refuses_ambiguous_model_sets(rerankers: dict[str, Path], tiny_models: dict[str, Path]) -> None:
+    import subprocess
+
+    from tests.support.serving import E5RT
+
+    both = [str(tiny_models["xlm-roberta"]), str(rerankers["bert"])]
+    named = subprocess.run(
+        [str(E5RT), "serve", *both, "--served-model-name", "x"], capture_output=True, text=True, timeout=60
+    )
+    assert named.returncode == 2 and "--served-model-name names one model" in named.stderr
+    twice = subprocess.run([str(E5RT), "serve", *both, both[0]], capture_output=True, text=True, timeout=60)
+    assert twice.returncode == 2 and "two model directories have the name" in twice.stderr
+    assert "Traceback" not in named.stderr + twice.stderr

@@ -21,14 +21,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def __init__(
+        self, model: str | list[str], *args: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> None:
+        models = [model] if isinstance(model, str) else model  # several: one server, every directory served
         assert E5RT, "the e5rt console script is not installed (pip install -e .)"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"e5rt-serve-{self.port}.log"
         self._log_fh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [E5RT, "serve", model, "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [E5RT, "serve", *models, "--host", "127.0.0.1", "--port", str(self.port), *args],
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},

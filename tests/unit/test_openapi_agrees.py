@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from e5rt.server.openapi import openapi_spec
-from e5rt.server.protocol import parse_openai, parse_similarity, parse_tei_embed, parse_tokenize
+from e5rt.server.protocol import (
+    parse_cohere_rerank,
+    parse_openai,
+    parse_similarity,
+    parse_tei_embed,
+    parse_tei_rerank,
+    parse_tokenize,
+)
 
 
 class Recording(dict[str, Any]):
@@ -51,6 +58,8 @@ ROUTES: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "/": (lambda b: parse_tei_embed(b, 8, 16, True), {"inputs": ["a"]}),
     "/similarity": (lambda b: parse_similarity(b, 16), {"inputs": {"source_sentence": "a", "sentences": ["b"]}}),
     "/tokenize": (lambda b: parse_tokenize(b, 16), {"inputs": ["a"], "input_type": "query"}),
+    "/rerank": (lambda b: parse_tei_rerank(b, 16, True), {"query": "q", "texts": ["a"]}),
+    "/v1/rerank": (lambda b: parse_cohere_rerank(b, 16), {"query": "q", "documents": ["a"]}),
 }
 
 
