@@ -336,17 +336,7 @@ def synthetic_checkpoint(
         choices = ", ".join([*SYNTHETIC, *SYNTHETIC_RERANKERS])
         raise ExportOptionError(f"unknown synthetic model {name!r}; choose from {choices}")
     pack = pack or read_pack(pack_path(), with_tensors=False)
-    dims = {**SYNTHETIC[name], **(overrides or {})}
-    config = XLMRobertaConfig(
-        vocab_size=len(pack.pieces),
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        **dims,
-    )
+    config = XLMRobertaConfig(**_xlmr_fields(pack), **{**SYNTHETIC[name], **(overrides or {})})
     torch.manual_seed(seed)
     model = XLMRobertaModel(config, add_pooling_layer=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -398,19 +388,23 @@ def _xlmr_reranker(out: Path, dims: dict[str, int], pack: Pack | None) -> None:
 
     pack = pack or read_pack(pack_path(), with_tensors=False)
     config = XLMRobertaConfig(
-        vocab_size=len(pack.pieces),
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        num_labels=1,
-        architectures=["XLMRobertaForSequenceClassification"],
-        **dims,
+        **_xlmr_fields(pack), num_labels=1, architectures=["XLMRobertaForSequenceClassification"], **dims
     )
     XLMRobertaForSequenceClassification(config).save_pretrained(out, safe_serialization=True)
     _write_tokenizer_files(build_tokenizer(pack), out, 512)
+
+
+def _xlmr_fields(pack: Pack) -> dict[str, Any]:
+    """XLM-RoBERTa's fixed config fields with the pack's vocabulary (multilingual-e5 and bge-reranker share them)."""
+    return {
+        "vocab_size": len(pack.pieces),
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-5,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    }
 
 
 def _minilm_dir() -> Path:

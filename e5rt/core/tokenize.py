@@ -28,17 +28,22 @@ class Encoded:
         return [len(x) for x in self.ids]
 
 
+def read_tokenizer(path: Path) -> Tokenizer:
+    """The model's tokenizer.json, or one ManifestError that names the file."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+        raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
+
+
 class TextTokenizer:
     """Thin wrapper around tokenizers.Tokenizer with the manifest's max length."""
 
     def __init__(self, path: str | Path, max_length: int) -> None:
         path = Path(path)
-        if not path.is_file():
-            raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
-        try:
-            self._tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception for malformed files
-            raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
+        self._tok = read_tokenizer(path)
         self.max_length = max_length
         # Padding happens per batch in the runtime; truncation is configured here, not taken from the file.
         self._tok.no_padding()
@@ -174,17 +179,11 @@ class PairTokenizer:
     document. A query that leaves no room for the document is an error, not a silent cut."""
 
     def __init__(self, path: str | Path, max_length: int) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
-        try:
-            self._tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception for malformed files
-            raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
+        self._tok = read_tokenizer(Path(path))
         self.max_length = max_length
         self._tok.no_padding()
         # Queries are counted untruncated (a pair truncation strategy refuses single texts): a second copy.
-        self._count = Tokenizer.from_file(str(path))
+        self._count = read_tokenizer(Path(path))
         self._count.no_padding()
         self._count.no_truncation()
         self._tok.enable_truncation(max_length, strategy="only_second")

@@ -168,16 +168,7 @@ def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, li
             param=name,
             code="invalid_type",
         )
-    if not value:
-        raise ApiError("invalid_input", f"'{name}' is empty; send at least one text", param=name, code="empty_input")
-    if len(value) > max_batch:
-        raise ApiError(
-            "too_large",
-            f"'{name}' holds {len(value)} items; this server takes at most {max_batch} per request "
-            "(split the request, or raise --max-client-batch-size)",
-            param=name,
-            code="too_many_inputs",
-        )
+    _sized(value, name, max_batch, "text")
     if all(isinstance(v, str) for v in value):
         return list(value), None
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -187,6 +178,20 @@ def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, li
     raise ApiError(
         "invalid_input", f"'{name}' mixes types; send only strings, or only token ids", param=name, code="invalid_type"
     )
+
+
+def _sized(value: list[Any], name: str, max_batch: int, what: str) -> None:
+    """An empty list, or more items than a request may carry, is refused."""
+    if not value:
+        raise ApiError("invalid_input", f"'{name}' is empty; send at least one {what}", param=name, code="empty_input")
+    if len(value) > max_batch:
+        raise ApiError(
+            "too_large",
+            f"'{name}' holds {len(value)} items; this server takes at most {max_batch} per request "
+            "(split the request, or raise --max-client-batch-size)",
+            param=name,
+            code="too_many_inputs",
+        )
 
 
 def _token_row(row: list[Any], name: str) -> list[int]:
@@ -419,15 +424,7 @@ def _documents(value: Any, name: str, max_batch: int) -> list[str]:
     """A list of documents: strings, or (Cohere / Jina) objects with a 'text' field."""
     if not isinstance(value, list):
         raise ApiError("invalid_input", f"'{name}' must be a list of strings", param=name, code="invalid_type")
-    if not value:
-        raise ApiError("invalid_input", f"'{name}' is empty; send at least one document", param=name, code="empty")
-    if len(value) > max_batch:
-        raise ApiError(
-            "too_large",
-            f"'{name}' has {len(value)} documents; this server takes at most {max_batch} per request",
-            param=name,
-            code="too_many_inputs",
-        )
+    _sized(value, name, max_batch, "document")
     out = []
     for i, doc in enumerate(value):
         if isinstance(doc, dict) and isinstance(doc.get("text"), str):
