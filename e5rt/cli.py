@@ -540,6 +540,7 @@ def _info(model_dir: Path | None) -> dict[str, Any]:
         auto = f"none ({exc})"
     info["model"] = {
         "name": m.name,
+        "task": m.task,
         "architecture": m.architecture,
         "pooling": m.pooling,
         "prompt_scheme": m.prompt_scheme,
@@ -592,6 +593,7 @@ def _print_info(info: dict[str, Any]) -> None:
     print("variants:")
     for n, v in m["variants"].items():
         status = "ok" if v["passed"] else "FAILED parity"
+        metric = "score r" if m.get("task") == "rerank" else "min cos"  # rerankers: Pearson of logits
         notes = {True: "batch-invariant", False: "batch-dependent"}.get(v["batch_invariant"], "")
         if v["embedding_table"] == "int8_blocks":
             notes += "  table int8"
@@ -602,7 +604,7 @@ def _print_info(info: dict[str, Any]) -> None:
             notes += f"; {v['speedup_vs_fp32']}x fp32 at export]" if v["speedup_vs_fp32"] else "]"
         print(
             f"  {n:12s} {v['precision']:5s} {v['mb']:9.1f} MB  {'/'.join(v['providers']):14s} "
-            f"min cos {v['min_cos']:.6f}  {status}  {notes}"
+            f"{metric} {v['min_cos']:.6f}  {status}  {notes}"
         )
     print(f"auto on cpu:  {m['auto_cpu']} (calibrated int8 if the export measured it faster, else fp32)")
 

@@ -87,6 +87,12 @@ def test_export_writes_a_rerank_manifest_with_score_parity(rerankers: dict[str, 
         assert p["max_abs_diff"] <= p["score_tolerance"] and p["n_texts"] >= 50
     static = m.variants["int8-static"]
     assert static.raw["parity"]["batch_invariance_max_abs"] <= 1e-5
+    import subprocess
+
+    from tests.support.serving import E5RT
+
+    info = subprocess.run([str(E5RT), "info", str(rerankers[kind])], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "score r 1.000000" in info.stdout and "min cos" not in info.stdout
     assert static.quantization is not None and static.quantization["attention_qattention"] == 2
 
 
