@@ -52,6 +52,10 @@ def serve(models: Sequence[ModelEntry] | Callable[[], Embedder], options: ServeO
     try:
         server.run()
     finally:
+        # uvicorn puts the default handlers back when it returns: a second SIGTERM during the queue's drain (a
+        # supervisor repeating itself) would then kill the process with -15 after a clean shutdown. It is
+        # already stopping, so SIGTERM is ignored from here; a second SIGINT still forces the exit.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         service.close()
     if service.state is Lifecycle.FAILED:
         return 1
