@@ -47,6 +47,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def ranked(scores: np.ndarray, top_n: int | None = None) -> list[int]:
+    """Indices by score, best first (ties keep input order), cut to top_n: the library's and the server's order."""
+    return [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")[: top_n or len(scores)]]
+
+
 class Reranker:
     """Relevance scores of (query, document) pairs from an e5rt rerank model directory. Thread-safe.
 
@@ -130,8 +135,7 @@ class Reranker:
                 "(use score() for the raw logits)"
             )
         scores = logits if raw_scores else sigmoid(logits)
-        order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
-        return [RerankResult(int(i), float(scores[i]), docs[i] if return_documents else None) for i in order.tolist()]
+        return [RerankResult(i, float(scores[i]), docs[i] if return_documents else None) for i in ranked(scores, top_n)]
 
     # --- internals --------------------------------------------------------------------------------------
     def _logits(self, queries: list[str], documents: list[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from ..core.prompts import TextKind
 from ..core.tokenize import Direction
 from ..errors import HTTP_STATUS, E5rtError, ErrorKind, InvalidInputError, OverloadedError, kind_of
+from ..rerank import ranked
 
 Encoding = Literal["float", "base64"]
 LongText = Literal["truncate", "chunk"]
@@ -482,11 +483,6 @@ def parse_cohere_rerank(body: Any, max_batch: int) -> RerankCall:
         top_n=top_n,
         model=_field(obj, "model", (str,)),
     )
-
-
-def ranked(scores: np.ndarray, top_n: int | None) -> list[int]:
-    """Document indices by score, best first (ties keep input order), cut to top_n."""
-    return [int(i) for i in np.argsort(-scores, kind="stable")[: top_n or len(scores)]]
 
 
 def tei_rerank_body(call: RerankCall, scores: np.ndarray) -> list[dict[str, Any]]:
