@@ -71,13 +71,6 @@ class Reranker:
         assert manifest is not None
         return cls(pipeline, PairTokenizer(Path(model_dir) / manifest.tokenizer, manifest.max_length))
 
-    @classmethod
-    def from_onnx(cls, model_path: str | Path, tokenizer_path: str | Path, spec: Any, **kw: Any) -> Reranker:
-        """One ONNX file without a manifest (the export stage validates graphs this way); spec: a ModelSpec
-        with pooling 'logits'."""
-        pipeline = Embedder.from_onnx(model_path, tokenizer_path, spec, **kw)
-        return cls(pipeline, PairTokenizer(tokenizer_path, spec.max_length))
-
     # --- properties -------------------------------------------------------------------------------------
     @property
     def variant(self) -> str:

@@ -255,6 +255,7 @@ class ExportRun:
     ref: Any
     raw: Path
     task: str = "embed"  # embed | rerank (texts are then (query, document) pairs, ref the PyTorch logits)
+    pairs: PairTokenizer | None = None  # a reranker's pair tokenizer (probes and calibration)
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
     fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
     fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
@@ -493,7 +494,8 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
         # (query, passage) pairs from the same corpus: a text's first words as the query, the next text as passage
         queries = [" ".join(t.split()[:12]) for t in texts]
         passages = texts[1:] + texts[:1]
-        calib_ids = PairTokenizer(run.tok_path, run.spec.max_length).encode(queries, passages).ids
+        assert run.pairs is not None
+        calib_ids = run.pairs.encode(queries, passages).ids
     else:
         calib_ids = run.tokenizer.encode(format_texts(texts, run.scheme, "passage")).ids
     names = [i.name for i in onnx.load(str(base), load_external_data=False).graph.input]
@@ -596,10 +598,11 @@ def _start(
     prepare_tokenizer(ckpt, tok_path)
     pad_id = pad_token_id(ckpt, tok_path)
     tokenizer = TextTokenizer(tok_path, max_length)
-    if task == "rerank":
+    pair_tokenizer = PairTokenizer(tok_path, max_length) if task == "rerank" else None
+    if pair_tokenizer is not None:
         pairs = probe_pairs()
         texts = [f"{q} || {d}" for q, d in pairs]  # what the manifest names a worst probe by
-        ids = PairTokenizer(tok_path, max_length).encode([q for q, _ in pairs], [d for _, d in pairs]).ids
+        ids = pair_tokenizer.encode([q for q, _ in pairs], [d for _, d in pairs]).ids
         sep = rerank_sep_id(ckpt, tokenizer)
         spec = ModelSpec(dim=1, pad_token_id=pad_id, max_length=max_length, pooling=pooling, sep_token_id=sep)
         _stage(steps, "PyTorch reference scores")
@@ -632,6 +635,7 @@ def _start(
         ref=ref,
         raw=raw,
         task=task,
+        pairs=pair_tokenizer,
     )
     return run, timings
 
@@ -641,10 +645,9 @@ def rerank_sep_id(ckpt: Checkpoint, tokenizer: TextTokenizer) -> int | None:
     (BERT: [CLS] A [SEP] B [SEP], B typed 1); None where every token has type 0 (XLM-R, RoBERTa)."""
     if int(ckpt.config.get("type_vocab_size", 1)) < 2:
         return None
-    sep = int(tokenizer.suffix[-1]) if len(tokenizer.suffix) else None
-    if sep is None:
+    if not len(tokenizer.suffix):
         raise ExportError(f"{ckpt.path}: cannot find the separator token that ends a text in the tokenizer")
-    return sep
+    return int(tokenizer.suffix[-1])
 
 
 def _time_int8(run: ExportRun, records: dict[str, dict[str, Any]]) -> None:
@@ -707,7 +710,7 @@ def _manifest(
 
 def _rerank_record(run: ExportRun) -> dict[str, Any]:
     """How the runtime scores pairs: labels, the separator that starts the second segment (or None), the
-    default activation, and the pair template as the probe set's first pair shows it."""
+    default activation, the pair template and truncation rule, and how many probe pairs parity used."""
     return {
         "num_labels": 1,
         "sep_token_id": run.spec.sep_token_id,

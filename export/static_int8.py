@@ -237,12 +237,12 @@ class _Writer:
             self._init(f"{key}_w_zero", zero),
         )
 
-    def fold_into_values(self, attention: onnx.NodeProto, consumer: onnx.NodeProto) -> None:
+    def fold_into_values(self, attention: onnx.NodeProto, consumer: onnx.NodeProto) -> bool:
         """Smooth the attention-output projection for free: its input (the attention's context) is linear in
         the value projection, per channel, so x / s is folded into V's weight columns and bias (W_o * s as
-        usual) instead of an inserted Mul. Its range is then that of x / s."""
+        usual) instead of an inserted Mul. Its range is then that of x / s. Returns whether it was folded."""
         if self.alpha is None or not (self._own(attention.input[1]) and self._own(attention.input[2])):
-            return
+            return False
         x = attention.output[0]
         lo, hi = self.ranges[x]
         w_out = self.array(consumer.input[1])
@@ -256,6 +256,7 @@ class _Writer:
         self._init(consumer.input[1], w_out * s[:, None])
         self.ranges[x] = (lo / s, hi / s)
         self.folded += 1
+        return True
 
     def matmul(self, node: onnx.NodeProto, smooth: bool) -> None:
         key = f"{node.name}_{self.matmuls}"
@@ -319,11 +320,10 @@ def write_static_int8(
     for node in attentions.values():
         users = consumers.get(node.output[0], [])
         out = users[0] if len(users) == 1 else None
-        if out is not None and out.op_type == "MatMul" and out.name not in skip and writer._own(out.input[1]):
-            before = writer.folded
-            writer.fold_into_values(node, out)
-            if writer.folded > before:
-                folded.add(out.name)
+        if out is None or out.op_type != "MatMul" or out.name in skip or not writer._own(out.input[1]):
+            continue
+        if writer.fold_into_values(node, out):
+            folded.add(out.name)
     replaced: dict[str, onnx.NodeProto] = {}
     for node in _targets(graph):
         if node.name not in skip and writer._own(node.input[1]):

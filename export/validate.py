@@ -66,38 +66,42 @@ class ParityResult:
         }
 
 
-def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: int, pooling: str) -> np.ndarray:
-    """Normalized embeddings from the PyTorch model (fp32, eager attention) on the same token ids."""
+def _reference_rows(
+    model: Any, ids: list[np.ndarray], pad_id: int, width: int, head: Any, sep_id: int | None = None
+) -> np.ndarray:
+    """(N, width) from a PyTorch model run in e5rt's length-sorted batches on the same token ids (and the same
+    token_type_ids e5rt feeds); head turns one batch's model output and torch feeds into its rows."""
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = load_reference_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.eval()
-    out = np.zeros((len(ids), int(model.config.hidden_size)), dtype=np.float32)
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    for batch in plan_batches([len(x) for x in ids], _BUDGET):
-        rows = list(batch.indices)
-        feeds = build_feeds([ids[i] for i in rows], batch.width, pad_id, names, dict.fromkeys(names, np.int64))
-        with torch.inference_mode():
-            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
-            out[rows] = torch_pool(model(**t).last_hidden_state, t["attention_mask"], pooling).numpy()
-    return out
-
-
-def reference_scores(checkpoint: Path, ids: list[np.ndarray], pad_id: int, sep_id: int | None) -> np.ndarray:
-    """Logits (N, labels) of a cross-encoder in PyTorch (fp32, eager attention) on the same pair ids, with the
-    token_type_ids e5rt feeds (segment_ids: the tokenizer's own, checked in tests)."""
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = load_reference_classifier(checkpoint)
-    out = np.zeros((len(ids), int(model.config.num_labels)), dtype=np.float32)
+    out = np.zeros((len(ids), width), dtype=np.float32)
     names = ("input_ids", "attention_mask", "token_type_ids")
     for batch in plan_batches([len(x) for x in ids], _BUDGET):
         rows = list(batch.indices)
         feeds = build_feeds([ids[i] for i in rows], batch.width, pad_id, names, dict.fromkeys(names, np.int64), sep_id)
         with torch.inference_mode():
-            out[rows] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            out[rows] = head(model(**t), t).numpy()
     return out
+
+
+def reference_embeddings(checkpoint: Path | Any, ids: list[np.ndarray], pad_id: int, pooling: str) -> np.ndarray:
+    """Normalized embeddings from the PyTorch model (fp32, eager attention) on the same token ids."""
+    model = load_reference_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.eval()
+    return _reference_rows(
+        model,
+        ids,
+        pad_id,
+        int(model.config.hidden_size),
+        lambda out, t: torch_pool(out.last_hidden_state, t["attention_mask"], pooling),
+    )
+
+
+def reference_scores(checkpoint: Path, ids: list[np.ndarray], pad_id: int, sep_id: int | None) -> np.ndarray:
+    """Logits (N, labels) of a cross-encoder in PyTorch (fp32, eager attention) on the same pair ids, with the
+    token_type_ids e5rt feeds (segment_ids: the tokenizer's own, checked in tests)."""
+    model = load_reference_classifier(checkpoint)
+    return _reference_rows(model, ids, pad_id, int(model.config.num_labels), lambda out, t: out.logits.float(), sep_id)
 
 
 def compare_scores(

@@ -24,6 +24,7 @@ except ImportError as _exc:
 from .. import __version__
 from ..config import ServeOptions
 from ..core.types import Stats
+from ..engine import Embedder
 from ..rerank import sigmoid
 from .models import ModelSet
 from .openapi import docs_html, openapi_spec
@@ -129,9 +130,7 @@ def _dumps(payload: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _endpoint(
-    service: ModelSet, route: str, fn: Handler, auth: bool = True
-) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(models: ModelSet, route: str, fn: Handler, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
     """A route's handler wrapped in what every route shares: auth, one JSON error per failure (its status from
     the error's kind), timing, metrics and the access log."""
 
@@ -140,7 +139,7 @@ def _endpoint(
         info: dict[str, Any] = {"texts": 0, "tokens": 0}
         try:
             if auth:
-                check_auth(service.options, request)
+                check_auth(models.options, request)
             response = await fn(request, info)
         except ClientGone:
             response = Response(status_code=499)
@@ -151,8 +150,8 @@ def _endpoint(
             response = _error(api)
         elapsed = time.perf_counter() - t0
         response.headers["x-e5rt-total-ms"] = f"{elapsed * 1000:.3f}"
-        service.metrics.requests.labels(route, str(response.status_code)).inc()
-        service.metrics.request.labels(route).observe(elapsed)
+        models.metrics.requests.labels(route, str(response.status_code)).inc()
+        models.metrics.request.labels(route).observe(elapsed)
         # Never the text itself: only what and how much.
         access.info(
             "%s %s %d texts=%d tokens=%d ms=%.1f",
@@ -174,22 +173,22 @@ class _Routes:
     def __init__(self, models: ModelSet) -> None:
         self.models = models
 
-    async def _take(self, request: Request, task: str | None) -> tuple[InferenceService, Any]:
-        """The model a request is for, ready for the route's task, and the request's decoded body. With one
-        model it is checked before the body is read (503 while loading, 404 for the other task)."""
+    async def _take(self, request: Request, task: str | None) -> tuple[InferenceService, Embedder, Any]:
+        """The model a request is for (its service and loaded pipeline), ready for the route's task, and the
+        request's decoded body. With one model it is checked before the body is read (503 while loading, 404
+        for the other task)."""
         models = self.models
         if len(models.services) == 1:
-            models.first.ready(task)
-            return models.first, await read_body(request, models.options.payload_limit)
+            emb, _ = models.first.ready(task)
+            return models.first, emb, await read_body(request, models.options.payload_limit)
         body = await read_body(request, models.options.payload_limit)
         name = body.get("model") if isinstance(body, dict) else None
         service = models.pick(task, name if isinstance(name, str) else None)
-        service.ready(task)
-        return service, body
+        emb, _ = service.ready(task)
+        return service, emb, body
 
     async def openai_embeddings(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, "embed")
-        emb, _ = service.ready()
+        service, emb, body = await self._take(request, "embed")
         opts = service.options
         call = parse_openai(body, emb.dim, opts.max_client_batch_size, opts.auto_truncate, opts.accept_token_ids)
         vectors, stats = await service.embed(call, _gone(request))
@@ -199,8 +198,7 @@ class _Routes:
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_embed(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, "embed")
-        emb, _ = service.ready()
+        service, emb, body = await self._take(request, "embed")
         call = parse_tei_embed(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
         vectors, stats = await service.embed(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
@@ -208,7 +206,7 @@ class _Routes:
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_rerank(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, "rerank")
+        service, _, body = await self._take(request, "rerank")
         call = parse_tei_rerank(body, service.options.max_client_batch_size, service.options.auto_truncate)
         logits, stats = await service.rerank(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
@@ -218,7 +216,7 @@ class _Routes:
         )
 
     async def cohere_rerank(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, "rerank")
+        service, _, body = await self._take(request, "rerank")
         call = parse_cohere_rerank(body, service.options.max_client_batch_size)
         logits, stats = await service.rerank(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
@@ -232,14 +230,14 @@ class _Routes:
         return await self.tei_embed(request, info)
 
     async def similarity(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, "embed")
+        service, _, body = await self._take(request, "embed")
         call = parse_similarity(body, service.options.max_client_batch_size)
         scores, stats = await service.similarity(call, _gone(request))
         info.update(texts=stats.texts, tokens=stats.tokens)
         return JSONResponse(scores, headers=_timing_headers(stats))
 
     async def tokenize(self, request: Request, info: dict[str, Any]) -> Response:
-        service, body = await self._take(request, None)
+        service, _, body = await self._take(request, None)
         texts, specials, kind, task = parse_tokenize(body, service.options.max_client_batch_size)
         out = await service.tokens(texts, specials, kind, task)
         info.update(texts=len(texts), tokens=sum(len(x) for x in out))

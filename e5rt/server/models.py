@@ -17,10 +17,7 @@ from ..engine import Embedder
 from ..errors import ConfigError
 from .metrics import ServerMetrics
 from .protocol import ApiError
-from .service import InferenceService, Lifecycle
-
-_TASK_WORDS = {"embed": "an embedding model", "rerank": "a reranker"}
-_TASK_ROUTES = {"embed": "POST /v1/embeddings or /embed", "rerank": "POST /rerank or /v1/rerank"}
+from .service import TASK_ROUTES, TASK_WORDS, InferenceService, Lifecycle
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ class ModelSet:
             if task is not None and service.task != task:
                 raise ApiError(
                     "not_found",
-                    f"model {model!r} is {_TASK_WORDS[service.task]}; use {_TASK_ROUTES[service.task]}",
+                    f"model {model!r} is {TASK_WORDS[service.task]}; use {TASK_ROUTES[service.task]}",
                     param="model",
                     code="wrong_model_task",
                 )
@@ -103,7 +100,7 @@ class ModelSet:
         listing = ", ".join(f"{s.model_name} ({s.task})" for s in self.services)
         if not of_task:
             raise ApiError(
-                "not_found", f"this server has no {_TASK_WORDS[task or 'embed']}; it serves {listing}", code="no_model"
+                "not_found", f"this server has no {TASK_WORDS[task or 'embed']}; it serves {listing}", code="no_model"
             )
         if model is not None and len(of_task) > 1:
             raise ApiError(

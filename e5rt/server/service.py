@@ -46,6 +46,10 @@ class ClientGone(Exception):
     """The caller went away before its answer was ready."""
 
 
+# What each task is called and where its requests go, for the errors that send a request to the other task.
+TASK_WORDS = {"embed": "an embedding model", "rerank": "a reranker"}
+TASK_ROUTES = {"embed": "POST /v1/embeddings or /embed", "rerank": "POST /rerank or /v1/rerank"}
+
 # Requests up to this size are tokenized on the event loop: a one-line query takes ~30 us there, while the hop
 # to the tokenizer pool and back (two futures, two thread wake-ups) cost the loop more than that at 64 clients.
 _INLINE_TEXTS = 4
@@ -139,11 +143,9 @@ class InferenceService:
         route of the other task: embeddings from a reranker, scores from an embedder)."""
         if self.state is Lifecycle.READY and self.embedder is not None and self.queue is not None:
             if task is not None and task != self.task:
-                routes = "POST /rerank or /v1/rerank" if self.task == "rerank" else "POST /v1/embeddings or /embed"
-                what = "a reranker" if self.task == "rerank" else "an embedding model"
                 raise ApiError(
                     "not_found",
-                    f"this server serves {what} ({self.model_name}); use {routes}",
+                    f"this server serves {TASK_WORDS[self.task]} ({self.model_name}); use {TASK_ROUTES[self.task]}",
                     code="wrong_model_task",
                 )
             return self.embedder, self.queue
