@@ -45,3 +45,10 @@ class Prompting:
         task = self.task if query else None
         vectors = embedder.encode(list(texts), kind, task, long_text=self.long_text, overlap=self.overlap)
         return [v.tolist() for v in vectors]
+
+
+def check_top_n(value: int | None, name: str = "top_n") -> int | None:
+    """A reranking integration's cut: a positive integer, or None for every document."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidInputError(f"{name} must be a positive integer or None, got {value!r}")
+    return value

@@ -1,10 +1,12 @@
-"""Haystack: e5rt as text and document embedder components, in-process.
+"""Haystack: e5rt as text and document embedder components and a ranker, in-process.
 
-    from e5rt.integrations.haystack import E5rtDocumentEmbedder, E5rtTextEmbedder
+    from e5rt.integrations.haystack import E5rtDocumentEmbedder, E5rtRanker, E5rtTextEmbedder
     pipeline.add_component("embedder", E5rtTextEmbedder("models/me5-small-r", task="web_search"))
+    pipeline.add_component("ranker", E5rtRanker("models/ms-marco-minilm", top_k=5))
 
 The text embedder embeds queries (the model's query prompt), the document embedder passages; documents come
-back as copies with `embedding` set and their content, id and meta unchanged. The model loads in warm_up()
+back as copies with `embedding` set and their content, id and meta unchanged. The ranker returns the top_k
+documents by Reranker.rerank's score, best first, as copies with `score` set. The model loads in warm_up()
 (Haystack calls it when a pipeline runs), or at the first run.
 """
 
@@ -17,12 +19,25 @@ from typing import Any
 from ..config import LoadOptions
 from ..engine import Embedder, LongText
 from ..errors import InputError
-from ._common import Prompting, missing
+from ..rerank import Reranker
+from ._common import Prompting, check_top_n, missing
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
 except ImportError as _exc:
     raise missing("haystack-ai", "haystack", _exc) from None
+
+
+def _documents(documents: Any, who: str, hint: str = "") -> list[Document]:
+    if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+        raise InputError(f"{who} takes a list of Documents{hint}")
+    return documents
+
+
+def _text(doc: Document, meta_fields: list[str], separator: str) -> str:
+    """The text a component reads: the named meta values, then the content (as Haystack's own components do)."""
+    meta = [str(doc.meta[k]) for k in meta_fields if doc.meta.get(k) is not None]
+    return separator.join([*meta, doc.content or ""])
 
 
 class _E5rtComponent:
@@ -115,15 +130,76 @@ class E5rtDocumentEmbedder(_E5rtComponent):
     def from_dict(cls, data: dict[str, Any]) -> E5rtDocumentEmbedder:
         return default_from_dict(cls, data)
 
-    def _text(self, doc: Document) -> str:
-        meta = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k) is not None]
-        return self.embedding_separator.join([*meta, doc.content or ""])
-
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, Any]:
-        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
-            raise InputError(
-                "E5rtDocumentEmbedder takes a list of Documents; embed a single string with E5rtTextEmbedder"
-            )
-        vectors = self.prompting.passages(self.embedder, [self._text(d) for d in documents])
+        documents = _documents(documents, "E5rtDocumentEmbedder", "; embed a single string with E5rtTextEmbedder")
+        texts = [_text(d, self.meta_fields_to_embed, self.embedding_separator) for d in documents]
+        vectors = self.prompting.passages(self.embedder, texts)
         return {"documents": [replace(d, embedding=v) for d, v in zip(documents, vectors, strict=True)]}
+
+
+@component
+class E5rtRanker:
+    """Ranks Documents by relevance to a query: run(query, documents, top_k=None, score_threshold=None) ->
+    {"documents": the top_k copies, best first, with `score` set}.
+
+    meta_fields_to_embed: meta values put before the content (joined by embedding_separator), as Haystack's
+    own rankers do. score_threshold drops documents scoring below it.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        top_k: int | None = 10,
+        score_threshold: float | None = None,
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+        **load_options: Any,
+    ) -> None:
+        self.model_dir = str(model_dir)
+        self.top_k = check_top_n(top_k, "top_k")
+        self.score_threshold = score_threshold
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+        LoadOptions.build(**load_options)  # a wrong option fails when the pipeline is built, not at warm_up()
+        self.load_options = dict(load_options)
+        self._reranker: Reranker | None = None
+
+    def warm_up(self) -> None:
+        """Load the model (once)."""
+        if self._reranker is None:
+            self._reranker = Reranker.load(self.model_dir, **self.load_options)
+
+    @property
+    def reranker(self) -> Reranker:
+        self.warm_up()
+        assert self._reranker is not None
+        return self._reranker
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            model_dir=self.model_dir,
+            top_k=self.top_k,
+            score_threshold=self.score_threshold,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+            **self.load_options,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> E5rtRanker:
+        return default_from_dict(cls, data)
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self, query: str, documents: list[Document], top_k: int | None = None, score_threshold: float | None = None
+    ) -> dict[str, Any]:
+        docs = _documents(documents, "E5rtRanker")
+        texts = [_text(d, self.meta_fields_to_embed, self.embedding_separator) for d in docs]
+        k = check_top_n(top_k, "top_k") if top_k is not None else self.top_k
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        results = self.reranker.rerank(query, texts, top_n=k)
+        kept = [replace(docs[r.index], score=r.score) for r in results if threshold is None or r.score >= threshold]
+        return {"documents": kept}

@@ -1,9 +1,12 @@
-"""LlamaIndex: e5rt as a llama_index.core BaseEmbedding, in-process.
+"""LlamaIndex: e5rt as a llama_index.core BaseEmbedding and a node postprocessor (reranker), in-process.
 
-    from e5rt.integrations.llama_index import E5rtEmbedding
+    from e5rt.integrations.llama_index import E5rtEmbedding, E5rtRerank
     Settings.embed_model = E5rtEmbedding("models/me5-small-r", task="web_search")
+    engine = index.as_query_engine(node_postprocessors=[E5rtRerank("models/ms-marco-minilm", top_n=5)])
 
-Texts (nodes) are embedded as passages, queries with the model's query prompt, as Embedder.encode does.
+Texts (nodes) are embedded as passages, queries with the model's query prompt, as Embedder.encode does. The
+reranker scores each node's content (MetadataMode.EMBED, as LlamaIndex's own rerankers read it) against the
+query and keeps the top_n, best first, with the score as the node's score.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import Embedder, LongText
-from ._common import Prompting, missing
+from ..errors import InputError
+from ..rerank import Reranker
+from ._common import Prompting, check_top_n, missing
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.bridge.pydantic import PrivateAttr
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 except ImportError as _exc:
     raise missing("llama-index-core", "llama-index", _exc) from None
 
@@ -78,3 +85,36 @@ class E5rtEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+class E5rtRerank(BaseNodePostprocessor):
+    """llama_index.core node postprocessor over an e5rt rerank model directory: the top_n nodes (None: all) by
+    relevance to the query, best first, each scored by Reranker.rerank.
+
+    model_dir first, then Reranker.load's options (variant=, provider=, threads=, max_batch_tokens=, ...).
+    """
+
+    top_n: int | None = 3
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(self, model_dir: str | Path, *, top_n: int | None = 3, **load_options: Any) -> None:
+        super().__init__()
+        self.top_n = check_top_n(top_n)
+        self._reranker = Reranker.load(model_dir, **load_options)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "E5rtRerank"
+
+    @property
+    def reranker(self) -> Reranker:
+        return self._reranker
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise InputError("E5rtRerank needs the query: call postprocess_nodes(nodes, query_str=...)")
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        results = self._reranker.rerank(query_bundle.query_str, texts, top_n=self.top_n)
+        return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in results]

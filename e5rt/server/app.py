@@ -291,6 +291,7 @@ def create_app(models: ModelSet) -> Starlette:
         ("/", h.tei_root, "POST", True),
         ("/rerank", h.tei_rerank, "POST", True),
         ("/v1/rerank", h.cohere_rerank, "POST", True),
+        ("/v2/rerank", h.cohere_rerank, "POST", True),  # cohere.ClientV2's path; the same body and answer
         ("/similarity", h.similarity, "POST", True),
         ("/tokenize", h.tokenize, "POST", True),
         ("/v1/models", h.models_list, "GET", True),

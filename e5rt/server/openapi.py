@@ -167,6 +167,22 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 ["query", "documents"],
                 {"type": "object"},
             ),
+            "/v2/rerank": _post(
+                "Cohere v2 rerank (as /v1/rerank): results with index and relevance_score (sigmoid), best first",
+                {
+                    "model": {"type": "string"},
+                    "query": {"type": "string"},
+                    "documents": {
+                        "type": "array",
+                        "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                        "description": "strings, or objects with a 'text' string",
+                    },
+                    "top_n": {"type": "integer"},
+                    "return_documents": {"type": "boolean", "default": False},
+                },
+                ["query", "documents"],
+                {"type": "object"},
+            ),
             "/v1/models": _get("the served models, each with its task (embed or rerank)"),
             "/info": _get("model, dimensions, variant, provider, batch invariance, limits, version"),
             "/health": _get("200 once the model is loaded and warmed up; 503 while loading or draining"),

@@ -48,7 +48,7 @@ class ClientGone(Exception):
 
 # What each task is called and where its requests go, for the errors that send a request to the other task.
 TASK_WORDS = {"embed": "an embedding model", "rerank": "a reranker"}
-TASK_ROUTES = {"embed": "POST /v1/embeddings or /embed", "rerank": "POST /rerank or /v1/rerank"}
+TASK_ROUTES = {"embed": "POST /v1/embeddings or /embed", "rerank": "POST /rerank, /v1/rerank or /v2/rerank"}
 
 # Requests up to this size are tokenized on the event loop: a one-line query takes ~30 us there, while the hop
 # to the tokenizer pool and back (two futures, two thread wake-ups) cost the loop more than that at 64 clients.

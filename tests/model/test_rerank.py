@@ -307,3 +307,126 @@ def test_serve_refuses_ambiguous_model_sets(rerankers: dict[str, Path], tiny_mod
     twice = subprocess.run([str(E5RT), "serve", *both, both[0]], capture_output=True, text=True, timeout=60)
     assert twice.returncode == 2 and "two model directories have the name" in twice.stderr
     assert "Traceback" not in named.stderr + twice.stderr
+
+
+# --- integrations: in-process classes, and the client packages users reach a served reranker through -----------
+QUERY = "what is machine learning"
+DOCS = [d for _, d in PAIRS]
+
+
+def _expect(rerankers: dict[str, Path], top_n: int | None = None) -> list[tuple[int, float]]:
+    local = Reranker.load(rerankers["bert"], variant="fp32").rerank(QUERY, DOCS, top_n=top_n)
+    return [(r.index, r.score) for r in local]
+
+
+def _same(got: list[tuple[int, float]], want: list[tuple[int, float]], atol: float = 1e-6) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=atol)
+
+
+def test_langchain_llama_index_haystack_rerankers_in_process(
+    rerankers: dict[str, Path], tiny_models: dict[str, Path]
+) -> None:
+    import asyncio
+
+    from haystack import Document as HDocument
+    from haystack import Pipeline
+    from langchain_core.documents import Document as LDocument
+    from langchain_core.documents.compressor import BaseDocumentCompressor
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from e5rt.integrations.haystack import E5rtRanker
+    from e5rt.integrations.langchain import E5rtReranker
+    from e5rt.integrations.llama_index import E5rtRerank
+
+    model = rerankers["bert"]
+    want, top3 = _expect(rerankers), _expect(rerankers, 3)
+
+    lc = E5rtReranker(model, variant="fp32", top_n=None)
+    assert isinstance(lc, BaseDocumentCompressor)
+    docs = [LDocument(page_content=d, metadata={"i": i}, id=f"d{i}") for i, d in enumerate(DOCS)]
+    out = lc.compress_documents(docs, QUERY)
+    _same([(d.metadata["i"], d.metadata["relevance_score"]) for d in out], want)
+    assert [d.id for d in out] == [f"d{i}" for i, _ in want]
+    out3 = asyncio.run(E5rtReranker(model, variant="fp32").acompress_documents(docs, QUERY))  # top_n=3 default
+    _same([(d.metadata["i"], d.metadata["relevance_score"]) for d in out3], top3)
+
+    li = E5rtRerank(model, variant="fp32", top_n=3)
+    assert isinstance(li, BaseNodePostprocessor)
+    nodes = [NodeWithScore(node=TextNode(text=d, id_=f"n{i}"), score=0.0) for i, d in enumerate(DOCS)]
+    got = li.postprocess_nodes(nodes, query_str=QUERY)
+    _same([(int(n.node.node_id[1:]), n.score) for n in got], top3)
+    got_async = asyncio.run(li.apostprocess_nodes(nodes, query_str=QUERY))
+    assert [n.node.node_id for n in got_async] == [n.node.node_id for n in got]
+    with pytest.raises(InputError, match="needs the query"):
+        li.postprocess_nodes(nodes)
+
+    ranker = E5rtRanker(model, variant="fp32", top_k=3)
+    pipe = Pipeline()
+    pipe.add_component("ranker", ranker)
+    hdocs = [HDocument(content=d, meta={"i": i}) for i, d in enumerate(DOCS)]
+    ranked = pipe.run({"ranker": {"query": QUERY, "documents": hdocs}})["ranker"]["documents"]
+    _same([(d.meta["i"], d.score) for d in ranked], top3)
+    again = E5rtRanker.from_dict(ranker.to_dict())
+    assert again.top_k == 3 and again.load_options == {"variant": "fp32"}
+    every = again.run(QUERY, hdocs, top_k=len(hdocs), score_threshold=want[2][1])["documents"]
+    _same([(d.meta["i"], d.score) for d in every], want[:3])  # the threshold keeps scores >= the third's
+
+    for build in (
+        lambda: E5rtReranker(model, top_n=0),
+        lambda: E5rtRerank(model, top_n=-1),
+        lambda: E5rtRanker(model, top_k=0),
+    ):
+        with pytest.raises(InvalidInputError, match="positive integer"):
+            build()
+    with pytest.raises(InputError, match="list of Documents"):
+        ranker.run(QUERY, DOCS)  # type: ignore[arg-type]
+    with pytest.raises(VariantError, match="Embedder.load"):
+        E5rtReranker(tiny_models["bert"])  # an embedder's directory
+
+
+def test_rerank_clients_cohere_llama_index_haystack(rerank_server: Server, rerankers: dict[str, Path]) -> None:
+    """The client packages, unchanged, against the served reranker: Cohere's v1 and v2 clients (base_url set),
+    LlamaIndex's TEI rerank postprocessor and, from .venv-hf, Haystack's HuggingFaceTEIRanker."""
+    import json
+    import subprocess
+
+    import cohere
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
+
+    want, top2 = _expect(rerankers), _expect(rerankers, 2)
+    url = rerank_server.url
+
+    v2 = cohere.ClientV2(api_key="unused", base_url=url)
+    res = v2.rerank(model="e5rt", query=QUERY, documents=DOCS, top_n=2)
+    _same([(r.index, r.relevance_score) for r in res.results], top2)
+    v1 = cohere.Client(api_key="unused", base_url=url)
+    res1 = v1.rerank(model="e5rt", query=QUERY, documents=DOCS, return_documents=True)
+    _same([(r.index, r.relevance_score) for r in res1.results], want)
+    assert [r.document.text for r in res1.results if r.document] == [DOCS[i] for i, _ in want]
+
+    tei = TextEmbeddingInference(base_url=url, top_n=2)
+    nodes = [NodeWithScore(node=TextNode(text=d, id_=f"n{i}"), score=0.0) for i, d in enumerate(DOCS)]
+    got = tei.postprocess_nodes(nodes, query_str=QUERY)
+    _same([(int(n.node.node_id[1:]), n.score) for n in got], top2)
+
+    hf_python = Path(__file__).resolve().parents[2] / ".venv-hf" / "bin" / "python"
+    script = Path(__file__).resolve().parents[1] / "support" / "hf_clients.py"
+    if not hf_python.exists():
+        pytest.fail(f"{hf_python} is missing: run scripts/setup.sh (it builds .venv-hf for these clients)")
+    proc = subprocess.run(
+        [str(hf_python), str(script), url, "--rerank"],
+        input=json.dumps({"query": QUERY, "texts": DOCS}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_DISABLE_TELEMETRY": "1", "HAYSTACK_TELEMETRY_ENABLED": "False", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hay = json.loads(proc.stdout.strip().splitlines()[-1])
+    _same([(d["i"], d["score"]) for d in hay["default"]], want)
+    logits = Reranker.load(rerankers["bert"], variant="fp32").score([(QUERY, d) for d in DOCS])
+    raw = [(i, float(logits[i])) for i in np.argsort(-logits, kind="stable")[:2]]
+    _same([(d["i"], d["score"]) for d in hay["raw_top2"]], raw, atol=1e-5)

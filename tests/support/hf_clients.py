@@ -3,6 +3,8 @@ URL through huggingface_hub's InferenceClient and Haystack's Hugging Face API em
 write them, and prints every result as JSON for tests/test_clients.py to compare with the library.
 
 usage: .venv-hf/bin/python tests/hf_clients.py URL < texts.json
+       .venv-hf/bin/python tests/hf_clients.py URL --rerank < {"query": ..., "texts": [...]}
+         (Haystack's HuggingFaceTEIRanker against a served reranker)
 """
 
 from __future__ import annotations
@@ -13,8 +15,26 @@ import json
 import sys
 
 
+def rerank(url: str) -> None:
+    from haystack import Document
+    from haystack_integrations.components.rankers.huggingface_api import HuggingFaceTEIRanker
+
+    job = json.load(sys.stdin)
+    docs = [Document(content=t, meta={"i": i}) for i, t in enumerate(job["texts"])]
+    out: dict[str, object] = {}
+    for name, ranker in (
+        ("default", HuggingFaceTEIRanker(url=url, top_k=len(docs))),
+        ("raw_top2", HuggingFaceTEIRanker(url=url, top_k=2, raw_scores=True)),
+    ):
+        ranked = ranker.run(query=job["query"], documents=docs)["documents"]
+        out[name] = [{"i": d.meta["i"], "score": d.score} for d in ranked]
+    print(json.dumps(out))
+
+
 def main() -> None:
     url = sys.argv[1]
+    if sys.argv[2:] == ["--rerank"]:
+        return rerank(url)
     texts: list[str] = json.load(sys.stdin)
     from haystack import Document
     from haystack_integrations.components.embedders.huggingface_api import (

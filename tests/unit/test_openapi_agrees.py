@@ -60,6 +60,7 @@ ROUTES: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "/tokenize": (lambda b: parse_tokenize(b, 16), {"inputs": ["a"], "input_type": "query"}),
     "/rerank": (lambda b: parse_tei_rerank(b, 16, True), {"query": "q", "texts": ["a"]}),
     "/v1/rerank": (lambda b: parse_cohere_rerank(b, 16), {"query": "q", "documents": ["a"]}),
+    "/v2/rerank": (lambda b: parse_cohere_rerank(b, 16), {"query": "q", "documents": ["a"]}),
 }
 
 
