@@ -374,7 +374,9 @@ def _minilm_reranker(out: Path, overrides: dict[str, int]) -> None:
     if not overrides:  # the real encoder under the random head; a reduced config (tests) keeps random weights
         from safetensors.torch import load_file
 
-        state = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+        # position_ids is a buffer older checkpoints saved and current BertModel no longer persists
+        tensors = load_file(str(src / "model.safetensors"))
+        state = {f"bert.{k}": v for k, v in tensors.items() if not k.endswith("position_ids")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if [m for m in missing if not m.startswith("classifier.")] or unexpected:
             raise ExportError(f"all-MiniLM-L6-v2 does not fill the reranker: {missing[:5]}, {unexpected[:5]}")

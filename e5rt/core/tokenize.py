@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,21 +39,40 @@ def read_tokenizer(path: Path) -> Tokenizer:
         raise ManifestError(f"{path}: cannot read tokenizer ({exc})") from exc
 
 
+# One untruncated Tokenizer per tokenizer file content, shared by every model that has it: an embedder and a
+# reranker of one family, a model loaded in two variants, and a reranker's pair and text views all hold one copy
+# (XLM-R's 250k-piece vocabulary takes ~0.5 s and ~300 MB per load, measured on me5-small-r's tokenizer.json).
+# Truncation is e5rt's own (TextTokenizer.fit, PairTokenizer.encode), so nobody ever reconfigures the shared
+# object; encoding on one from several threads is safe (tokenizers' encode takes &self).
+_SHARED: dict[str, Tokenizer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer in `path`, without padding or truncation, loaded once per process per file content."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
+    key = hashlib.sha256(path.read_bytes()).hexdigest()
+    with _SHARED_LOCK:
+        tok = _SHARED.get(key)
+        if tok is None:
+            tok = read_tokenizer(path)
+            tok.no_padding()
+            tok.no_truncation()
+            _SHARED[key] = tok
+        return tok
+
+
 class TextTokenizer:
     """Thin wrapper around tokenizers.Tokenizer with the manifest's max length."""
 
     def __init__(self, path: str | Path, max_length: int) -> None:
         path = Path(path)
-        self._tok = read_tokenizer(path)
+        # Padding happens per batch in the runtime, truncation in fit(): neither is taken from the file.
+        self._tok = shared_tokenizer(path)
         self.max_length = max_length
-        # Padding happens per batch in the runtime; truncation is configured here, not taken from the file.
-        self._tok.no_padding()
-        self._tok.enable_truncation(max_length)
-        self._path = path
         # Counted once: get_vocab_size builds the whole vocabulary (250k pieces: ~0.3 s) on every call.
         self._vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
-        self._untruncated: Tokenizer | None = None
-        self._lock = threading.Lock()
         # An empty text keeps all its special tokens under any max_length >= 2.
         specials = self._tok.encode("", add_special_tokens=True).ids
         self.prefix = np.asarray(specials[:1], dtype=np.int64) if specials else np.zeros(0, np.int64)
@@ -72,19 +92,9 @@ class TextTokenizer:
         direction="left" cuts the beginning of an over-length text instead of its end (TEI's
         truncation_direction); the special tokens stay where they are either way.
         """
-        if direction == "left":
-            return self._encode_keep_end(texts)
-        if direction != "right":
+        if direction not in ("right", "left"):
             raise InvalidInputError(f"truncation direction must be 'right' or 'left', got {direction!r}")
-        ids, cut = [], []
-        for i, (row, overflowed) in enumerate(_encode_ids(self._tok, texts, add_special_tokens=True)):
-            ids.append(row)
-            if overflowed:
-                cut.append(i)
-        return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
-
-    def _encode_keep_end(self, texts: list[str]) -> Encoded:
-        return self.fit(self.encode_content(texts), "left")
+        return self.fit(self.encode_content(texts), direction)
 
     def fit(self, contents: list[np.ndarray], direction: Direction = "right") -> Encoded:
         """Token ids without special tokens (one array per text), cut to max_length from the given end and
@@ -98,21 +108,9 @@ class TextTokenizer:
             ids.append(self.wrap(content))
         return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
 
-    @property
-    def _full(self) -> Tokenizer:
-        """A second, untruncated copy (truncation is per Tokenizer), loaded on first use: only chunking and
-        token counting need it, and a 250k-piece vocabulary is not free to hold twice."""
-        with self._lock:
-            if self._untruncated is None:
-                tok = Tokenizer.from_file(str(self._path))
-                tok.no_padding()
-                tok.no_truncation()
-                self._untruncated = tok
-            return self._untruncated
-
     def encode_content(self, texts: list[str]) -> list[np.ndarray]:
         """Encode without special tokens or truncation (for chunking long texts)."""
-        return [row for row, _ in _encode_ids(self._full, texts, add_special_tokens=False)]
+        return list(_encode_ids(self._tok, texts, add_special_tokens=False))
 
     def wrap(self, content: np.ndarray) -> np.ndarray:
         """Add the special tokens around a window of content ids."""
@@ -121,7 +119,7 @@ class TextTokenizer:
     def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, Any]]]:
         """Every token of every text with its id, piece, character span and whether it is special (untruncated)."""
         out = []
-        for text, enc in zip(texts, _encode_batch(self._full, texts, add_special_tokens), strict=True):
+        for text, enc in zip(texts, _encode_batch(self._tok, texts, add_special_tokens), strict=True):
             specials = enc.special_tokens_mask
             out.append(
                 [
@@ -132,7 +130,7 @@ class TextTokenizer:
         return out
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(row) for row, _ in _encode_ids(self._full, texts, add_special_tokens=True)]
+        return [len(row) for row in _encode_ids(self._tok, texts, add_special_tokens=True)]
 
 
 def unencodable_index(texts: list[str]) -> tuple[int, int] | None:
@@ -153,14 +151,15 @@ def unencodable_index(texts: list[str]) -> tuple[int, int] | None:
 _ENCODE_SLICE = 256
 
 
-def _encode_ids(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> Iterator[tuple[np.ndarray, bool]]:
-    """(ids, whether the text overflowed max_length) per text; the Encodings live one slice at a time."""
+def _encode_ids(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> Iterator[np.ndarray]:
+    """The ids of each text; the Encodings live one slice at a time."""
     for start in range(0, len(texts), _ENCODE_SLICE):
-        for e in _encode_batch(tok, texts[start : start + _ENCODE_SLICE], add_special_tokens):
-            yield np.asarray(e.ids, dtype=np.int64), bool(e.overflowing)
+        for e in _encode_batch(tok, texts[start : start + _ENCODE_SLICE], add_special_tokens, offset=start):
+            yield np.asarray(e.ids, dtype=np.int64)
 
 
-def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool) -> list[Any]:
+def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool, offset: int = 0) -> list[Any]:
+    """Encodings of texts (a slice of the caller's list starting at `offset`, for the error's index)."""
     try:
         return list(tok.encode_batch(texts, add_special_tokens=add_special_tokens))
     except Exception as exc:  # tokenizers raises TypeError/Exception with its own wording; find the text
@@ -168,7 +167,7 @@ def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool) ->
         if bad is None:
             raise
         raise InputError(
-            f"texts[{bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
+            f"texts[{offset + bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
             "decode the input with errors='replace' or remove the character"
         ) from exc
 
@@ -179,20 +178,14 @@ class PairTokenizer:
     document. A query that leaves no room for the document is an error, not a silent cut."""
 
     def __init__(self, path: str | Path, max_length: int) -> None:
-        self._tok = read_tokenizer(Path(path))
+        self._tok = shared_tokenizer(Path(path))  # untruncated: encode() cuts the document itself
         self.max_length = max_length
-        self._tok.no_padding()
-        # Queries are counted untruncated (a pair truncation strategy refuses single texts): a second copy.
-        self._count = read_tokenizer(Path(path))
-        self._count.no_padding()
-        self._count.no_truncation()
-        self._tok.enable_truncation(max_length, strategy="only_second")
         processor = self._tok.post_processor
         self.n_special = int(processor.num_special_tokens_to_add(True)) if processor is not None else 0
 
     def query_lengths(self, queries: list[str]) -> list[int]:
         """Content tokens of each query (no special tokens, no truncation)."""
-        return [len(e.ids) for e in _encode_batch(self._count, queries, add_special_tokens=False)]
+        return [len(e.ids) for e in _encode_batch(self._tok, queries, add_special_tokens=False)]
 
     def encode(self, queries: list[str], documents: list[str]) -> Encoded:
         """Pair ids (special tokens included), counting the documents that were cut."""
@@ -206,18 +199,27 @@ class PairTokenizer:
                 )
         pairs = list(zip(queries, documents, strict=True))
         ids, cut = [], []
+        for start in range(0, len(pairs), _ENCODE_SLICE):  # the Encodings live one slice at a time
+            for i, e in enumerate(self._encode_pairs(pairs[start : start + _ENCODE_SLICE], start), start):
+                row = np.asarray(e.ids, dtype=np.int64)
+                over = len(row) - self.max_length
+                if over > 0:
+                    # As truncation="only_second": the document's last `over` tokens go (sequence id 1), the
+                    # query and the template's tokens stay. The query check above leaves >= 1 document token.
+                    doc = np.flatnonzero(np.fromiter((s == 1 for s in e.sequence_ids), bool, len(row)))
+                    row = np.delete(row, doc[len(doc) - over :])
+                    cut.append(i)
+                ids.append(row)
+        return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
+
+    def _encode_pairs(self, pairs: list[tuple[str, str]], offset: int) -> list[Any]:
         try:
-            encodings = self._tok.encode_batch(pairs, add_special_tokens=True)
+            return list(self._tok.encode_batch(pairs, add_special_tokens=True))
         except Exception as exc:  # a lone surrogate, as for single texts
             bad = unencodable_index([t for pair in pairs for t in pair])
             if bad is None:
                 raise
             raise InputError(
-                f"pair {bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as UTF-8 "
-                f"(lone surrogate at character {bad[1]}); decode the input with errors='replace'"
+                f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as "
+                f"UTF-8 (lone surrogate at character {bad[1]}); decode the input with errors='replace'"
             ) from exc
-        for i, e in enumerate(encodings):
-            ids.append(np.asarray(e.ids, dtype=np.int64))
-            if e.overflowing:
-                cut.append(i)
-        return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))

