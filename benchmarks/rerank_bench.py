@@ -265,8 +265,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"CPU: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}); {report['threads']} threads per engine; "
         f"1 query x {N_PASSAGES} passages of ~{PASSAGE_TOKENS} tokens.",
         "",
-        "| model | engine | p50 ms | p99 ms | pairs/s (1 query) | pairs/s (8 concurrent) | vs CrossEncoder torch "
-        "| top-10 / Kendall tau vs e5rt fp32 |",
+        "| model | engine | p50 ms | p99 ms | pairs/s (1 query) | pairs/s (n concurrent queries) "
+        "| concurrent vs CrossEncoder torch | top-10 / Kendall tau vs e5rt fp32 |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for model, rows in report["models"].items():
@@ -280,7 +280,8 @@ def markdown(report: dict[str, Any]) -> str:
             cell = f"{agree['top10_overlap']:.2f} / {agree['kendall_tau']:.3f}" if agree else ""
             lines.append(
                 f"| {model} | {r['engine']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                f"{r['pairs_per_s_sequential']:.0f} | {r['pairs_per_s_concurrent']:.0f} | {ratio} | {cell} |"
+                f"{r['pairs_per_s_sequential']:.0f} | {r['pairs_per_s_concurrent']:.0f} (n={r['concurrency']}) | "
+                f"{ratio} | {cell} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -296,13 +297,18 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, model in zip(axes[0], models, strict=True):
         rows = [r for r in report["models"][model] if "error" not in r]
         names = [r["engine"] for r in rows]
-        ax.barh(names, [r["pairs_per_s_concurrent"] for r in rows], color="tab:blue", label="8 concurrent")
-        ax.barh(names, [r["pairs_per_s_sequential"] for r in rows], color="tab:orange", alpha=0.7, label="1 query")
+        n = rows[0]["concurrency"] if rows else 0
+        y = np.arange(len(rows))
+        one, many = [r["pairs_per_s_sequential"] for r in rows], [r["pairs_per_s_concurrent"] for r in rows]
+        ax.barh(y - 0.2, one, height=0.4, color="tab:orange", label="1 query")
+        ax.barh(y + 0.2, many, height=0.4, color="tab:blue", label=f"{n} concurrent")
+        ax.set_yticks(y, names)
         ax.set_xlabel("pairs/s")
         ax.set_title(f"{model}: rerank 1x{N_PASSAGES}")
         ax.invert_yaxis()
         ax.legend()
-    fig.suptitle(report["machine"]["cpu"], fontsize=9)
+    m = report["machine"]
+    fig.suptitle(f"{m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -325,7 +331,8 @@ def engines(mdir: Path, cdir: Path, args: argparse.Namespace) -> list[tuple[str,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR:CHECKPOINT_DIR")
+    ap.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR:CHECKPOINT_DIR")
+    ap.add_argument("--render", type=Path, help="only rewrite PREFIX.md and PREFIX.png from this saved JSON")
     ap.add_argument("--variants", default="fp32,int8,int8-static")
     ap.add_argument("--served", default="int8-static", help="variants also measured through e5rt serve")
     ap.add_argument("--peers", default="torch,onnx,infinity,flashrank")
@@ -335,11 +342,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path, required=True, help="writes PREFIX.json, PREFIX.md, PREFIX.png")
     args = ap.parse_args()
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "threads": args.threads,
-        "args": vars(args) | {"out": str(args.out)},
-    }
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        args.out.with_suffix(".md").write_text(markdown(saved))
+        plot(saved, args.out.with_suffix(".png"))
+        return 0
+    if not args.model:
+        ap.error("give at least one --model NAME=MODEL_DIR:CHECKPOINT_DIR")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report: dict[str, Any] = {"machine": machine(), "threads": args.threads, "args": settings}
     report["models"] = {}
     for spec in args.model:
         name, _, dirs = spec.partition("=")

@@ -335,8 +335,8 @@ def manifest_entry(run: ExportRun, rec: VariantRecord) -> dict[str, Any]:
     parity = rec.parity
     if not parity.passed:
         msg = (
-            f"variant {rec.name} failed parity: min cos {parity.min_cos:.6f} < {parity.threshold} on probe "
-            f"text #{parity.worst_index} {parity.worst_text[:60]!r}"
+            f"variant {rec.name} failed parity: {_measure(parity.metric)} {parity.min_cos:.6f} < {parity.threshold} "
+            f"on probe text #{parity.worst_index} {parity.worst_text[:60]!r}"
         )
         if not run.opts.allow_failed_parity:
             raise ParityError(msg + " (pass --allow-failed-parity to write it marked as failing)")
@@ -458,7 +458,7 @@ def _first_passing(
         chosen = (quant, parity, table, path)
         if parity.passed:
             break
-        run.steps.note(f"{vname} preset {preset!r} below threshold (min cos {parity.min_cos:.6f})")
+        run.steps.note(f"{vname} preset {preset!r} below threshold ({_measure(parity.metric)} {parity.min_cos:.6f})")
     assert chosen is not None
     chosen[0].setdefault("preset", attempts[-1]["preset"])
     chosen[0]["attempts"] = attempts
@@ -512,7 +512,8 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
     seconds = time.perf_counter() - t0
     rec = VariantRecord("int8-static", "int8", path, ["cpu"], parity, opt, quant, seconds, {"embedding_table": table})
     if not parity.passed and not run.opts.allow_failed_parity:
-        run.steps.note(f"int8-static below threshold (min cos {parity.min_cos:.6f} < {parity.threshold}); not written")
+        words = f"{_measure(parity.metric)} {parity.min_cos:.6f} < {parity.threshold}"
+        run.steps.note(f"int8-static below threshold ({words}); not written")
         rec.skipped = {"min_cos": round(parity.min_cos, 6), "threshold": parity.threshold}
         graph.remove_tree(path.parent)
     return rec
@@ -728,8 +729,15 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         size = sum(f["bytes"] for f in v["files"]) / 1e6
         par = v["parity"]
         status = "ok" if par["passed"] else "FAILING"
-        lines.append(f"  {name:12s} {size:9.1f} MB  min cos {par['min_cos']:.6f}  mean {par['mean_cos']:.6f}  {status}")
+        measure = _measure(par.get("metric", ""))
+        figures = f"{measure} {par['min_cos']:.6f}  mean {par['mean_cos']:.6f}"
+        lines.append(f"  {name:12s} {size:9.1f} MB  {figures}  {status}")
     return lines
+
+
+def _measure(metric: str) -> str:
+    """How a parity figure is named in logs: rerankers' is the Pearson r of logits, embedders' the min cosine."""
+    return "logits r" if metric == "pearson of logits" else "min cos"
 
 
 def _check_inputs_untouched(ckpt: Checkpoint) -> None:
