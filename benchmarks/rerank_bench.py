@@ -280,10 +280,14 @@ def markdown(report: dict[str, Any]) -> str:
             cell = f"{agree['top10_overlap']:.2f} / {agree['kendall_tau']:.3f}" if agree else ""
             lines.append(
                 f"| {model} | {r['engine']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                f"{r['pairs_per_s_sequential']:.0f} | {r['pairs_per_s_concurrent']:.0f} (n={r['concurrency']}) | "
+                f"{_rate(r['pairs_per_s_sequential'])} | {_rate(r['pairs_per_s_concurrent'])} (n={r['concurrency']}) | "
                 f"{ratio} | {cell} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _rate(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -265,8 +265,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "model_dir",
         nargs="*",
-        help=f"model directories: embedders and rerankers side by side, routed by the request's model name "
-        f"({model.env}: one)",
+        help=f"model directories: embedders and rerankers side by side, routed by the request's model name; "
+        f"DIR@VARIANT picks that model's variant (--variant sets the others) ({model.env}: one)",
     )
     p.set_defaults(model_env=_env_default(model, None))
     _add_options(p, ServeOptions, from_env=True)
@@ -291,13 +291,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     if len(dirs) > 1 and opts.served_model_name:
         raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
+    from .backends.ort import resolve_provider
+    from .config import serve_workers
+
+    workers, threads = serve_workers(opts.workers, resolve_provider(args.provider), args.threads)
     entries: list[ModelEntry] = []
     for model in dirs:
         if model.startswith("fake:"):
-            entries.append(ModelEntry(_fake_loader(model, args), "embed", None if len(dirs) == 1 else model))
+            name = None if len(dirs) == 1 else model
+            entries.append(ModelEntry(_fake_loader(model, args), "embed", name, opts.workers or 1))
             continue
+        model, variant = _split_variant(model)
         manifest = load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
-        entries.append(ModelEntry(_serve_loader(args, model, manifest.task), manifest.task, manifest.name))
+        if variant is not None and variant != "auto" and variant not in manifest.variants:
+            have = ", ".join(sorted(manifest.variants))
+            raise UsageError(f"{model}@{variant}: this model has no variant {variant!r}; it has {have} (or auto)")
+        loader = _serve_loader(args, model, manifest.task, variant or args.variant, threads)
+        entries.append(ModelEntry(loader, manifest.task, manifest.name, workers))
     names = [e.name for e in entries if e.name]
     if len(set(names)) < len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -316,7 +326,15 @@ def _fake_loader(model: str, args: argparse.Namespace) -> Any:
     return lambda: Embedder.fake(int(dim), batching=batching, delay_s=int(delay or 0) / 1000.0)
 
 
-def _serve_loader(args: argparse.Namespace, model: str, task: str) -> Any:
+def _split_variant(model: str) -> tuple[str, str | None]:
+    """DIR@VARIANT -> (DIR, VARIANT); a directory without '@' in its last component -> (DIR, None)."""
+    head, sep, tail = model.rpartition("@")
+    if not sep or "/" in tail or not head:
+        return model, None
+    return head, tail
+
+
+def _serve_loader(args: argparse.Namespace, model: str, task: str, variant: str, threads: int | None) -> Any:
     """Loads one served model on the server's load thread: CPU batches under the serving budget, no spin."""
 
     def loader() -> Any:
@@ -325,7 +343,16 @@ def _serve_loader(args: argparse.Namespace, model: str, task: str) -> Any:
 
         provider = resolve_provider(args.provider)
         budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
-        return _load(args, task, model_dir=model, provider=provider, max_batch_tokens=budget, spin=False)
+        return _load(
+            args,
+            task,
+            model_dir=model,
+            provider=provider,
+            max_batch_tokens=budget,
+            spin=False,
+            variant=variant,
+            threads=threads,  # per batch: the server's threads split between its workers
+        )
 
     return loader
 

@@ -93,7 +93,7 @@ def engine_pytorch(ctx: dict[str, Any]) -> Engine:
     from e5rt_export.reference import load_reference_model, torch_pool
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ctx["checkpoint"])  # type: ignore[no-untyped-call]
+    tok = AutoTokenizer.from_pretrained(ctx["checkpoint"])  # type: ignore[no-untyped-call, unused-ignore]
     # transformers' default attention (SDPA), as a user of AutoModel gets it.
     model = load_reference_model(ctx["checkpoint"], attn_implementation="sdpa")
     pooling = ctx["manifest"].pooling

@@ -27,6 +27,7 @@ class ModelEntry:
     loader: Callable[[], Embedder]
     task: str = "embed"
     name: str | None = None
+    workers: int = 1  # batches this model runs at once (config.serve_workers)
 
 
 class ModelSet:
@@ -39,7 +40,15 @@ class ModelSet:
         self.metrics = ServerMetrics()
         self.pool = ThreadPoolExecutor(options.tokenizer_threads, thread_name_prefix="e5rt-io")
         self.services = [
-            InferenceService(e.loader, options, task=e.task, name=e.name, metrics=self.metrics, pool=self.pool)
+            InferenceService(
+                e.loader,
+                options,
+                task=e.task,
+                name=e.name,
+                metrics=self.metrics,
+                pool=self.pool,
+                workers=e.workers,
+            )
             for e in entries
         ]
 

@@ -262,14 +262,17 @@ def test_one_server_serves_an_embedder_and_a_reranker(rerankers: dict[str, Path]
     emb_dir, rr_dir = tiny_models["xlm-roberta"], rerankers["bert"]
     emb_name, rr_name = load_manifest(emb_dir).name, load_manifest(rr_dir).name
     assert emb_name != rr_name
-    server = Server([str(emb_dir), str(rr_dir)], "--variant", "fp32", "--provider", "cpu", "--log-level", "warning")
+    # DIR@VARIANT: each model its own variant (--variant sets the rest)
+    both = [str(emb_dir), f"{rr_dir}@int8-static"]
+    server = Server(both, "--variant", "fp32", "--provider", "cpu", "--log-level", "warning")
     try:
         url = server.url
         health = httpx.get(url + "/health", timeout=10).json()
         assert health["status"] == "ok" and health["models"] == {emb_name: "ready", rr_name: "ready"}
         listed = httpx.get(url + "/v1/models", timeout=10).json()["data"]
         assert {(m["id"], m["task"]) for m in listed} == {(emb_name, "embed"), (rr_name, "rerank")}
-        assert [m["model"] for m in httpx.get(url + "/info", timeout=10).json()["models"]] == [emb_name, rr_name]
+        infos = httpx.get(url + "/info", timeout=10).json()["models"]
+        assert [(m["model"], m["variant"]) for m in infos] == [(emb_name, "fp32"), (rr_name, "int8-static")]
 
         want = Embedder.load(emb_dir, variant="fp32").encode(["hello"])
         for name in (emb_name, "text-embedding-3-small"):  # a name not served goes to the only embedder
@@ -279,7 +282,7 @@ def test_one_server_serves_an_embedder_and_a_reranker(rerankers: dict[str, Path]
         wrong = httpx.post(url + "/v1/embeddings", json={"input": ["hello"], "model": rr_name}, timeout=60)
         assert wrong.status_code == 404 and "is a reranker" in wrong.text
 
-        local = Reranker.load(rr_dir, variant="fp32").rerank("q", ["a b", "c"])
+        local = Reranker.load(rr_dir, variant="int8-static").rerank("q", ["a b", "c"])
         for route, body in (
             ("/rerank", {"query": "q", "texts": ["a b", "c"]}),
             ("/v1/rerank", {"model": rr_name, "query": "q", "documents": ["a b", "c"]}),
@@ -306,7 +309,9 @@ def test_serve_refuses_ambiguous_model_sets(rerankers: dict[str, Path], tiny_mod
     assert named.returncode == 2 and "--served-model-name names one model" in named.stderr
     twice = subprocess.run([str(E5RT), "serve", *both, both[0]], capture_output=True, text=True, timeout=60)
     assert twice.returncode == 2 and "two model directories have the name" in twice.stderr
-    assert "Traceback" not in named.stderr + twice.stderr
+    nope = subprocess.run([str(E5RT), "serve", f"{both[1]}@int9"], capture_output=True, text=True, timeout=60)
+    assert nope.returncode == 2 and "has no variant 'int9'; it has fp16, fp32, int8, int8-static" in nope.stderr
+    assert "Traceback" not in named.stderr + twice.stderr + nope.stderr
 
 
 # --- integrations: in-process classes, and the client packages users reach a served reranker through -----------

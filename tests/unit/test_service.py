@@ -63,6 +63,7 @@ def test_lifecycle_and_embedding() -> None:
 
 
 def test_a_caller_that_goes_away_has_its_texts_dropped() -> None:
+    # 2,000 texts span several batches: a request that fits in one is not watched (service.run)
     service = InferenceService(lambda: Embedder.fake(16, delay_s=0.05), ServeOptions())
     service.load()
 
@@ -71,7 +72,7 @@ def test_a_caller_that_goes_away_has_its_texts_dropped() -> None:
 
     async def go() -> None:
         with pytest.raises(ClientGone):
-            await service.embed(EmbedCall(texts=[f"text {i}" for i in range(200)], token_ids=None), gone_now)
+            await service.embed(EmbedCall(texts=[f"text {i}" for i in range(2000)], token_ids=None), gone_now)
 
     asyncio.run(go())
     assert service.queue is not None and service.queue.dropped_texts > 0
