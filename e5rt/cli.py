@@ -291,10 +291,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     if len(dirs) > 1 and opts.served_model_name:
         raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
-    from .backends.ort import resolve_provider
     from .config import serve_workers
 
-    workers, threads = serve_workers(opts.workers, resolve_provider(args.provider), args.threads)
+    workers, threads = serve_workers(opts.workers, args.threads)
     entries: list[ModelEntry] = []
     for model in dirs:
         if model.startswith("fake:"):

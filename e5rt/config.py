@@ -341,10 +341,10 @@ class ServeOptions:
         None,
         Flag(
             "--workers",
-            "batches that run at once, the ONNX Runtime threads split between them (default: 2 of one thread each "
-            "on a 2-thread CPU server, else 1)",
+            "batches that run at once, the ONNX Runtime threads split between them: more throughput under many "
+            "clients, slower lone requests (README, Serve)",
             parse_positive_int,
-            default_text="auto",
+            default_text="1",
         ),
     )
     tokenizer_threads: int = option(
@@ -375,18 +375,18 @@ class ServeOptions:
             raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")
 
 
-def serve_workers(workers: int | None, provider: str, threads: int | None) -> tuple[int, int | None]:
+def serve_workers(workers: int | None, threads: int | None) -> tuple[int, int | None]:
     """(batches a served model runs at once, ONNX Runtime threads per run; None = the session's default).
 
-    Auto (workers None): on a CPU server with two threads, two batches of one thread each. Measured on a 2-core
-    Zen 5 with me5-small-r fp32 and 64 single-query clients (benchmarks/serve_load.py, interleaved runs): 382-400
-    texts/s against 361-386 with one batch on two threads: a one-thread run skips the per-operator hand-off
-    between threads, which on batches of ~12 short queries costs more than the second thread gives, and the next
-    batch is cut while the other runs. Not measured on larger machines, where one batch keeps every thread.
+    One batch at a time on every thread unless --workers asks for more; then the threads are split between them.
+    Measured on a 2-core Zen 5, me5-small-r fp32, interleaved runs: two one-thread workers serve 64 query clients
+    ~8 % faster (415-435 against 380-404 texts/s: a one-thread run skips the per-operator hand-off between threads,
+    which costs more than the second thread gives on batches of ~12 short queries) and give a bulk request 97 % of
+    its solo rate under 16 query clients, but a lone query takes 7.7-9.1 ms instead of 5.7-6.2 (p50). Latency
+    first is the default; two workers sharing the two threads measured no gain (394-407 texts/s).
     """
-    total = threads or os.cpu_count() or 1
-    if workers is None:
-        workers = 2 if provider == "cpu" and total == 2 else 1
+    workers = workers or 1
     if workers == 1:
         return 1, threads
+    total = threads or os.cpu_count() or 1
     return workers, max(1, total // workers)

@@ -81,6 +81,8 @@ class BatchQueue:
         self._cond = threading.Condition()
         self._closed = False
         self._in_flight_texts = 0  # taken by a worker, not yet delivered
+        self._workers = workers
+        self._bulk_running = 0  # bulk-anchored batches being run: at most workers - 1 while queries wait
         self._tokens_per_s = 0.0  # moving average, for Retry-After
         self.dropped_texts = 0
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
@@ -187,10 +189,16 @@ class BatchQueue:
     def _take(self) -> tuple[ScheduledBatch, list[tuple[Submission, int]]] | None:
         with self._cond:
             while True:
-                batch = self._scheduler.next_batch()
+                # With several workers, one always stays free of bulk batches while queries wait: a query then
+                # waits for a query batch, not for a bulk batch on every worker. Measured with 2 one-thread workers,
+                # 16 query clients and a 2,048-text request (one run each, serve_load.py): the queries' p99 3.49x
+                # idle without it, 3.13x with it, while the bulk request kept 97 % of its rate alone.
+                reserve = self._workers > 1 and self._bulk_running >= self._workers - 1
+                batch = self._scheduler.next_batch(small_first=reserve)
                 if batch is not None:
                     rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
                     self._in_flight_texts += len(rows)
+                    self._bulk_running += batch.bulk
                     return batch, rows
                 if self._closed:
                     return None
@@ -202,6 +210,7 @@ class BatchQueue:
             seconds = run_batch(self.backend, rows, batch.width, self.spec)
             with self._cond:
                 self._in_flight_texts -= len(rows)
+                self._bulk_running -= batch.bulk
                 rate = batch.real_tokens / max(seconds, 1e-9)
                 self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
             if self.on_batch is not None:

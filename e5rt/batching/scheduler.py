@@ -36,6 +36,7 @@ class ScheduledBatch:
     rows: tuple[tuple[Hashable, int], ...]  # (request key, row in that request), shortest text first
     width: int  # padded sequence length
     real_tokens: int
+    bulk: bool = False  # anchored by a bulk request (BatchQueue keeps a worker free of these for queries)
 
     @property
     def padded_tokens(self) -> int:
@@ -132,9 +133,10 @@ class Scheduler:
     def _is_bulk(self, key: Hashable) -> bool:
         return self._left[key] > self.rule.max_batch_tokens
 
-    def _pick(self, now: float) -> tuple[Hashable, bool]:
+    def _pick(self, now: float, small_first: bool) -> tuple[Hashable, bool]:
         """The request whose shortest pending text anchors the next batch (see the module docstring), and whether
-        both kinds are waiting (only then does the batch count toward the shares)."""
+        both kinds are waiting (only then does the batch count toward the shares). small_first: a small request
+        anchors whenever one waits (the caller's other workers are busy with bulk batches)."""
         last = self._last
         waited_too_long = [k for k, (t, _) in last.items() if now - t > self.max_wait_s]
         small = [k for k in self._left if not self._is_bulk(k)]
@@ -142,6 +144,8 @@ class Scheduler:
         both = bool(small) and bool(bulk)
         if not both:
             self._served = {"small": 0, "bulk": 0}  # a share is owed only while both kinds wait
+        if small_first and small:
+            return min(small, key=last.__getitem__), both
         if waited_too_long:
             return min(waited_too_long, key=last.__getitem__), both
         served = self._served
@@ -150,11 +154,14 @@ class Scheduler:
             return min(bulk, key=lambda k: (self._got[k], last[k])), both  # the bulk request that got least
         return min(small, key=last.__getitem__), both  # the longest-waiting small request
 
-    def next_batch(self) -> ScheduledBatch | None:
+    def next_batch(self, small_first: bool = False) -> ScheduledBatch | None:
+        """The next batch to run, or None when nothing is pending. small_first: anchor it on a small request
+        when one waits, whatever the shares say (BatchQueue asks when its other workers all run bulk batches)."""
         if not self._sorted:
             return None
         now = self.clock()
-        key, both = self._pick(now)
+        key, both = self._pick(now, small_first)
+        anchored_by_bulk = self._is_bulk(key)
         anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
         lo, hi, width, real = grow(self._sorted, bisect.bisect_left(self._sorted, anchor), self.rule)
         taken = self._sorted[lo : hi + 1]
@@ -174,4 +181,4 @@ class Scheduler:
         for owner in owners:
             if self._prune(owner):
                 self._last[owner] = (now, self._seq)
-        return ScheduledBatch(rows=tuple(rows), width=width, real_tokens=real)
+        return ScheduledBatch(rows=tuple(rows), width=width, real_tokens=real, bulk=anchored_by_bulk)

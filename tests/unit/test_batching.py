@@ -90,6 +90,50 @@ def test_a_stream_of_small_requests_never_starves_a_bulk_one() -> None:
     assert served_bulk_at and all(b - a <= 5 for a, b in zip([-1, *served_bulk_at], served_bulk_at, strict=False))
 
 
+def test_small_first_anchors_on_a_waiting_query_and_falls_back_to_bulk() -> None:
+    sched = Scheduler(CostRule(max_batch_tokens=256), bulk_share=0.9)  # the shares alone would favour bulk
+    sched.add("bulk", [64] * 100)
+    first = sched.next_batch()
+    assert first is not None and first.bulk
+    sched.add("query", [8])
+    reserved = sched.next_batch(small_first=True)
+    assert reserved is not None and not reserved.bulk and ("query", 0) in reserved.rows
+    alone = sched.next_batch(small_first=True)  # no query waits: the free worker is not left idle
+    assert alone is not None and alone.bulk
+
+
+@settings(max_examples=10, deadline=None)
+@given(arrivals=st.lists(st.integers(1, 30), min_size=3, max_size=20))
+def test_two_workers_never_run_two_bulk_batches_while_a_query_waits(arrivals: list[int]) -> None:
+    """BatchQueue(workers=2): whenever a worker takes a batch while another runs a bulk one and a query is
+    pending, it takes the query's batch."""
+    seen: list[tuple[bool, bool]] = []  # (taken batch is bulk, a bulk batch was running and a query waited)
+    backend = FakeBackend(dim=SPEC.dim, delay_s=0.002)
+    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=64), workers=2)
+    scheduler, original = queue._scheduler, queue._scheduler.next_batch
+
+    def watched(small_first: bool = False):  # type: ignore[no-untyped-def]
+        waiting = any(not scheduler._is_bulk(k) for k in scheduler._left)
+        batch = original(small_first=small_first)
+        if batch is not None:
+            seen.append((batch.bulk, queue._bulk_running >= 1 and waiting))
+        return batch
+
+    scheduler.next_batch = watched  # type: ignore[method-assign]
+    try:
+        bulk = queue.submit(_ids([40] * 30, 99))
+        queries = []
+        for i, n in enumerate(arrivals):
+            queries.append(queue.submit(_ids([n], i)))
+            time.sleep(0.001)
+        for q in [bulk, *queries]:
+            q.future.result(timeout=30)
+    finally:
+        assert queue.close(timeout=10)
+    assert not any(is_bulk and reserved for is_bulk, reserved in seen)
+    assert any(is_bulk for is_bulk, _ in seen) and any(not is_bulk for is_bulk, _ in seen)
+
+
 def test_drop_removes_only_that_request() -> None:
     sched = Scheduler(CostRule(max_batch_tokens=64))
     sched.add("a", [5, 6, 7])

@@ -70,18 +70,13 @@ def test_server_bulk_share_default_is_the_schedulers() -> None:
     assert ServeOptions().bulk_share == DEFAULT_BULK_SHARE
 
 
-def test_serve_workers_auto_is_two_one_thread_batches_only_on_a_two_thread_cpu_server() -> None:
-    import os
-
+def test_serve_workers_default_is_one_batch_on_every_thread() -> None:
     from e5rt.config import serve_workers
     from e5rt.errors import ConfigError
 
-    assert serve_workers(None, "cpu", 2) == (2, 1)
-    assert serve_workers(None, "cpu", 8) == (1, 8)
-    assert serve_workers(None, "cuda", 2) == (1, 2)
-    assert serve_workers(None, "cpu", None) == ((2, 1) if os.cpu_count() == 2 else (1, None))
-    assert serve_workers(1, "cpu", 2) == (1, 2)  # --workers 1: one batch at a time on every thread
-    assert serve_workers(4, "cpu", 8) == (4, 2)  # the threads split between the workers
-    assert serve_workers(3, "cpu", 2) == (3, 1)  # never below one thread a batch
+    assert serve_workers(None, 2) == (1, 2) and serve_workers(None, None) == (1, None)
+    assert serve_workers(2, 2) == (2, 1)  # --workers 2 on 2 threads: two one-thread batches at once
+    assert serve_workers(4, 8) == (4, 2)  # the threads split between the workers
+    assert serve_workers(3, 2) == (3, 1)  # never below one thread a batch
     with pytest.raises(ConfigError, match="workers"):
         ServeOptions(workers=0)
