@@ -151,38 +151,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 ["query", "texts"],
                 {"type": "array", "items": {"type": "object"}},
             ),
-            "/v1/rerank": _post(
-                "Cohere / Jina-style rerank: results with index and relevance_score (sigmoid), best first",
-                {
-                    "model": {"type": "string"},
-                    "query": {"type": "string"},
-                    "documents": {
-                        "type": "array",
-                        "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
-                        "description": "strings, or objects with a 'text' string",
-                    },
-                    "top_n": {"type": "integer"},
-                    "return_documents": {"type": "boolean", "default": False},
-                },
-                ["query", "documents"],
-                {"type": "object"},
-            ),
-            "/v2/rerank": _post(
-                "Cohere v2 rerank (as /v1/rerank): results with index and relevance_score (sigmoid), best first",
-                {
-                    "model": {"type": "string"},
-                    "query": {"type": "string"},
-                    "documents": {
-                        "type": "array",
-                        "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
-                        "description": "strings, or objects with a 'text' string",
-                    },
-                    "top_n": {"type": "integer"},
-                    "return_documents": {"type": "boolean", "default": False},
-                },
-                ["query", "documents"],
-                {"type": "object"},
-            ),
+            "/v1/rerank": _cohere_rerank("Cohere / Jina-style rerank"),
+            "/v2/rerank": _cohere_rerank("Cohere v2 rerank (as /v1/rerank)"),
             "/v1/models": _get("the served models, each with its task (embed or rerank)"),
             "/info": _get("model, dimensions, variant, provider, batch invariance, limits, version"),
             "/health": _get("200 once the model is loaded and warmed up; 503 while loading or draining"),
@@ -210,4 +180,24 @@ def docs_html(spec: dict[str, Any]) -> str:
         "Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
         f"<details><summary>OpenAPI</summary><pre>{html.escape(json.dumps(spec, indent=1))}</pre></details>"
         "</body></html>"
+    )
+
+
+def _cohere_rerank(what: str) -> dict[str, Any]:
+    """The Cohere-style rerank route's spec (/v1/rerank and cohere.ClientV2's /v2/rerank share it)."""
+    return _post(
+        f"{what}: results with index and relevance_score (sigmoid), best first",
+        {
+            "model": {"type": "string"},
+            "query": {"type": "string"},
+            "documents": {
+                "type": "array",
+                "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                "description": "strings, or objects with a 'text' string",
+            },
+            "top_n": {"type": "integer"},
+            "return_documents": {"type": "boolean", "default": False},
+        },
+        ["query", "documents"],
+        {"type": "object"},
     )
