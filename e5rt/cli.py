@@ -326,9 +326,10 @@ def _fake_loader(model: str, args: argparse.Namespace) -> Any:
 
 
 def _split_variant(model: str) -> tuple[str, str | None]:
-    """DIR@VARIANT -> (DIR, VARIANT); a directory without '@' in its last component -> (DIR, None)."""
+    """DIR@VARIANT -> (DIR, VARIANT); a directory without '@' in its last component, or one whose own name
+    holds an '@', -> (DIR, None)."""
     head, sep, tail = model.rpartition("@")
-    if not sep or "/" in tail or not head:
+    if not sep or "/" in tail or not head or Path(model).is_dir():
         return model, None
     return head, tail
 
