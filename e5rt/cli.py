@@ -298,7 +298,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in dirs:
         if model.startswith("fake:"):
             name = None if len(dirs) == 1 else model
-            entries.append(ModelEntry(_fake_loader(model, args), "embed", name, opts.workers or 1))
+            entries.append(ModelEntry(_fake_loader(model, args), "embed", name, workers))
             continue
         model, variant = _split_variant(model)
         manifest = load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
