@@ -102,6 +102,24 @@ def test_small_first_anchors_on_a_waiting_query_and_falls_back_to_bulk() -> None
     assert alone is not None and alone.bulk
 
 
+def test_queries_ride_together_not_beside_bulk_texts_of_their_length() -> None:
+    # A bulk request with texts at every length, and four queries of different lengths that fit one batch.
+    rule = CostRule(max_batch_tokens=512, min_efficiency=0.95, pad_allowance=32)
+    sched = Scheduler(rule, bulk_share=0.5)
+    sched.add("bulk", [n for n in range(6, 40) for _ in range(20)])
+    for i, n in enumerate((9, 12, 14, 17)):
+        sched.add(f"q{i}", [n])
+    batch = sched.next_batch()  # nothing served yet: the queries' kind is not behind, so a query anchors
+    assert batch is not None and not batch.bulk
+    # every query in one batch (52 real tokens padded to 4 x 17: within the 32-token allowance), no bulk text
+    # of their lengths taking their places
+    assert sorted(k for k, _ in batch.rows) == ["q0", "q1", "q2", "q3"]
+    assert batch.width == 17 and batch.real_tokens == 52
+    # the bulk texts are all still there, and run in the following batches
+    assert sched.pending_texts == 34 * 20
+    assert all(k == "bulk" for b in iter(sched.next_batch, None) for k, _ in b.rows)
+
+
 @settings(max_examples=10, deadline=None)
 @given(arrivals=st.lists(st.integers(1, 30), min_size=3, max_size=20))
 def test_two_workers_never_run_two_bulk_batches_while_a_query_waits(arrivals: list[int]) -> None:
