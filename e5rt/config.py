@@ -382,8 +382,9 @@ def serve_workers(workers: int | None, threads: int | None) -> tuple[int, int | 
     Measured on a 2-core Zen 5, me5-small-r fp32, interleaved runs: two one-thread workers serve 64 query clients
     ~8 % faster (415-435 against 380-404 texts/s: a one-thread run skips the per-operator hand-off between threads,
     which costs more than the second thread gives on batches of ~12 short queries) and give a bulk request 97 % of
-    its solo rate under 16 query clients, but a lone query takes 7.7-9.1 ms instead of 5.7-6.2 (p50). Latency
-    first is the default; two workers sharing the two threads measured no gain (394-407 texts/s).
+    its solo rate under 16 query clients, but a lone query takes 7.7-9.1 ms instead of 5.7-6.2 (p50), and a bulk
+    request alone ran at about half its rate (52 against 94-98 texts/s in a later session's serve_load runs).
+    Latency first is the default; two workers sharing the two threads measured no gain (394-407 texts/s).
     """
     workers = workers or 1
     if workers == 1:

@@ -46,8 +46,9 @@ class ScheduledBatch:
         return self.width * len(self.rows)
 
 
-# Measured (benchmarks/results/bulk-share-me5-small-r.json): 0.55 gave a 2,048-text request 40 % of its solo rate
-# under 16 query clients with the queries' p99 at 2.9x idle; 0.5: 35 % / 2.4x, 0.6: 49 % / 3.2x.
+# Measured (benchmarks/results/bulk-share-me5-small-r-zen5.json, queries riding together): 0.55 gave a 2,048-text
+# request 47 % of its solo rate under 16 query clients with the queries' p99 at 2.06x idle (64 clients: 52 %,
+# 2.33x); 0.5: 41 % / 1.92x, 0.6: 51 % / 2.21x, 0.65: 57 % / 2.83x.
 DEFAULT_BULK_SHARE = 0.55
 
 
@@ -173,8 +174,9 @@ class Scheduler:
         if both and not anchored_by_bulk:
             # A small request's batch grows over small requests' texts only while bulk ones wait: otherwise the
             # bulk texts of the anchor's own length fill it, and the queries of other lengths wait a turn each.
-            # Simulated and measured with 16 query clients and a 2,048-text request: the queries' p99 fell from
-            # ~3x idle to ~2x at the same bulk rate (benchmarks/results/bulk-share-*).
+            # Simulated and measured with 16 query clients and a 2,048-text request at share 0.55: the queries' p99
+            # fell from 2.9x idle to 2.06x while the bulk request's rate went from 40 to 47 % of its rate alone
+            # (benchmarks/results/bulk-share-me5-small-r*.json, before and after).
             pool = sorted(item for k in self._left if not self._is_bulk(k) for item in self._pending(k))
             lo, hi, width, real = grow(pool, bisect.bisect_left(pool, anchor), self.rule)
             taken = pool[lo : hi + 1]
