@@ -39,8 +39,13 @@ async def measure(spec: sl.ServerSpec, queries: list[str], bulk: list[str], clie
     return out
 
 
+def _clients(report: dict[str, Any]) -> list[int]:
+    """The query-client counts the sweep ran its mixed cases with."""
+    return [int(k.split("_c")[1]) for k in report["runs"][0] if k.startswith("mixed_c")]
+
+
 def table(report: dict[str, Any]) -> str:
-    clients = [int(k.split("_c")[1]) for k in report["runs"][0] if k.startswith("mixed_c")]
+    clients = _clients(report)
     head = "| --bulk-share | bulk alone, texts/s | " + " | ".join(
         f"{c} clients: bulk rate vs alone | singles p99 vs idle" for c in clients
     )
@@ -63,7 +68,7 @@ def plot(report: dict[str, Any], path: Path, before: dict[str, Any] | None = Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    clients = [int(k.split("_c")[1]) for k in report["runs"][0] if k.startswith("mixed_c")]
+    clients = _clients(report)
     m = report["machine"]
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     for c, color in zip(clients, ("tab:blue", "tab:orange", "tab:green"), strict=False):
@@ -89,10 +94,10 @@ def plot(report: dict[str, Any], path: Path, before: dict[str, Any] | None = Non
     plt.close(fig)
 
 
-def write(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=1) + "\n")
+def render(report: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
+    """The table (.md) and the plot (.png) beside the sweep's JSON at path."""
     path.with_suffix(".md").write_text(table(report) + "\n")
-    plot(report, path.with_suffix(".png"))
+    plot(report, path.with_suffix(".png"), before)
 
 
 def main() -> int:
@@ -100,8 +105,7 @@ def main() -> int:
         path = Path(sys.argv[2])
         report = json.loads(path.read_text())
         before = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) == 4 else None
-        path.with_suffix(".md").write_text(table(report) + "\n")
-        plot(report, path.with_suffix(".png"), before)
+        render(report, path, before)
         print(table(report))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,7 +139,8 @@ def main() -> int:
         print(f"share {share}: solo {run['bulk_solo']['texts_per_s']} texts/s; (bulk vs solo, p99 vs idle) {line}")
     print(table(report))
     if args.json:
-        write(report, args.json)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        render(report, args.json)
     return 0
 
 

@@ -373,18 +373,15 @@ async def mixed(
     return out
 
 
-def encode_rates(model: Path, variant: str, threads: int, texts: list[str], reps: int = 3) -> list[float]:
-    """Embedder.encode's texts/s on the given texts, once per repetition (fresh process, same threads, warmed)."""
+def encode_rate(model: Path, variant: str, threads: int, texts: list[str]) -> float:
+    """Embedder.encode's texts/s on the given texts, in one call (fresh process, same threads, warmed up)."""
     code = (
         "import sys, json, time; from e5rt import Embedder; texts = json.loads(sys.stdin.read());"
         f"e = Embedder.load({str(model)!r}, variant={variant!r}, provider='cpu', threads={threads});"
-        "e.encode(texts[:32]); rates = []\n"
-        f"for _ in range({reps}):\n t = time.perf_counter(); e.encode(texts)\n"
-        " rates.append(len(texts) / (time.perf_counter() - t))\n"
-        "print(json.dumps(rates))"
+        "e.encode(texts[:32]); t = time.perf_counter(); e.encode(texts); print(len(texts) / (time.perf_counter() - t))"
     )
     out = subprocess.run([PY, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True)
-    return [round(float(x), 2) for x in json.loads(out.stdout.strip().splitlines()[-1])]
+    return round(float(out.stdout.strip().splitlines()[-1]), 2)
 
 
 async def c64_vs_encode(
@@ -398,7 +395,7 @@ async def c64_vs_encode(
     for _ in range(reps):
         res = await closed_loop(spec, port, 64, count, lambda i: [queries[i % len(queries)]])
         served.append(res.summary()["texts_per_s"])
-        encoded += await asyncio.to_thread(encode_rates, model, variant, threads, queries, 1)
+        encoded.append(await asyncio.to_thread(encode_rate, model, variant, threads, queries))
     ratio = float(np.median(served)) / float(np.median(encoded))
     return {
         "texts": len(queries),

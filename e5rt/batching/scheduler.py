@@ -141,10 +141,10 @@ class Scheduler:
     def _is_bulk(self, key: Hashable) -> bool:
         return self._left[key] > self.rule.max_batch_tokens
 
-    def _pick(self, now: float, small_first: bool) -> tuple[Hashable, bool]:
-        """The request whose shortest pending text anchors the next batch (see the module docstring), and whether
-        both kinds are waiting (only then does the batch count toward the shares). small_first: a small request
-        anchors whenever one waits (the caller's other workers are busy with bulk batches)."""
+    def _pick(self, now: float, small_first: bool) -> tuple[Hashable, list[Hashable], bool]:
+        """The request whose shortest pending text anchors the next batch (see the module docstring), the small
+        requests waiting, and whether both kinds are waiting (only then does the batch count toward the shares).
+        small_first: a small request anchors whenever one waits (the caller's other workers run bulk batches)."""
         last = self._last
         waited_too_long = [k for k, (t, _) in last.items() if now - t > self.max_wait_s]
         small = [k for k in self._left if not self._is_bulk(k)]
@@ -153,14 +153,14 @@ class Scheduler:
         if not both:
             self._served = {"small": 0, "bulk": 0}  # a share is owed only while both kinds wait
         if small_first and small:
-            return min(small, key=last.__getitem__), both
+            return min(small, key=last.__getitem__), small, both
         if waited_too_long:
-            return min(waited_too_long, key=last.__getitem__), both
+            return min(waited_too_long, key=last.__getitem__), small, both
         served = self._served
         bulk_behind = served["bulk"] < self.bulk_share * (served["small"] + served["bulk"])
         if bulk and (not small or bulk_behind):
-            return min(bulk, key=lambda k: (self._got[k], last[k])), both  # the bulk request that got least
-        return min(small, key=last.__getitem__), both  # the longest-waiting small request
+            return min(bulk, key=lambda k: (self._got[k], last[k])), small, both  # the bulk request that got least
+        return min(small, key=last.__getitem__), small, both  # the longest-waiting small request
 
     def next_batch(self, small_first: bool = False) -> ScheduledBatch | None:
         """The next batch to run, or None when nothing is pending. small_first: anchor it on a small request
@@ -168,7 +168,7 @@ class Scheduler:
         if not self._sorted:
             return None
         now = self.clock()
-        key, both = self._pick(now, small_first)
+        key, small, both = self._pick(now, small_first)
         anchored_by_bulk = self._is_bulk(key)
         anchor = self._heaps[key][0]  # pruned after every batch, so the top is pending
         if both and not anchored_by_bulk:
@@ -177,7 +177,7 @@ class Scheduler:
             # Simulated and measured with 16 query clients and a 2,048-text request at share 0.55: the queries' p99
             # fell from 2.9x idle to 2.06x while the bulk request's rate went from 40 to 47 % of its rate alone
             # (benchmarks/results/bulk-share-me5-small-r*.json, before and after).
-            pool = sorted(item for k in self._left if not self._is_bulk(k) for item in self._pending(k))
+            pool = sorted(item for k in small for item in self._pending(k))
             lo, hi, width, real = grow(pool, bisect.bisect_left(pool, anchor), self.rule)
             taken = pool[lo : hi + 1]
             for item in taken:
