@@ -291,9 +291,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     if len(dirs) > 1 and opts.served_model_name:
         raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
-    from .config import serve_workers
-
-    workers, threads = serve_workers(opts.workers, args.threads)
+    workers, threads = opts.workers, args.threads
     entries: list[ModelEntry] = []
     for model in dirs:
         if model.startswith("fake:"):
@@ -350,8 +348,9 @@ def _serve_loader(args: argparse.Namespace, model: str, task: str, variant: str,
             provider=provider,
             max_batch_tokens=budget,
             spin=False,
+            share_weights=True,
             variant=variant,
-            threads=threads,  # per batch: the server's threads split between its workers
+            threads=threads,  # a lone batch's; Embedder.queue gives its workers sessions of fewer
         )
 
     return loader

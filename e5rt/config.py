@@ -211,6 +211,9 @@ class LoadOptions:
     allow_failed_parity: bool = False
     warmup: bool = True
     spin: bool = True  # let idle ONNX Runtime threads spin between runs (bulk work); servers turn it off
+    # Read the weights into arrays the session only borrows, so that the sessions of fewer threads a server's
+    # workers run on (Embedder.queue) hold the same copy; servers turn it on.
+    share_weights: bool = False
     batching: BatchOptions = field(default_factory=BatchOptions)
 
     def __post_init__(self) -> None:
@@ -341,10 +344,10 @@ class ServeOptions:
         None,
         Flag(
             "--workers",
-            "batches that run at once, the ONNX Runtime threads split between them: more throughput under many "
-            "clients, slower lone requests (README, Serve)",
+            "batches that run at once, the ONNX Runtime threads split between them (a lone one-text batch runs "
+            "on all of them); 1 holds one copy of the session (README, Serve)",
             parse_positive_int,
-            default_text="1",
+            default_text="2 on a CPU with 2+ threads, else 1",
         ),
     )
     tokenizer_threads: int = option(
@@ -375,19 +378,18 @@ class ServeOptions:
             raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")
 
 
-def serve_workers(workers: int | None, threads: int | None) -> tuple[int, int | None]:
-    """(batches a served model runs at once, ONNX Runtime threads per run; None = the session's default).
+def serve_workers(workers: int | None, threads: int, cpu: bool) -> tuple[int, int]:
+    """(batches a served model runs at once, ONNX Runtime threads each of them runs on).
 
-    One batch at a time on every thread unless --workers asks for more; then the threads are split between them.
-    Measured on a 2-core Zen 5, me5-small-r fp32, interleaved runs: two one-thread workers serve 64 query clients
-    ~8 % faster (415-435 against 380-404 texts/s: a one-thread run skips the per-operator hand-off between threads,
-    which costs more than the second thread gives on batches of ~12 short queries) and give a bulk request 97 % of
-    its solo rate under 16 query clients, but a lone query takes 7.7-9.1 ms instead of 5.7-6.2 (p50), and a bulk
-    request alone ran at about half its rate (52 against 94-98 texts/s in a later session's serve_load runs).
-    Latency first is the default; two workers sharing the two threads measured no gain (394-407 texts/s).
+    By default two on a CPU session of two or more threads, each on half the threads; a lone one-text batch
+    runs on all of them (BatchQueue's wide session). Measured on a 2-core Zen 5, me5-small-r fp32, interleaved
+    runs (benchmarks/serve_load.py): 64 query clients reached 79-83 % of Embedder.encode's rate against 75-77 %
+    with one two-thread batch at a time: a two-thread run waits at every operator for the other thread, which the
+    event loop and tokenizer threads preempt, while two one-thread runs each go on alone. A lone query stays on
+    both threads (p50 5.8-6.0 ms; on one thread 7.4-7.8). A GPU session runs one batch at a time.
     """
-    workers = workers or 1
-    if workers == 1:
-        return 1, threads
-    total = threads or os.cpu_count() or 1
-    return workers, max(1, total // workers)
+    if workers is None:
+        workers = 2 if cpu and threads >= 2 else 1
+    if workers == 1 or not cpu:
+        return workers, threads
+    return workers, max(1, threads // workers)

@@ -7,6 +7,7 @@ The synchronous pipeline. Its batches are cut by the same scheduler and batch st
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from .backends.base import Backend
 from .batching import BatchQueue, BatchRecord, PoolSpec, Progress, Submission, run_inline
 from .batching.scheduler import DEFAULT_BULK_SHARE
-from .config import BatchOptions, LoadOptions
+from .config import BatchOptions, LoadOptions, serve_workers
 from .core.plan import CostRule
 from .core.pool import vectors_from_sums
 from .core.prompts import TextKind, format_texts
@@ -170,6 +171,7 @@ class Embedder:
             arena=opts.arena,
             spin=opts.spin,
             exact_int8=prov == "cpu" and chosen.exact_int8_needed,
+            share_weights=opts.share_weights,
         )
         tok = TextTokenizer(root / manifest.tokenizer, manifest.max_length)
         emb = cls(
@@ -375,20 +377,32 @@ class Embedder:
     def queue(
         self,
         max_queued_texts: int | None = None,
-        workers: int = 1,
+        workers: int | None = None,
         on_batch: Callable[[BatchRecord], None] | None = None,
         bulk_share: float = DEFAULT_BULK_SHARE,
     ) -> BatchQueue:
         """A cross-request batching queue over this model (for servers): submit token ids from any thread,
-        get a Submission whose future resolves when its rows are done; result() turns it into an EmbedResult."""
+        get a Submission whose future resolves when its rows are done; result() turns it into an EmbedResult.
+
+        workers: batches that run at once (None: config.serve_workers decides, with the measurements). With
+        several on the CPU, each runs on a session of fewer threads holding this one's weights, and a lone
+        one-text batch runs on this session's threads."""
+        backend, wide = self.backend, None
+        threads = getattr(backend, "threads", None) or os.cpu_count() or 1
+        sibling = getattr(backend, "with_threads", None)  # OrtBackend's: a session of other threads, same weights
+        cpu = getattr(backend, "device", "cpu") == "cpu" and sibling is not None
+        workers, each = serve_workers(workers, threads, cpu)
+        if sibling is not None and cpu and each < threads:
+            backend, wide = sibling(each), backend
         return BatchQueue(
-            self.backend,
+            backend,
             self.pool_spec,
             self.rule,
             max_queued_texts=max_queued_texts,
             workers=workers,
             on_batch=on_batch,
             bulk_share=bulk_share,
+            wide=wide,
         )
 
     def result(self, request: Submission, normalize: bool = True) -> EmbedResult:

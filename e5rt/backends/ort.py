@@ -7,6 +7,7 @@ device, which is how the CPU-only test suite exercises that seam.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import logging
 import threading
@@ -19,6 +20,7 @@ import onnxruntime as ort
 
 from ..config import ARENA_POLICIES, environment
 from ..errors import ConfigError, IntegrityError, ProviderUnavailableError
+from .weights import read_initializers
 
 log = logging.getLogger("e5rt")
 
@@ -89,6 +91,7 @@ class OrtBackend:
         max_cached_shapes: int = 8,
         spin: bool = True,
         exact_int8: bool = False,
+        share_weights: bool = False,
     ) -> None:
         if arena not in ARENA_POLICIES:
             raise ConfigError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
@@ -98,24 +101,15 @@ class OrtBackend:
                 ort.preload_dlls()
             except Exception as exc:  # noqa: BLE001 - best effort; activation is verified below
                 log.debug("onnxruntime.preload_dlls failed: %s", exc)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
+        self.model_path = Path(model_path)
+        self.threads = int(threads) if threads else None
         self.exact_int8 = exact_int8
-        if exact_int8:
-            # s8 weights on x86 without VNNI: u8u8 products instead of saturating u8s8 (see e5rt.cpu).
-            so.add_session_config_entry("session.x64quantprecision", "1")
-        if not spin:
-            # Idle intra-op threads otherwise spin for a while after each run: good for back-to-back bulk
-            # batches, but in a server they take the cores the event loop and tokenizer threads need.
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # The arena keeps the blocks it grew to and reuses them. Token-budget batching caps the largest
-        # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
-        # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.
-        so.enable_cpu_mem_arena = arena != "off"
+        self._spin = spin
+        self._arena = arena
+        # The weights as arrays this session and its siblings (with_threads) borrow: one copy for all of them.
+        self._shared: dict[str, np.ndarray] = (
+            read_initializers(model_path) if share_weights and provider == "cpu" else {}
+        )
         self._run_options = ort.RunOptions()
         if arena == "shrink":
             shrink = "cpu:0" if provider == "cpu" else f"cpu:0;gpu:{device_id}"
@@ -126,12 +120,10 @@ class OrtBackend:
         if provider in ("cuda", "tensorrt"):
             providers.append((PROVIDERS["cuda"], {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}))
         providers.append(PROVIDERS["cpu"])
+        self._providers = providers
         if provider != "cpu" and PROVIDERS[provider] not in ort.get_available_providers():
             raise ProviderUnavailableError(_unavailable_reason(provider))
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            raise IntegrityError(f"{model_path}: onnxruntime cannot load this graph ({exc})") from exc
+        self.session = self._session(self.threads, self._shared)
         self.active_providers = tuple(self.session.get_providers())
         if PROVIDERS[provider] not in self.active_providers:
             raise ProviderUnavailableError(_unavailable_reason(provider))
@@ -148,6 +140,52 @@ class OrtBackend:
         self._local = threading.local()
         self._max_cached = max_cached_shapes
         self.hidden_size: int | None = None
+
+    def _session(self, threads: int | None, shared: dict[str, np.ndarray]) -> Any:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        if self.exact_int8:
+            # s8 weights on x86 without VNNI: u8u8 products instead of saturating u8s8 (see e5rt.cpu).
+            so.add_session_config_entry("session.x64quantprecision", "1")
+        if not self._spin:
+            # Idle intra-op threads otherwise spin for a while after each run: good for back-to-back bulk
+            # batches, but in a server they take the cores the event loop and tokenizer threads need.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The arena keeps the blocks it grew to and reuses them. Token-budget batching caps the largest
+        # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
+        # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.
+        so.enable_cpu_mem_arena = self._arena != "off"
+        values = []
+        for name, array in shared.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array)  # wraps the array's memory, no copy
+            values.append(value)
+            so.add_initializer(name, value)
+        try:
+            session = ort.InferenceSession(str(self.model_path), sess_options=so, providers=self._providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise IntegrityError(f"{self.model_path}: onnxruntime cannot load this graph ({exc})") from exc
+        self._values = values  # the OrtValues must outlive the session
+        return session
+
+    def with_threads(self, threads: int) -> OrtBackend:
+        """Another session of this graph with its own intra-op thread count, holding the same weights (a second
+        copy of a 2 GB model would not fit an edge server); without share_weights this session is first reloaded
+        on shared arrays. Each session still packs its own matrix-multiply weights: on me5-small-r fp32 the
+        second session added 82 MB, a whole copy 483 (that packing halves a one-text run's time)."""
+        if self.device != "cpu":
+            raise ConfigError("sessions with other thread counts are for the CPU provider")
+        if not self._shared:
+            self._shared = read_initializers(self.model_path)
+            self.session = self._session(self.threads, self._shared)
+        sibling = copy.copy(self)
+        sibling.threads = int(threads)
+        sibling._local = threading.local()
+        sibling.session = sibling._session(sibling.threads, self._shared)
+        return sibling
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run one batch; feeds holds only the graph's declared inputs, typed as the graph declares."""

@@ -20,7 +20,7 @@ from ..backends.base import Backend
 from ..core.plan import CostRule
 from ..errors import InvalidInputError, QueueFullError, ShuttingDownError
 from .request import PoolSpec, Progress, Submission, run_batch
-from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
+from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler, split_batch
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,13 @@ class BatchRecord:
     real_tokens: int
     padded_tokens: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class _Run:
+    batch: ScheduledBatch
+    rows: list[tuple[Submission, int]]
+    backend: Backend  # the queue's backend, or its wide one
 
 
 def run_inline(request: Submission, backend: Backend, spec: PoolSpec, rule: CostRule) -> Submission:
@@ -65,6 +72,7 @@ class BatchQueue:
         name: str = "e5rt-batcher",
         max_wait_s: float = 1.0,
         bulk_share: float = DEFAULT_BULK_SHARE,
+        wide: Backend | None = None,
     ) -> None:
         if max_queued_texts is not None and max_queued_texts < 1:
             raise InvalidInputError(f"max_queued_texts must be >= 1, got {max_queued_texts}")
@@ -83,6 +91,10 @@ class BatchQueue:
         self._in_flight_texts = 0  # taken by a worker, not yet delivered
         self._workers = workers
         self._bulk_running = 0  # bulk-anchored batches being run: at most workers - 1 while queries wait
+        self.wide = wide if workers > 1 else None
+        self._running = 0  # batches being run
+        self._wide_running = False  # a batch runs on the wide backend: the other workers wait for it
+        self._handed: list[ScheduledBatch] = []  # runs of a split batch, for the idle workers
         self._tokens_per_s = 0.0  # moving average, for Retry-After
         self.dropped_texts = 0
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
@@ -99,6 +111,10 @@ class BatchQueue:
     def queued_tokens(self) -> int:
         with self._cond:
             return self._scheduler.pending_tokens
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     @property
     def closed(self) -> bool:
@@ -186,9 +202,14 @@ class BatchQueue:
             if key in self._scheduler:
                 self.dropped_texts += self._scheduler.drop(key)
 
-    def _take(self) -> tuple[ScheduledBatch, list[tuple[Submission, int]]] | None:
+    def _take(self) -> _Run | None:
         with self._cond:
             while True:
+                if self._handed:
+                    return self._start(self._handed.pop(), wide=False)
+                if self._wide_running:  # a wide run has every thread: wait for it
+                    self._cond.wait()
+                    continue
                 # With several workers, one always stays free of bulk batches while queries wait: a query then
                 # waits for a query batch, not for a bulk batch on every worker. Measured with 2 one-thread workers,
                 # 16 query clients and a 2,048-text request (one run each, serve_load.py): the queries' p99 3.49x
@@ -196,19 +217,42 @@ class BatchQueue:
                 reserve = self._workers > 1 and self._bulk_running >= self._workers - 1
                 batch = self._scheduler.next_batch(small_first=reserve)
                 if batch is not None:
-                    rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
-                    self._in_flight_texts += len(rows)
-                    self._bulk_running += batch.bulk
-                    return batch, rows
+                    if self._scheduler.pending_texts:
+                        # submit() wakes one worker per request: without this, a lone 2,048-text request ran
+                        # on one worker while the others slept (half its rate with --workers 2).
+                        self._cond.notify()
+                    elif self._workers > 1 and self._running == 0:
+                        # The only work, and every worker idle: a single text runs on all the threads (the wide
+                        # session); several are cut into even runs for the workers side by side (README, Serve).
+                        if len(batch.rows) == 1:
+                            return self._start(batch, wide=self.wide is not None)
+                        lengths = [self._requests[k].lengths[row] for k, row in batch.rows]  # type: ignore[index]
+                        batch, *rest = split_batch(batch, lengths, self._workers, self.rule)
+                        self._handed.extend(rest)
+                        self._cond.notify(len(rest))
+                    return self._start(batch, wide=False)
                 if self._closed:
                     return None
                 self._cond.wait()
 
+    def _start(self, batch: ScheduledBatch, wide: bool) -> _Run:
+        """Count a batch as running; lock held."""
+        rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
+        self._in_flight_texts += len(rows)
+        self._bulk_running += batch.bulk
+        self._running += 1
+        self._wide_running = wide
+        return _Run(batch, rows, self.wide if wide and self.wide is not None else self.backend)
+
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
-            batch, rows = taken
-            seconds = run_batch(self.backend, rows, batch.width, self.spec)
+            batch, rows = taken.batch, taken.rows
+            seconds = run_batch(taken.backend, rows, batch.width, self.spec)
             with self._cond:
+                self._running -= 1
+                if taken.backend is not self.backend:
+                    self._wide_running = False
+                    self._cond.notify_all()
                 self._in_flight_texts -= len(rows)
                 self._bulk_running -= batch.bulk
                 rate = batch.real_tokens / max(seconds, 1e-9)

@@ -27,7 +27,7 @@ class ModelEntry:
     loader: Callable[[], Embedder]
     task: str = "embed"
     name: str | None = None
-    workers: int = 1  # batches this model runs at once (config.serve_workers)
+    workers: int | None = None  # batches this model runs at once (None: config.serve_workers decides)
 
 
 class ModelSet:

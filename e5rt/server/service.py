@@ -68,12 +68,12 @@ class InferenceService:
         name: str | None = None,
         metrics: ServerMetrics | None = None,
         pool: ThreadPoolExecutor | None = None,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         """task and name, when the caller knows them from the manifest, let requests be routed while the model
         loads; metrics and pool are shared by the models of one server (e5rt.server.models)."""
         self.loader = loader
-        self.workers = workers  # batches run at once (config.serve_workers)
+        self.workers = workers  # batches run at once (None: config.serve_workers decides)
         self.options = options
         self.metrics = metrics or ServerMetrics()
         self._own_pool = pool is None
@@ -331,7 +331,9 @@ def server_info(service: InferenceService, emb: Embedder) -> dict[str, Any]:
         "providers": list(emb.providers),
         "batch_invariant": emb.batch_invariant,
         "batching": asdict(emb.batching),
-        "workers": service.workers,
+        # batches run at once, and the ONNX Runtime threads of each (a lone one-text batch: all of them)
+        "workers": queue.workers if (queue := service.queue) is not None else service.workers,
+        "threads_per_worker": getattr(queue.backend, "threads", None) if queue is not None else None,
         "dimensions": (
             "'dimensions' keeps the first N values and re-normalizes. E5 models were not trained for this "
             "(no Matryoshka loss), so shortened vectors lose retrieval quality quickly; measure before using it."

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from e5rt.backends import FakeBackend
 from e5rt.batching import BatchQueue, PoolSpec, Scheduler, Submission, run_inline
+from e5rt.batching.scheduler import ScheduledBatch, split_batch
 from e5rt.core import CostRule, plan, vectors_from_sums
 from e5rt.errors import InternalError, QueueFullError, ShuttingDownError
 
@@ -334,3 +335,100 @@ def test_no_request_waits_more_than_a_bounded_number_of_batches(share: float, si
     query_turns = (1 - share) / share * 512 / ((512 // max(single_lengths)) * min(single_lengths))
     assert worst["bulk"] <= int(query_turns) + 3, (share, worst["bulk"])
     assert bulk_batches > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=24).map(sorted),
+    parts=st.integers(1, 4),
+    pad=st.sampled_from([1, 8]),
+)
+def test_split_batch_cuts_consecutive_even_runs(lengths: list[int], parts: int, pad: int) -> None:
+    """A batch split for idle workers: every row once, in order, at most `parts` runs, each padded to its own
+    longest text, and no cut into as many consecutive runs has a smaller largest run."""
+    rule = CostRule(max_batch_tokens=100_000, pad_multiple=pad)
+    rows = tuple(("r", i) for i in range(len(lengths)))
+    batch = ScheduledBatch(rows=rows, width=rule.width(lengths[-1]), real_tokens=sum(lengths))
+    runs = split_batch(batch, lengths, parts, rule)
+    assert len(runs) <= min(parts, len(lengths))
+    assert tuple(r for run in runs for r in run.rows) == rows
+    costs, start = [], 0
+    for run in runs:
+        own = lengths[start : start + len(run.rows)]
+        assert run.width == rule.width(max(own)) and run.real_tokens == sum(own) and run.rows
+        costs.append(run.padded_tokens)
+        start += len(run.rows)
+
+    def best(i: int, k: int) -> int:  # the smallest largest run over every cut of lengths[i:] into <= k runs
+        if i == len(lengths):
+            return 0
+        if k == 1:
+            return (len(lengths) - i) * rule.width(lengths[-1])
+        return min(max((j - i) * rule.width(lengths[j - 1]), best(j, k - 1)) for j in range(i + 1, len(lengths) + 1))
+
+    assert max(costs) == best(0, min(parts, len(lengths)))
+
+
+class _Recording(FakeBackend):
+    """Notes how many runs overlap in time, and which backend ran each."""
+
+    def __init__(self, name: str, log: list[str], delay_s: float) -> None:
+        super().__init__(dim=SPEC.dim, delay_s=delay_s)
+        self.name, self.log, self.running, self.most = name, log, 0, 0
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.log.append(f"{self.name}:{feeds['input_ids'].shape[0]}")
+        try:
+            return super().run(feeds)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_a_lone_large_request_runs_on_every_worker() -> None:
+    """One request of many batches, nothing else queued: both workers run its batches side by side (submit
+    wakes one worker; the one that takes a batch and leaves some wakes the next)."""
+    log: list[str] = []
+    narrow = _Recording("narrow", log, delay_s=0.02)
+    queue = BatchQueue(narrow, SPEC, CostRule(max_batch_tokens=64), workers=2)
+    try:
+        ids = _ids([30] * 24, 1)
+        done = queue.submit(ids).future.result(timeout=30)
+        np.testing.assert_allclose(
+            vectors_from_sums(done.sums, done.weights), _expected(FakeBackend(dim=SPEC.dim), ids), atol=1e-5
+        )
+    finally:
+        assert queue.close(timeout=10)
+    assert narrow.most == 2
+
+
+def test_idle_workers_split_the_only_batch_and_a_lone_text_runs_wide() -> None:
+    log: list[str] = []
+    narrow, wide = _Recording("narrow", log, delay_s=0.05), _Recording("wide", log, delay_s=0.0)
+    queue = BatchQueue(narrow, SPEC, CostRule(max_batch_tokens=4096), workers=2, wide=wide)
+    try:
+        one = _ids([7], 2)
+        done = queue.submit(one).future.result(timeout=10)
+        np.testing.assert_allclose(
+            vectors_from_sums(done.sums, done.weights), _expected(FakeBackend(dim=SPEC.dim), one), atol=1e-5
+        )
+        assert log == ["wide:1"]  # one text, every worker idle: all the threads
+        log.clear()
+        eight = _ids([5, 6, 7, 8, 9, 10, 11, 12], 3)
+        done = queue.submit(eight).future.result(timeout=10)
+        np.testing.assert_allclose(
+            vectors_from_sums(done.sums, done.weights), _expected(FakeBackend(dim=SPEC.dim), eight), atol=1e-5
+        )
+        assert sorted(log) == ["narrow:3", "narrow:5"] and narrow.most == 2  # two even runs side by side
+        log.clear()
+        # while a worker runs, a lone text takes the other worker, not the wide session
+        slow = queue.submit(_ids([40] * 8, 4))
+        time.sleep(0.01)
+        queue.submit(_ids([9], 5)).future.result(timeout=10)
+        slow.future.result(timeout=10)
+        assert "wide:1" not in log and wide.most == 1
+    finally:
+        assert queue.close(timeout=10)

@@ -70,13 +70,15 @@ def test_server_bulk_share_default_is_the_schedulers() -> None:
     assert ServeOptions().bulk_share == DEFAULT_BULK_SHARE
 
 
-def test_serve_workers_default_is_one_batch_on_every_thread() -> None:
+def test_serve_workers_default_is_two_half_thread_batches_on_a_cpu() -> None:
     from e5rt.config import serve_workers
     from e5rt.errors import ConfigError
 
-    assert serve_workers(None, 2) == (1, 2) and serve_workers(None, None) == (1, None)
-    assert serve_workers(2, 2) == (2, 1)  # --workers 2 on 2 threads: two one-thread batches at once
-    assert serve_workers(4, 8) == (4, 2)  # the threads split between the workers
-    assert serve_workers(3, 2) == (3, 1)  # never below one thread a batch
+    assert serve_workers(None, 2, cpu=True) == (2, 1)  # two one-thread batches at once (a lone text: both)
+    assert serve_workers(None, 1, cpu=True) == (1, 1)  # nothing to split
+    assert serve_workers(None, 8, cpu=False) == (1, 8)  # a GPU session runs one batch at a time
+    assert serve_workers(1, 2, cpu=True) == (1, 2)  # --workers 1: one batch on every thread
+    assert serve_workers(4, 8, cpu=True) == (4, 2)  # the threads split between the workers
+    assert serve_workers(3, 2, cpu=True) == (3, 1)  # never below one thread a batch
     with pytest.raises(ConfigError, match="workers"):
         ServeOptions(workers=0)
