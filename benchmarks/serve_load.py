@@ -432,6 +432,11 @@ async def run_server(
         await asyncio.to_thread(wait_healthy, proc, port, spec.health)
         out["startup_s"] = round(time.monotonic() - t0, 2)
         out["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
+        if spec.name == "e5rt":  # what the server really runs, as it reports it
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as r:
+                info = json.loads(r.read())
+            out["served"] = {k: info.get(k) for k in ("variant", "providers", "workers", "threads_per_worker")}
+            print(f"  {spec.name} serves: {out['served']}", file=sys.stderr)
         warm = await closed_loop(spec, port, 2, 20, lambda i: [queries[i]])
         if warm.errors:
             raise RuntimeError(f"{spec.name}: warm-up requests failed")
@@ -466,6 +471,9 @@ async def run_server(
             out["soak"] = await soak(spec, port, proc.pid, queries, 2000 if quick else 10_000)
             print(f"  {spec.name} soak: {out['soak']}", file=sys.stderr)
         out["peak_rss_mb"] = round(rss_mb(proc.pid, "VmHWM"), 1)
+        # RSS counts a mapped model file's pages once per mapping (e5rt's sessions map the weights): the private
+        # part is what the process itself holds.
+        out["rss_anon_end_mb"] = round(rss_mb(proc.pid, "RssAnon"), 1)
     finally:
         proc.terminate()
         try:

@@ -211,8 +211,8 @@ class LoadOptions:
     allow_failed_parity: bool = False
     warmup: bool = True
     spin: bool = True  # let idle ONNX Runtime threads spin between runs (bulk work); servers turn it off
-    # Read the weights into arrays the session only borrows, so that the sessions of fewer threads a server's
-    # workers run on (Embedder.queue) hold the same copy; servers turn it on.
+    # Map the weights from the model file (backends.weights) instead of copying them into the session: the
+    # sessions of fewer threads a server's workers run on (Embedder.queue) then read the same copy. Servers do.
     share_weights: bool = False
     batching: BatchOptions = field(default_factory=BatchOptions)
 

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from ..config import ARENA_POLICIES, environment
 from ..errors import ConfigError, IntegrityError, ProviderUnavailableError
-from .weights import read_initializers
+from .weights import by_reference
 
 log = logging.getLogger("e5rt")
 
@@ -106,10 +106,9 @@ class OrtBackend:
         self.exact_int8 = exact_int8
         self._spin = spin
         self._arena = arena
-        # The weights as arrays this session and its siblings (with_threads) borrow: one copy for all of them.
-        self._shared: dict[str, np.ndarray] = (
-            read_initializers(model_path) if share_weights and provider == "cpu" else {}
-        )
+        # The graph with its weights mapped from the model file (weights.by_reference): this session and its
+        # siblings (with_threads) read one copy in the page cache.
+        self._mapped: bytes | None = by_reference(model_path) if share_weights and provider == "cpu" else None
         self._run_options = ort.RunOptions()
         if arena == "shrink":
             shrink = "cpu:0" if provider == "cpu" else f"cpu:0;gpu:{device_id}"
@@ -123,7 +122,7 @@ class OrtBackend:
         self._providers = providers
         if provider != "cpu" and PROVIDERS[provider] not in ort.get_available_providers():
             raise ProviderUnavailableError(_unavailable_reason(provider))
-        self.session = self._session(self.threads, self._shared)
+        self.session = self._session(self.threads)
         self.active_providers = tuple(self.session.get_providers())
         if PROVIDERS[provider] not in self.active_providers:
             raise ProviderUnavailableError(_unavailable_reason(provider))
@@ -141,7 +140,7 @@ class OrtBackend:
         self._max_cached = max_cached_shapes
         self.hidden_size: int | None = None
 
-    def _session(self, threads: int | None, shared: dict[str, np.ndarray]) -> Any:
+    def _session(self, threads: int | None) -> Any:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
@@ -159,32 +158,30 @@ class OrtBackend:
         # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
         # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.
         so.enable_cpu_mem_arena = self._arena != "off"
-        values = []
-        for name, array in shared.items():
-            value = ort.OrtValue.ortvalue_from_numpy(array)  # wraps the array's memory, no copy
-            values.append(value)
-            so.add_initializer(name, value)
+        graph: str | bytes = str(self.model_path)
+        if self._mapped is not None:
+            graph = self._mapped
+            folder = str(self.model_path.parent)
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
         try:
-            session = ort.InferenceSession(str(self.model_path), sess_options=so, providers=self._providers)
+            return ort.InferenceSession(graph, sess_options=so, providers=self._providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise IntegrityError(f"{self.model_path}: onnxruntime cannot load this graph ({exc})") from exc
-        self._values = values  # the OrtValues must outlive the session
-        return session
 
     def with_threads(self, threads: int) -> OrtBackend:
-        """Another session of this graph with its own intra-op thread count, holding the same weights (a second
-        copy of a 2 GB model would not fit an edge server); without share_weights this session is first reloaded
-        on shared arrays. Each session still packs its own matrix-multiply weights: on me5-small-r fp32 the
-        second session added 82 MB, a whole copy 483 (that packing halves a one-text run's time)."""
+        """Another session of this graph with its own intra-op thread count, reading the same weights from the
+        file (a second copy of a 2 GB model would not fit an edge server); without share_weights this session
+        is first reloaded so. Each session still packs its own matrix-multiply weights (that packing halves a
+        one-text run's time): on me5-small-r fp32 the second session adds 82 MB, a whole copy 483."""
         if self.device != "cpu":
             raise ConfigError("sessions with other thread counts are for the CPU provider")
-        if not self._shared:
-            self._shared = read_initializers(self.model_path)
-            self.session = self._session(self.threads, self._shared)
+        if self._mapped is None:
+            self._mapped = by_reference(self.model_path)
+            self.session = self._session(self.threads)
         sibling = copy.copy(self)
         sibling.threads = int(threads)
         sibling._local = threading.local()
-        sibling.session = sibling._session(sibling.threads, self._shared)
+        sibling.session = sibling._session(sibling.threads)
         return sibling
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

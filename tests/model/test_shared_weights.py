@@ -1,5 +1,5 @@
-"""A server's sessions of one graph share its weights: the runtime's own protobuf reading against the onnx
-package's, and the worker sessions' embeddings against the library's encode on real weights."""
+"""A server's sessions of one graph map its weights from the model file: the runtime's own rewriting of the
+graph against the onnx package's reading, and the worker sessions' embeddings against encode on real weights."""
 
 from __future__ import annotations
 
@@ -7,68 +7,91 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from e5rt_export.probes import probe_texts
-from onnx import numpy_helper
 
 from e5rt import Embedder
-from e5rt.backends.weights import MIN_SHARED_BYTES, read_initializers
+from e5rt.backends.weights import MIN_MAPPED_BYTES, by_reference
 from e5rt.errors import IntegrityError
 
 TEXTS = probe_texts()
 
 
-def _reference(path: Path) -> dict[str, np.ndarray]:
-    graph = onnx.load(str(path)).graph
-    return {t.name: numpy_helper.to_array(t, base_dir=str(path.parent)) for t in graph.initializer}
+def _outputs(graph: str | bytes, folder: Path) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
+    sess = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    out = []
+    for batch, width in ((1, 5), (3, 17), (8, 40)):
+        ids = rng.integers(5, 200, (batch, width)).astype(np.int64)
+        feeds = {
+            i.name: ids if i.name == "input_ids" else (np.zeros_like(ids) if "type" in i.name else np.ones_like(ids))
+            for i in sess.get_inputs()
+        }
+        out.append(sess.run(None, feeds)[0])
+    return out
 
 
-def _assert_read_like_onnx(path: Path) -> None:
-    mine, ref = read_initializers(path), _reference(path)
-    assert mine, "no weights read"
-    for name, array in mine.items():
-        assert array.dtype == ref[name].dtype and array.shape == ref[name].shape, name
-        np.testing.assert_array_equal(array, ref[name])
-        assert array.flags.c_contiguous and array.flags.aligned
-    # what is left out is small, or a tensor stored in typed fields (ONNX Runtime loads those itself)
-    assert all(ref[n].nbytes < MIN_SHARED_BYTES or n in mine for n in ref if ref[n].nbytes >= 1 << 16)
+def _assert_maps_what_it_embeds(path: Path) -> None:
+    """Every embedded weight of MIN_MAPPED_BYTES or more becomes a reference to its own bytes in the file, the
+    rest of the graph is unchanged, and ONNX Runtime computes bit-identical outputs from it."""
+    mapped = by_reference(path)
+    before, after = onnx.load(str(path), load_external_data=False), onnx.load_from_string(mapped)
+    assert [n.SerializeToString() for n in before.graph.node] == [n.SerializeToString() for n in after.graph.node]
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in after.graph.initializer)
+    for old, new in zip(before.graph.initializer, after.graph.initializer, strict=True):
+        assert (old.name, list(old.dims), old.data_type) == (new.name, list(new.dims), new.data_type)
+        if old.raw_data and len(old.raw_data) >= MIN_MAPPED_BYTES:
+            assert new.data_location == onnx.TensorProto.EXTERNAL and not new.raw_data
+            where = {e.key: e.value for e in new.external_data}
+            assert where["location"] == path.name
+            start, length = int(where["offset"]), int(where["length"])
+            assert path.read_bytes()[start : start + length] == old.raw_data
+        else:
+            assert old.SerializeToString() == new.SerializeToString()
+    for a, b in zip(_outputs(str(path), path.parent), _outputs(mapped, path.parent), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("variant", ["fp32", "fp16", "int8", "int8-static"])
-def test_weights_read_like_the_onnx_package(tiny_models: dict[str, Path], variant: str) -> None:
-    _assert_read_like_onnx(tiny_models["xlm-roberta"] / variant / "model.onnx")
+def test_weights_mapped_from_the_file(tiny_models: dict[str, Path], variant: str) -> None:
+    _assert_maps_what_it_embeds(tiny_models["xlm-roberta"] / variant / "model.onnx")
 
 
-def test_weights_in_an_external_data_file(minilm_model: Path, tmp_path: Path) -> None:
+def test_weights_already_in_an_external_data_file_stay_there(minilm_model: Path, tmp_path: Path) -> None:
     """Graphs over 2 GB (multilingual-e5-large in fp32) keep their weights in a file beside the graph."""
     model = onnx.load(str(minilm_model / "fp32" / "model.onnx"))
     out = tmp_path / "model.onnx"
     onnx.save_model(model, str(out), save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
     assert (tmp_path / "model.onnx.data").stat().st_size > 10_000_000
-    _assert_read_like_onnx(out)
+    mapped = by_reference(out)
+    assert mapped == onnx.load(str(out), load_external_data=False).SerializeToString()
+    for a, b in zip(_outputs(str(out), tmp_path), _outputs(mapped, tmp_path), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_file_that_is_not_a_graph_is_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
-    bad.write_bytes(b"\x3a\xff\xff\xff\x0f" + b"\x00" * 64)  # graph field claiming 4 GB, file cut short
-    with pytest.raises(IntegrityError, match="cannot read the graph's weights"):
-        read_initializers(bad)
+    bad.write_bytes(b"\x3a\xff\xff\xff\x0f" + b"\x00" * 64)  # a graph field claiming 4 GB, the file cut short
+    with pytest.raises(IntegrityError, match="cannot read the graph"):
+        by_reference(bad)
 
 
 @pytest.mark.parametrize("share", [True, False])
 def test_worker_sessions_hold_one_copy_and_embed_like_encode(minilm_model: Path, share: bool) -> None:
-    """Served on two threads: two one-thread worker sessions plus the two-thread one for a lone text, all on
-    the same arrays (share_weights at load, or a reload on them at queue()), and every path gives encode's
-    vectors: a lone text (wide session), a lone batch split between the workers, and many requests at once."""
+    """Served on two threads: two one-thread worker sessions plus the two-thread one for a lone text, all
+    mapping the weights from the file (share_weights at load, or a reload so at queue()), and every path gives
+    encode's vectors: a lone text (wide session), a lone batch split between the workers, many requests."""
     emb = Embedder.load(minilm_model, variant="fp32", provider="cpu", threads=2, share_weights=share)
-    assert bool(emb.backend._shared) is share
+    assert (emb.backend._mapped is not None) is share
     expected = emb.encode(TEXTS)
     queue = emb.queue()
     try:
         assert queue.workers == 2 and queue.wide is emb.backend
         assert queue.backend.threads == 1 and emb.backend.threads == 2
-        shared = emb.backend._shared
-        assert shared and queue.backend._shared is shared
+        assert emb.backend._mapped is not None and queue.backend._mapped is emb.backend._mapped
         ids = emb.tokenize(TEXTS, "passage")[0].ids
         one = emb.result(queue.submit(ids[:1]))
         np.testing.assert_allclose(one.embeddings, expected[:1], atol=1e-6)
