@@ -46,6 +46,10 @@ from e5rt.bench.runner import checkpoint_for  # noqa: E402
 from e5rt.manifest import load_manifest  # noqa: E402
 
 PY = sys.executable
+try:  # the load generator shares the servers' cores: orjson reads a 384-float answer in 8 us, json in 69 us
+    from orjson import loads as _loads
+except ImportError:
+    _loads = json.loads
 TIME_CAP_S = 90.0  # per scenario and server
 BULK_CAP_S = 600.0  # the mixed scenario's bulk request
 
@@ -299,7 +303,7 @@ async def closed_loop(
                 if status != 200:
                     load.errors += 1
                     continue
-                rows = json.loads(raw)["data"]
+                rows = _loads(raw)["data"]
                 if len(rows) != len(texts) or [r["index"] for r in rows] != list(range(len(texts))):
                     load.mismatched += 1
                 load.texts += len(texts)

@@ -31,13 +31,14 @@ DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384, "tensorrt": 16384}
 SERVE_CPU_BATCH_TOKENS = 512
 # A batch is also cut when the next text would leave under 95% of its padded tokens real (see CostRule)...
 DEFAULT_MIN_EFFICIENCY = 0.95
-# ...unless it wastes only a few tokens. One ONNX Runtime run of me5-small-r (hidden 384, 2 threads, Zen 5)
-# costs ~2.4 ms plus ~0.13 ms per padded token, so a run's fixed cost is worth ~20-30 tokens; allowing 32
-# padded tokens grew 64 single-query clients' batches from 8 to 14 queries and their rate by ~5 % (noisy probes:
-# 364-401 -> 391-411 texts/s; 64 and 128 tokens measured no better). A token's
-# compute grows with hidden^2 while a run's fixed cost barely does, so the allowance scales by (384 / hidden)^2:
-# ~4 tokens for a 1,024-wide model. On CPU only: not measured on GPUs, which keep the plain 95 % rule.
-PAD_ALLOWANCE_AT_384 = 32
+# ...unless it wastes only a few tokens: a run has a fixed cost (on CPU mostly reading the weights once more), so
+# two small batches of nearly equal widths cost more than one with a little padding. Measured with 64 single-query
+# clients against e5rt serve (me5-small-r fp32, 2-core Zen 5, interleaved probes): with the default two one-thread
+# workers, 16 tokens 430-447 texts/s, 8: 438-440, 0: 409-433, 24: 419-427, 32: 410-421, 64: 394-410; with one
+# two-thread batch at a time (--workers 1), 16: 383-390, 32: 372-376 (an earlier version had measured 32 best
+# there, against 0). Wider models get (384 / hidden)^2 of it (~2 tokens at 1,024), as before: not measured on
+# them. On CPU only: not measured on GPUs, which keep the plain 95 % rule.
+PAD_ALLOWANCE_AT_384 = 16
 
 
 def default_pad_allowance(provider: str, hidden: int) -> int:

@@ -165,11 +165,11 @@ def test_pad_allowance_joins_queries_of_near_lengths() -> None:
 
 
 def test_default_pad_allowance_scales_with_width_on_cpu_only() -> None:
-    assert default_pad_allowance("cpu", 384) == 32
-    assert default_pad_allowance("cpu", 1024) == 4  # a token costs ~7x more; a run's fixed cost does not
-    assert default_pad_allowance("cpu", 16) == 32  # never above the measured value
+    assert default_pad_allowance("cpu", 384) == 16
+    assert default_pad_allowance("cpu", 1024) == 2  # a token costs ~7x more
+    assert default_pad_allowance("cpu", 16) == 16  # never above the measured value
     assert default_pad_allowance("cuda", 384) == 0
-    assert BatchOptions().resolved("cpu", hidden=1024).pad_allowance == 4
+    assert BatchOptions().resolved("cpu", hidden=1024).pad_allowance == 2
     assert BatchOptions(pad_allowance=0).resolved("cpu", hidden=384).pad_allowance == 0
     with pytest.raises(ConfigError, match="pad_allowance"):
         BatchOptions(pad_allowance=-1)
