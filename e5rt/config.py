@@ -384,10 +384,11 @@ def serve_workers(workers: int | None, threads: int, cpu: bool) -> tuple[int, in
 
     By default two on a CPU session of two or more threads, each on half the threads; a lone one-text batch
     runs on all of them (BatchQueue's wide session). Measured on a 2-core Zen 5, me5-small-r fp32, interleaved
-    runs (benchmarks/serve_load.py): 64 query clients reached 79-83 % of Embedder.encode's rate against 75-77 %
-    with one two-thread batch at a time: a two-thread run waits at every operator for the other thread, which the
-    event loop and tokenizer threads preempt, while two one-thread runs each go on alone. A lone query stays on
-    both threads (p50 5.8-6.0 ms; on one thread 7.4-7.8). A GPU session runs one batch at a time.
+    runs (benchmarks/serve_load.py): 64 query clients reached 77.6-83.9 % of Embedder.encode's rate (median
+    81.6 %) against 73.7-77 % with one two-thread batch at a time: two one-thread runs side by side do twice one
+    run's work, one two-thread run of a few short queries less, and its threads wait for each other whenever the
+    event loop or a tokenizer thread preempts one. A lone query stays on both threads (p50 ~6 ms; on one thread
+    7.4-7.8). A GPU session runs one batch at a time.
     """
     if workers is None:
         workers = 2 if cpu and threads >= 2 else 1

@@ -89,7 +89,9 @@ def split_batch(batch: ScheduledBatch, lengths: Sequence[int], parts: int, rule:
 
 # Measured (benchmarks/results/bulk-share-me5-small-r-zen5.json, queries riding together): 0.55 gave a 2,048-text
 # request 47 % of its solo rate under 16 query clients with the queries' p99 at 2.06x idle (64 clients: 52 %,
-# 2.33x); 0.5: 41 % / 1.92x, 0.6: 51 % / 2.21x, 0.65: 57 % / 2.83x.
+# 2.33x); 0.5: 41 % / 1.92x, 0.6: 51 % / 2.21x, 0.65: 57 % / 2.83x. With two workers (the CPU default since)
+# one worker stays free of bulk batches while queries wait, so above ~0.5 the share no longer matters: 0.55 and
+# 0.75 both gave 48 % / 2.0-2.2x, 0.25 gave 25 % (benchmarks/results/bulk-share-workers2-me5-small-r-zen5.json).
 DEFAULT_BULK_SHARE = 0.55
 
 
