@@ -158,13 +158,16 @@ class OrtBackend:
         # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
         # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.
         so.enable_cpu_mem_arena = self._arena != "off"
-        graph: str | bytes = str(self.model_path)
         if self._mapped is not None:
-            graph = self._mapped
             folder = str(self.model_path.parent)
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            try:
+                return ort.InferenceSession(self._mapped, sess_options=so, providers=self._providers)
+            except Exception as exc:  # noqa: BLE001 - an onnxruntime without that config entry: copy the weights
+                log.warning("e5rt: cannot map %s's weights (%s); loading a copy per session", self.model_path, exc)
+                self._mapped = None
         try:
-            return ort.InferenceSession(graph, sess_options=so, providers=self._providers)
+            return ort.InferenceSession(str(self.model_path), sess_options=so, providers=self._providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise IntegrityError(f"{self.model_path}: onnxruntime cannot load this graph ({exc})") from exc
 

@@ -103,3 +103,18 @@ def test_worker_sessions_hold_one_copy_and_embed_like_encode(minilm_model: Path,
     finally:
         assert queue.close(timeout=30)
     np.testing.assert_allclose(emb.encode(TEXTS), expected, atol=1e-6)  # encode still runs on its session
+
+
+def test_a_graph_onnxruntime_cannot_map_is_loaded_as_a_copy(
+    tiny_models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An onnxruntime that refuses the mapped graph (one without the folder config entry) still serves."""
+    from e5rt.backends.ort import OrtBackend
+
+    backend = OrtBackend(tiny_models["xlm-roberta"] / "fp32" / "model.onnx", "cpu", threads=1, share_weights=True)
+    assert backend._mapped is not None
+    backend._mapped = b"\x08\x07 not a graph"
+    with caplog.at_level("WARNING", logger="e5rt"):
+        session = backend._session(1)
+    assert backend._mapped is None and "cannot map" in caplog.text
+    assert [i.name for i in session.get_inputs()] == list(backend.input_names)
