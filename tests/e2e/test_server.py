@@ -291,6 +291,30 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0() -> None:
         httpx.get(server.url + "/health", timeout=1)
 
 
+def test_a_stop_never_outlives_the_shutdown_timeout_by_much() -> None:
+    """Work that cannot finish within --shutdown-timeout is dropped when it passes: the process exits 0 soon
+    after, not after the queue's own wait on top (a supervisor would SIGKILL it)."""
+    server = Server(f"fake:{FAKE_DIM}:200", "--max-batch-tokens", "8", "--shutdown-timeout", "2")
+    result: dict[str, object] = {}
+
+    def long_request() -> None:  # 100 batches of 200 ms: 20 s of work
+        try:
+            result["status"] = httpx.post(server.url + "/v1/embeddings", json={"input": ["aa"] * 100}, timeout=60)
+        except httpx.HTTPError as exc:
+            result["status"] = type(exc).__name__
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(timeout=30)
+    thread.join(timeout=30)
+    assert code == 0 and time.monotonic() - started < 6, (code, time.monotonic() - started, server.output())
+    assert "passed with work queued; dropping it" in server.output()
+    server.stop()
+
+
 def test_bad_model_path_is_one_line_error(tmp_path: Path) -> None:
     import subprocess
 

@@ -53,7 +53,8 @@ class Server:
         raise TimeoutError(f"e5rt serve not healthy after {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        self._log_fh.flush()
+        if not self._log_fh.closed:  # after stop() the log is complete and closed
+            self._log_fh.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -1,6 +1,6 @@
 """The model cache (e5rt/pull.py): which sources need exporting, where they go, and that concurrent callers export
 once and never load a crashed export. The export itself is replaced by a stand-in that publishes the way
-e5rt_export does (a staging folder renamed into place); tests/e2e/test_pull.py runs the real one."""
+e5rt_export does (a staging folder renamed into place); tests/e2e/test_serve_sources.py runs the real one."""
 
 from __future__ import annotations
 
