@@ -53,7 +53,7 @@ class PullOptions:
     cache: Path
     revision: str | None = None
     variants: tuple[str, ...] = DEFAULT_VARIANTS
-    int8_target: str | None = None  # None: the export's default (this CPU); not part of the key, see cache_entry
+    int8_target: str | None = None  # None: this CPU's, the export's default (then not in the key: cache_entry)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -64,12 +64,13 @@ class PullOptions:
                 param="export_variants",
             )
 
-
     @classmethod
     def of(cls, options: SourceOptions, progress: bool = True) -> PullOptions:
         """From the command line's --model-cache, --revision and --export-variants (or their E5RT_* variables)."""
         text = options.export_variants
         variants = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip())) if text else DEFAULT_VARIANTS
+        if "fp16-packed" in variants and "fp16" not in variants:
+            variants += ("fp16",)  # it is rewritten from fp16 (as e5rt_export.parse_variants does)
         return cls(options.cache_dir(), revision=options.revision, variants=variants, progress=progress)
 
 

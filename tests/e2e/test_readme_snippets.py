@@ -1,6 +1,6 @@
-"""Every "Use it from ..." snippet of the README runs as written: in-process ones against a model directory,
-server ones against `e5rt serve` on 127.0.0.1 (the README's URL and model path are swapped for the test's),
-huggingface_hub ones in .venv-hf. A snippet marked in the README is found here by its marker."""
+"""Every marked snippet of the README and docs/ (the integrations page's "Use it from ..." ones) runs as written:
+in-process ones against a model directory, server ones against `e5rt serve` on 127.0.0.1 (the page's URL and
+model path are swapped for the test's), huggingface_hub ones in .venv-hf. A snippet is found by its marker."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from tests.support.serving import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKED = re.compile(r"<!-- snippet: (?P<name>[\w-]+)(?: venv=(?P<venv>\w+))? -->\n```python\n(?P<code>.*?)```", re.S)
-SNIPPETS = {m["name"]: (m["venv"], m["code"]) for m in MARKED.finditer((ROOT / "README.md").read_text())}
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SNIPPETS = {m["name"]: (m["venv"], m["code"]) for page in PAGES for m in MARKED.finditer(page.read_text())}
 EXPECTED = {
     "openai",
     "langchain",

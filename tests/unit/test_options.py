@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from e5rt.config import BatchOptions, LoadOptions, ServeOptions, flag_table, flags_of
+from e5rt.config import BatchOptions, LoadOptions, ServeOptions, SourceOptions, flag_table, flags_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_table_is_the_declaration() -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- serve-flags:start -->\n(.*?)\n<!-- serve-flags:end -->", readme, re.S)
+def test_docs_table_is_the_declaration() -> None:
+    page = (ROOT / "docs" / "serving.md").read_text()
+    block = re.search(r"<!-- serve-flags:start -->\n(.*?)\n<!-- serve-flags:end -->", page, re.S)
     assert block is not None
-    assert block.group(1).strip() == flag_table(ServeOptions, LoadOptions, BatchOptions)
+    assert block.group(1).strip() == flag_table(ServeOptions, LoadOptions, BatchOptions, SourceOptions)
 
 
 def _serve_args(argv: list[str]) -> dict[str, object]:
@@ -27,7 +27,7 @@ def _serve_args(argv: list[str]) -> dict[str, object]:
 
 
 def test_every_declared_option_is_a_serve_flag_with_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    declared = [*flags_of(ServeOptions), *flags_of(LoadOptions), *flags_of(BatchOptions)]
+    declared = [*flags_of(ServeOptions), *flags_of(LoadOptions), *flags_of(BatchOptions), *flags_of(SourceOptions)]
     defaults = _serve_args([])
     for name, _ in declared:
         assert name in defaults, name
