@@ -278,7 +278,10 @@ def _add_serve(sub: Any) -> None:
     _add_options(p, SourceOptions, from_env=True)
     log_level = Flag("--log-level", "log level", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument(
-        "--log-level", default=_env_default(log_level, "info"), choices=log_level.choices, help="log level (info)"
+        "--log-level",
+        default=_env_default(log_level, "info"),
+        choices=log_level.choices,
+        help=f"log level (default: info; {log_level.env})",
     )
 
 
