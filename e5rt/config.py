@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 ARENA_POLICIES = ("default", "shrink", "off")
-# Padded-token budgets per batch, chosen by measurement (see README, "Choosing max_batch_tokens").
+# Padded-token budgets per batch, chosen by measurement (see docs/batching.md).
 DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384, "tensorrt": 16384}
 # A server on CPU cuts smaller batches: a single query waits at most one batch, and on CPU the throughput is flat
 # from 512 to 4,096 padded tokens (me5-small-r, 256 corpus texts: 38.1 / 37.9 / 37.4 / 30.5 texts/s), and with
@@ -347,7 +347,7 @@ class ServeOptions:
         Flag(
             "--workers",
             "batches that run at once, the ONNX Runtime threads split between them (a lone one-text batch runs "
-            "on all of them); 1 holds one copy of the session (README, Serve)",
+            "on all of them); 1 holds one copy of the session (docs/serving.md)",
             parse_positive_int,
             default_text="2 on a CPU with 2+ threads, else 1",
         ),

@@ -223,7 +223,7 @@ class BatchQueue:
                         self._cond.notify()
                     elif self._workers > 1 and self._running == 0:
                         # The only work, and every worker idle: a single text runs on all the threads (the wide
-                        # session); several are cut into even runs for the workers side by side (README, Serve).
+                        # session); several are cut into even runs for the workers side by side (docs/serving.md).
                         if len(batch.rows) == 1:
                             return self._start(batch, wide=self.wide is not None)  # lone query: ~35 % faster
                         lengths = [self._requests[k].lengths[row] for k, row in batch.rows]  # type: ignore[index]

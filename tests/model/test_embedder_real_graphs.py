@@ -51,6 +51,18 @@ def test_minilm_parity_with_sentence_transformers(
 ) -> None:
     from sentence_transformers import SentenceTransformer
 
+    from e5rt.manifest import load_manifest
+
+    manifest = load_manifest(minilm_model)
+    if variant not in manifest.variants:
+        # Without VNNI the export quantizes with u8 weights (graph.INT8_TARGET_SETTINGS), and all-MiniLM-L6-v2's
+        # int8-static measured min cos 0.98984 there (2-core Zen 1, AVX2): the export must then leave it out,
+        # saying why, rather than publish it below its threshold. With VNNI it passes and is checked below.
+        export = manifest.raw["export"]
+        skipped = export["skipped_variants"][variant]
+        assert export["int8_target"] in ("avx2", "avx512"), export["int8_target"]
+        assert skipped["min_cos"] < skipped["threshold"] == threshold, skipped
+        return
     ref = SentenceTransformer(str(minilm_checkpoint), device="cpu").encode(TEXTS, normalize_embeddings=True)
     emb = Embedder.load(minilm_model, variant=variant, provider="cpu")
     got = emb.encode(TEXTS)

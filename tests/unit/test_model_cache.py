@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,19 @@ def test_options_from_the_command_line(tmp_path: Path) -> None:
 class _FakeExport:
     """Publishes like e5rt_export: build in .NAME.partial-PID beside OUT, then rename. Counts its calls."""
 
-    def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, hold_until: Callable[[], bool] | None = None) -> None:
         self.calls = 0
-        self.seconds = seconds
         self.fail = fail
+        self.hold_until = hold_until  # keep exporting until this is true (or 30 s): the others are waiting
 
     def __call__(self, source: str, out: Path) -> None:
         self.calls += 1
         staging = out.parent / f".{out.name}.partial-{self.calls}"
         staging.mkdir()
         (staging / "model.onnx").write_bytes(b"half")
-        time.sleep(self.seconds)
+        deadline = time.monotonic() + 30
+        while self.hold_until is not None and not self.hold_until() and time.monotonic() < deadline:
+            time.sleep(0.01)
         if self.fail:
             raise KeyboardInterrupt  # killed mid-export: the staging folder stays behind
         (staging / "manifest.json").write_text(json.dumps({"source": source}))
@@ -121,12 +124,16 @@ def test_exported_directories_are_used_in_place(tmp_path: Path, monkeypatch: pyt
 def test_concurrent_callers_export_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    export = _FakeExport(seconds=0.5)
+    caplog.set_level(logging.INFO, logger="e5rt.pull")
+
+    def others_wait() -> bool:  # the export runs until both other callers have said they wait for it
+        return sum("waiting for pid" in r.getMessage() for r in caplog.records) == 2
+
+    export = _FakeExport(hold_until=others_wait)
     _use(monkeypatch, export)
     ckpt = _checkpoint(tmp_path / "ckpt")
     opts = PullOptions(tmp_path / "cache")
     results: list[Path] = []
-    caplog.set_level(logging.INFO, logger="e5rt.pull")
     threads = [threading.Thread(target=lambda: results.append(resolve_model(str(ckpt), opts))) for _ in range(3)]
     for t in threads:
         t.start()
