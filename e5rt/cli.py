@@ -298,10 +298,13 @@ def _add_pull(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _pull_options(args: argparse.Namespace, progress: bool) -> Any:
+def _pull_options(args: argparse.Namespace, progress: bool, log_progress: bool = False) -> Any:
+    import dataclasses
+
     from .pull import PullOptions
 
-    return PullOptions.of(SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)}), progress)
+    opts = PullOptions.of(SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)}), progress)
+    return dataclasses.replace(opts, log_progress=log_progress)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -351,7 +354,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve: name a model directory or source (or set E5RT_MODEL)")
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     _configure_serve_logging(args.log_level, opts.json_output)
-    pull = _pull_options(args, progress=False)
+    pull = _pull_options(args, progress=True, log_progress=True)  # a first-use export's steps in the log
     _interrupt_on_sigterm()  # until uvicorn installs its handlers: a stop during an export cleans up after it
     if len(dirs) > 1 and opts.served_model_name:
         raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")

@@ -17,6 +17,7 @@ otherwise. This is the one runtime module besides cli.py that imports e5rt_expor
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ class PullOptions:
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     int8_target: str | None = None  # None: this CPU's, the export's default (then not in the key: cache_entry)
     progress: bool = True
+    log_progress: bool = False  # the export's step lines as log records (e5rt serve) instead of on stderr
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in KNOWN_VARIANTS]
@@ -180,10 +182,34 @@ def _export_stage(source: str, options: PullOptions) -> Callable[[str, Path], No
         ) from None
 
     def export(src: str, out: Path) -> None:
-        opts = ExportOptions(variants=options.variants, int8_target=options.int8_target, progress=options.progress)
+        stream = _LogLines(logging.getLogger("e5rt.export"), src) if options.log_progress else None
+        opts = ExportOptions(
+            variants=options.variants,
+            int8_target=options.int8_target,
+            progress=options.progress,
+            progress_stream=stream,
+        )
         export_model(src, out, opts, revision=options.revision)
 
     return export
+
+
+class _LogLines(io.TextIOBase):
+    """A text stream whose lines become log records: a server's export progress reaches its log (and so the JSON
+    lines of --json-output) rather than a bare stderr that log shippers would split from the rest."""
+
+    def __init__(self, logger: logging.Logger, source: str) -> None:
+        self.logger = logger
+        self.source = source
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info("%s: export %s", self.source, line.strip())
+        return len(text)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import onnx
 
@@ -86,6 +86,7 @@ class ExportOptions:
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
     progress: bool = True
+    progress_stream: TextIO | None = None  # where the step lines go (default stderr; e5rt serve: its log)
     extra_probes: list[str] = field(default_factory=list)
     synthetic_overrides: dict[str, int] | None = None  # reduced synthetic configs (tests); None = exact size
     seed: int = 0
@@ -593,7 +594,7 @@ def _start(
         raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
     task = checkpoint_task(ckpt)
     pooling = "logits" if task == "rerank" else (opts.pooling or default_pooling(ckpt))
-    steps = Steps(4 + 2 * len(variants), enabled=opts.progress)
+    steps = Steps(4 + 2 * len(variants), stream=opts.progress_stream, enabled=opts.progress)
     _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
     prepare_tokenizer(ckpt, tok_path)

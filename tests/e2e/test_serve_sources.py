@@ -94,6 +94,8 @@ def test_serve_a_checkpoint_from_the_cache_matches_the_library(
     # the export's libraries may print plain lines of their own on stderr; e5rt's and uvicorn's are JSON
     records = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     assert any("exporting into" in r["message"] for r in records)
+    # the export's steps are log records too (a long export shows its progress in the server's log)
+    assert any(r["logger"] == "e5rt.export" and "ONNX export" in r["message"] for r in records)
     again = Server(f"{ckpt}@fp32", *args)
     try:
         assert np.abs(_embed(again.url, texts) - served).max() <= 1e-6
