@@ -62,6 +62,9 @@ def images() -> Iterator[dict[str, float]]:
         size = _sh("podman", "image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()
         sizes[target] = int(size) / 1e6
     print(f"\nimage sizes: serve {sizes['serve']:.0f} MB, export {sizes['export']:.0f} MB")
+    # Earlier builds' images, untagged by these (vfs keeps a full copy of each): without this every run would
+    # add gigabytes to the machine's podman storage. The layers of the images just built stay as cache.
+    _sh("podman", "image", "prune", "-f", timeout=600)
     yield sizes
 
 
