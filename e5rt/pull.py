@@ -229,8 +229,7 @@ def _entry_lock(entry: Path, source: str) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = _holder(fh)
             log.info("%s: waiting for %s, which is exporting it into %s", source, holder, entry)
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         fh.seek(0)
@@ -241,6 +240,17 @@ def _entry_lock(entry: Path, source: str) -> Iterator[None]:
     finally:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
+
+
+def _holder(fh: IO[str]) -> str:
+    """Who holds the lock, as it wrote in the lock file right after taking it (given a moment to do so)."""
+    for _ in range(100):  # up to 5 s: the holder writes it just after taking the lock, unless the CPU is swamped
+        fh.seek(0)
+        holder = fh.read().strip()
+        if holder:
+            return holder
+        time.sleep(0.05)
+    return "another process"
 
 
 def _clear_leftovers(entry: Path) -> None:

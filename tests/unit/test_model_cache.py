@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -130,7 +131,7 @@ def test_concurrent_callers_export_once(
     caplog.set_level(logging.INFO, logger="e5rt.pull")
 
     def others_wait() -> bool:  # the export runs until both other callers have said they wait for it
-        return sum("waiting for pid" in r.getMessage() for r in caplog.records) == 2
+        return sum("which is exporting it into" in r.getMessage() for r in caplog.records) == 2
 
     export = _FakeExport(hold_until=others_wait)
     _use(monkeypatch, export)
@@ -146,7 +147,8 @@ def test_concurrent_callers_export_once(
     assert len(results) == 3 and len(set(results)) == 1 and (results[0] / "manifest.json").is_file()
     messages = [r.getMessage() for r in caplog.records]
     assert sum("exporting into" in m for m in messages) == 1
-    assert sum("waiting for pid" in m for m in messages) == 2
+    assert sum("which is exporting it into" in m for m in messages) == 2
+    assert sum(re.search(r"waiting for pid \d+ on \S+, which", m) is not None for m in messages) == 2
     assert sum("exported by another process" in m for m in messages) == 2
     # and a later start reads the cache without exporting
     assert resolve_model(str(ckpt), opts) == results[0] and export.calls == 1
