@@ -299,12 +299,10 @@ def _add_pull(sub: Any) -> None:
 
 
 def _pull_options(args: argparse.Namespace, progress: bool, log_progress: bool = False) -> Any:
-    import dataclasses
-
     from .pull import PullOptions
 
-    opts = PullOptions.of(SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)}), progress)
-    return dataclasses.replace(opts, log_progress=log_progress)
+    source = SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)})
+    return PullOptions.of(source, progress, log_progress)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -332,19 +330,13 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def _configure_serve_logging(level: str, json_lines: bool) -> None:
-    """The server's log lines (e5rt's and uvicorn's) on stdout, as text or one JSON object per line."""
-    from .logs import configure
-
-    configure(level, json_lines)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .server.main import serve
         from .server.models import ModelEntry
     except ImportError as exc:
         raise UsageError(str(exc)) from None
+    from .logs import configure as configure_logging
     from .manifest import load_manifest
     from .pull import resolve_model
 
@@ -353,7 +345,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not dirs:
         raise UsageError("serve: name a model directory or source (or set E5RT_MODEL)")
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
-    _configure_serve_logging(args.log_level, opts.json_output)
+    configure_logging(args.log_level, opts.json_output)  # e5rt's and uvicorn's lines on stdout, text or JSON
     pull = _pull_options(args, progress=True, log_progress=True)  # a first-use export's steps in the log
     _interrupt_on_sigterm()  # until uvicorn installs its handlers: a stop during an export cleans up after it
     if len(dirs) > 1 and opts.served_model_name:

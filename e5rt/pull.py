@@ -67,13 +67,13 @@ class PullOptions:
             )
 
     @classmethod
-    def of(cls, options: SourceOptions, progress: bool = True) -> PullOptions:
+    def of(cls, options: SourceOptions, progress: bool = True, log_progress: bool = False) -> PullOptions:
         """From the command line's --model-cache, --revision and --export-variants (or their E5RT_* variables)."""
         text = options.export_variants
         variants = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip())) if text else DEFAULT_VARIANTS
         if "fp16-packed" in variants and "fp16" not in variants:
             variants += ("fp16",)  # it is rewritten from fp16 (as e5rt_export.parse_variants does)
-        return cls(options.cache_dir(), revision=options.revision, variants=variants, progress=progress)
+        return cls(options.cache_dir(), options.revision, variants, progress=progress, log_progress=log_progress)
 
 
 def is_model_dir(source: str | Path) -> bool:
