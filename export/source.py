@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from e5rt.manifest import sha256_file
+from e5rt.pull import HUB_ID
 
 from .errors import (
     ExportError,
@@ -22,7 +23,6 @@ from .errors import (
 
 # model_type -> onnxruntime transformer-optimizer model type. These encoders share BERT's fusion patterns.
 SUPPORTED_ARCHITECTURES = {"bert": "bert", "xlm-roberta": "bert", "roberta": "bert"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -110,7 +110,7 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
         origin: dict[str, Any] = {"kind": "local", "id": str(path)}
     elif local.exists():
         raise ExportOptionError(f"{source}: is a file; pass a checkpoint directory or a hub id")
-    elif _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+    elif HUB_ID.match(source) and not source.startswith((".", "/", "~")):
         path, commit = _download(source, revision)
         origin = {"kind": "hub", "id": source, "revision": commit}
     else:

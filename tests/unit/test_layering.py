@@ -22,6 +22,7 @@ PUBLIC = {
     "e5rt.backends",
     "e5rt.engine",
     "e5rt.cpu",
+    "e5rt.pull",  # what a source is (hub id, generated) and the variant names the cache and the export share
     "e5rt.progress",  # progress lines and the process's own memory figures: the CLI, bench and export share them
 }
 
