@@ -9,14 +9,21 @@ from e5rt import Reranker
 rr = Reranker.load("models/reranker")
 best = rr.rerank("query", ["doc a", "doc b"], top_n=1)  # [RerankResult(index, score, document)]
 
+from e5rt import Classifier
+clf = Classifier.load("models/classifier")
+clf.predict("text")  # [Prediction(label, score)], best first; a list of inputs gives one list each
+
 Every error class lives in e5rt.errors (all derive from E5rtError); the stages in e5rt.core.
 """
 
+from .classify import Classifier, Prediction
 from .config import BatchOptions, LoadOptions
 from .core.prompts import TASKS
 from .core.types import EmbedResult, Stats
 from .engine import Embedder
 from .errors import E5rtError, InputError
+from .manifest import ModelKind
+from .model import load_model
 from .ops import search, similarity
 from .rerank import Reranker, RerankResult
 
@@ -24,14 +31,18 @@ __version__ = "0.2.0"
 __all__ = [
     "TASKS",
     "BatchOptions",
+    "Classifier",
     "E5rtError",
     "EmbedResult",
     "Embedder",
     "InputError",
     "LoadOptions",
+    "ModelKind",
+    "Prediction",
     "RerankResult",
     "Reranker",
     "Stats",
+    "load_model",
     "search",
     "similarity",
 ]

@@ -333,88 +333,18 @@ def _interrupt_on_sigterm() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .server.main import serve
-        from .server.models import ModelEntry
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     from .logs import configure as configure_logging
-    from .manifest import load_manifest
-    from .pull import resolve_model
 
     env_models = [m.strip() for m in str(args.model_env or "").split(",") if m.strip()]
-    dirs = [str(d) for d in args.model_dir] or env_models
-    if not dirs:
-        raise UsageError("serve: name a model directory or source (or set E5RT_MODEL)")
+    sources = [str(d) for d in args.model_dir] or env_models
     opts = ServeOptions(**{name: getattr(args, name) for name, _ in flags_of(ServeOptions)})
     configure_logging(args.log_level, opts.json_output)  # e5rt's and uvicorn's lines on stdout, text or JSON
-    pull = _pull_options(args, progress=True, log_progress=True)  # a first-use export's steps in the log
     _interrupt_on_sigterm()  # until uvicorn installs its handlers: a stop during an export cleans up after it
-    if len(dirs) > 1 and opts.served_model_name:
-        raise UsageError("--served-model-name names one model; with several, each is served by its manifest's name")
-    workers, threads = opts.workers, args.threads
-    entries: list[ModelEntry] = []
-    for model in dirs:
-        if model.startswith("fake:"):
-            name = None if len(dirs) == 1 else model
-            entries.append(ModelEntry(_fake_loader(model, args), "embed", name, workers))
-            continue
-        source, variant = _split_variant(model)
-        # A source that is not an exported directory is exported into the cache first (once, under a lock);
-        # a wrong path fails here, as one line, before the port is bound.
-        model = str(resolve_model(source, pull))
-        manifest = load_manifest(model)
-        if variant is not None and variant != "auto" and variant not in manifest.variants:
-            have = ", ".join(sorted(manifest.variants))
-            raise UsageError(f"{source}@{variant}: this model has no variant {variant!r}; it has {have} (or auto)")
-        loader = _serve_loader(args, model, manifest.task, variant or args.variant, threads)
-        entries.append(ModelEntry(loader, manifest.task, manifest.name, workers))
-    names = [e.name for e in entries if e.name]
-    if len(set(names)) < len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise UsageError(f"two model directories have the name {', '.join(twice)}; serve them from separate servers")
-    return serve(entries, opts, log_level=args.log_level)
-
-
-def _fake_loader(model: str, args: argparse.Namespace) -> Any:
-    from .engine import Embedder
-
-    dim, _, delay = model[5:].partition(":")
-    if not dim.isdigit() or int(dim) < 1 or (delay and not delay.isdigit()):
-        raise UsageError(f"{model}: expected fake:DIM or fake:DIM:MS_PER_BATCH, e.g. fake:32 or fake:32:20")
-    batching = BatchOptions(max_batch_tokens=args.max_batch_tokens)
-    return lambda: Embedder.fake(int(dim), batching=batching, delay_s=int(delay or 0) / 1000.0)
-
-
-def _split_variant(model: str) -> tuple[str, str | None]:
-    """DIR@VARIANT -> (DIR, VARIANT); a directory without '@' in its last component, or one whose own name
-    holds an '@', -> (DIR, None)."""
-    head, sep, tail = model.rpartition("@")
-    if not sep or "/" in tail or not head or Path(model).is_dir():
-        return model, None
-    return head, tail
-
-
-def _serve_loader(args: argparse.Namespace, model: str, task: str, variant: str, threads: int | None) -> Any:
-    """Loads one served model on the server's load thread: CPU batches under the serving budget, no spin."""
-
-    def loader() -> Any:
-        from .backends.ort import resolve_provider
-        from .config import SERVE_CPU_BATCH_TOKENS
-
-        provider = resolve_provider(args.provider)
-        budget = args.max_batch_tokens or (SERVE_CPU_BATCH_TOKENS if provider == "cpu" else None)
-        return _load(
-            args,
-            task,
-            model_dir=model,
-            provider=provider,
-            max_batch_tokens=budget,
-            spin=False,
-            share_weights=True,
-            variant=variant,
-            threads=threads,  # a lone batch's; Embedder.queue gives its workers sessions of fewer
-        )
-
-    return loader
+    source = SourceOptions(**{name: getattr(args, name) for name, _ in flags_of(SourceOptions)})
+    # serve() applies the serving policy (e5rt.server.models.model_entries) as it does for a Python caller.
+    return serve(sources, opts, _load_options(args), source, log_level=args.log_level)
 
 
 def _add_info(sub: Any) -> None:
@@ -423,13 +353,10 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _load(args: argparse.Namespace, task: str = "embed", **overrides: Any) -> Any:
-    """The model named by the command's model options (overrides win): an Embedder, or for task rerank the
-    pipeline a Reranker scores on (a server queues its pairs like texts)."""
+def _load_options(args: argparse.Namespace, **overrides: Any) -> Any:
+    """LoadOptions from the command's model flags (overrides win)."""
     from .config import LoadOptions
-    from .engine import Embedder
 
-    model_dir = overrides.pop("model_dir", None) or args.model_dir
     options = {
         "variant": args.variant,
         "provider": args.provider,
@@ -438,7 +365,14 @@ def _load(args: argparse.Namespace, task: str = "embed", **overrides: Any) -> An
         "verify": args.verify,
         **overrides,
     }
-    return Embedder._load(model_dir, task, LoadOptions.build(None, **options))
+    return LoadOptions.build(None, **options)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The embedder named by the command's model flags."""
+    from .engine import Embedder
+
+    return Embedder.open(args.model_dir, _load_options(args))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .batching.scheduler import DEFAULT_BULK_SHARE, check_bulk_share
 from .errors import ConfigError
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -81,9 +82,7 @@ def parse_share(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
+    return check_bulk_share(value)
 
 
 def parse_bool(text: str) -> bool:
@@ -333,7 +332,7 @@ class ServeOptions:
         ),
     )
     bulk_share: float = option(
-        0.55,  # = batching.scheduler.DEFAULT_BULK_SHARE, where the measurement behind it is
+        DEFAULT_BULK_SHARE,  # the measurement behind it is written beside it, in e5rt.batching.scheduler
         Flag(
             "--bulk-share",
             "share of the model's tokens that requests larger than one batch get while queries wait too "
@@ -383,8 +382,7 @@ class ServeOptions:
             )
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; leave it unset to serve without authentication")
-        if isinstance(self.bulk_share, bool) or not 0.0 < float(self.bulk_share) < 1.0:
-            raise ConfigError(f"bulk_share must be in (0, 1), got {self.bulk_share!r}")
+        check_bulk_share(self.bulk_share)
         if self.shutdown_timeout_s <= 0:
             raise ConfigError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")
 

@@ -42,9 +42,11 @@ CALLER_KINDS = frozenset(k for k, status in HTTP_STATUS.items() if 400 <= status
 
 
 class E5rtError(Exception):
-    """Base class for errors raised by e5rt."""
+    """Base class for errors raised by e5rt. ``code`` is a stable machine-readable name an interface may show
+    (the server's error body); None means the kind itself."""
 
     kind: ErrorKind = "internal"
+    code: str | None = None
 
 
 # --- the five kinds ------------------------------------------------------------------------------------------
@@ -60,9 +62,11 @@ class InvalidInputError(E5rtError, ValueError):
 
 
 class UnavailableError(E5rtError):
-    """A resource e5rt needs is missing or not reachable now (a provider, a file, a network, the service)."""
+    """A resource e5rt needs is missing or not reachable now (a provider, a file, a network, the service).
+    ``retry_after``: seconds after which trying again may succeed, where that is known."""
 
     kind: ErrorKind = "unavailable"
+    retry_after: float | None = None
 
 
 class OverloadedError(E5rtError):
@@ -125,6 +129,41 @@ class QueueFullError(OverloadedError):
 
 class ShuttingDownError(UnavailableError):
     """The batching queue is closed: the service is draining or has stopped."""
+
+
+class NotReadyError(UnavailableError):
+    """A served model is still loading, draining, or failed to load (``code`` says which)."""
+
+    def __init__(self, message: str, code: str, retry_after: float | None = 1.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class TooLongError(InputError):
+    """An input is longer than the model takes and truncation is off (or token ids, which are never cut)."""
+
+    kind: ErrorKind = "too_large"
+    code: str | None = "input_too_long"
+
+
+class WrongTaskError(InvalidInputError):
+    """A request for one task reached a model of another (embeddings from a reranker, scores from an embedder).
+    ``served`` is the kind the model has (an interface names the routes for it)."""
+
+    kind: ErrorKind = "not_found"
+    code: str | None = "wrong_model_task"
+
+    def __init__(self, served: object, message: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.served = served
+
+
+class NoModelError(InvalidInputError):
+    """A request names a model the server does not serve, or a task none of its models has."""
+
+    kind: ErrorKind = "not_found"
+    code: str | None = "no_model"
 
 
 def kind_of(exc: BaseException) -> ErrorKind:

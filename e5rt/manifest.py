@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,31 @@ log = logging.getLogger("e5rt")
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 POOLINGS = ("mean", "cls", "logits")  # logits: a cross-encoder graph's output, one row per pair
-TASKS = ("embed", "rerank")
+
+
+class ModelKind(str, Enum):
+    """What a model does, resolved once when its manifest is read: everything else asks the kind, never a string."""
+
+    EMBED = "embed"  # a vector per text
+    RERANK = "rerank"  # a relevance score per (query, document) pair
+    CLASSIFY = "classify"  # label scores per text or pair
+
+    @property
+    def words(self) -> str:
+        return {"embed": "a text embedder", "rerank": "a reranker", "classify": "a sequence classifier"}[self.value]
+
+    @property
+    def loader(self) -> str:
+        return {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}[self.value]
+
+    @property
+    def scores(self) -> bool:
+        """Whether the graph gives logits (a scoring head) rather than hidden states to pool."""
+        return self is not ModelKind.EMBED
+
+
+TASKS = tuple(k.value for k in ModelKind)
+ACTIVATIONS = ("sigmoid", "softmax", "none")
 PROMPT_SCHEMES = ("instruct", "query-passage", "none")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -115,20 +140,37 @@ class Manifest:
     synthetic: bool
     variants: dict[str, Variant]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
-    task: str = "embed"  # embed (a vector per text) | rerank (a score per (query, document) pair)
+    kind: ModelKind = ModelKind.EMBED
+
+    @property
+    def task(self) -> str:
+        """The kind's name as the manifest writes it (embed, rerank, classify)."""
+        return self.kind.value
 
     @property
     def dim(self) -> int:
-        """Width of what the graph gives per input: the embedding size, or a cross-encoder's label count."""
-        if self.task == "rerank":
-            return int(self.rerank.get("num_labels", 1))
+        """Width of what the graph gives per input: the embedding size, or a scoring head's label count."""
+        if self.kind.scores:
+            return int(self.head.get("num_labels", 1))
         return int(self.architecture["hidden_size"])
 
     @property
-    def rerank(self) -> dict[str, Any]:
-        """A cross-encoder's scoring record: num_labels, sep_token_id (two-segment pairs), activation."""
-        value = self.raw.get("rerank")
+    def head(self) -> dict[str, Any]:
+        """A scoring model's head record (the manifest's "rerank" or "classify" object): num_labels, sep_token_id
+        (two-segment pairs), activation, and a classifier's labels; {} for an embedder."""
+        value = self.raw.get(self.kind.value) if self.kind.scores else None
         return value if isinstance(value, dict) else {}
+
+    @property
+    def activation(self) -> str:
+        """How a scoring head's logits become scores by default: sigmoid, softmax, or none."""
+        return str(self.head.get("activation", "sigmoid"))
+
+    @property
+    def labels(self) -> list[str]:
+        """A classifier's label names by index (from the checkpoint's id2label); LABEL_i where none is given."""
+        id2label = self.head.get("id2label") or {}
+        return [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(self.dim)]
 
     def pick(self, requested: str, provider: str) -> Variant:
         """The variant to load. 'auto' means fp16 on CUDA. On CPU: an int8 variant (int8-static first) that passed
@@ -240,13 +282,9 @@ def parse_manifest(data: Any) -> Manifest:
     variants_raw = _get(data, "variants", dict, "")
     if not variants_raw:
         raise ManifestError("manifest: 'variants' is empty")
-    if data.get("task") == "rerank":
-        rr = _get(data, "rerank", dict, "")
-        if _get(rr, "num_labels", int, "rerank.") < 1:
-            raise ManifestError("manifest: 'rerank.num_labels' must be >= 1")
-        sep = rr.get("sep_token_id")
-        if sep is not None and (isinstance(sep, bool) or not isinstance(sep, int)):
-            raise ManifestError("manifest: 'rerank.sep_token_id' must be an integer or null")
+    kind = ModelKind(_choice(data, "task", TASKS)) if "task" in data else ModelKind.EMBED
+    if kind.scores:
+        _check_head(data, kind.value)
     max_length = _get(data, "max_length", int, "")
     if max_length < 2:
         raise ManifestError(f"manifest: 'max_length' must be >= 2, got {max_length}")
@@ -264,8 +302,26 @@ def parse_manifest(data: Any) -> Manifest:
         synthetic=_get(data, "synthetic", bool, ""),
         variants={name: _parse_variant(name, v) for name, v in variants_raw.items()},
         raw=data,
-        task=_choice(data, "task", TASKS) if "task" in data else "embed",
+        kind=kind,
     )
+
+
+def _check_head(data: dict[str, Any], key: str) -> None:
+    """A scoring model's head record: labels, separator, activation (and a classifier's label names)."""
+    head = _get(data, key, dict, "")
+    n = _get(head, "num_labels", int, f"{key}.")
+    if n < 1:
+        raise ManifestError(f"manifest: '{key}.num_labels' must be >= 1")
+    sep = head.get("sep_token_id")
+    if sep is not None and (isinstance(sep, bool) or not isinstance(sep, int)):
+        raise ManifestError(f"manifest: '{key}.sep_token_id' must be an integer or null")
+    if head.get("activation", "sigmoid") not in ACTIVATIONS:
+        raise ManifestError(f"manifest: '{key}.activation' must be one of {', '.join(ACTIVATIONS)}")
+    id2label = head.get("id2label")
+    if id2label is not None and (
+        not isinstance(id2label, dict) or sorted(id2label) != sorted(str(i) for i in range(n))
+    ):
+        raise ManifestError(f"manifest: '{key}.id2label' must name every label index 0..{n - 1}")
 
 
 def load_manifest(model_dir: str | Path) -> Manifest:

@@ -1,11 +1,10 @@
 """Reranker: (query, document) pairs → the model's pair template → length-sorted token-budget batches → one score
 per pair.
 
-A cross-encoder reads the query and a document together and gives one logit: how relevant the document is. It
-runs on the same pipeline as the embedder (e5rt.batching's scheduler and batch step, the manifest's variants and
-parity gate); only the tokenization (pairs, the document cut, never the query) and the output (the graph's logits,
-no pooling) differ. Scores are the logit's sigmoid by default, as TEI and sentence-transformers' CrossEncoder
-give them for one-label models; raw_scores=True keeps the logit.
+A cross-encoder reads the query and a document together and gives one logit: how relevant the document is. It is
+a task on the model base (e5rt.model) like the embedder: only its input shaping (pairs, the document cut, never
+the query) and its output (the graph's logits through the manifest's activation, sigmoid for the rerankers e5rt
+exports, as TEI and sentence-transformers' CrossEncoder give them) are its own. raw_scores=True keeps the logit.
 """
 
 from __future__ import annotations
@@ -14,16 +13,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .batching import Submission, run_inline
-from .config import LoadOptions
-from .core.tokenize import PairTokenizer
-from .core.types import EMPTY_STATS, Stats
-from .engine import Embedder, _check_texts
+from .config import BatchOptions
+from .core.activations import activate, ranked, sigmoid
+from .core.tokenize import PairTokenizer, TextTokenizer
 from .errors import InputError, InvalidInputError
+from .manifest import ModelKind
+from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer_dir, finish_rows
+
+__all__ = ["RerankResult", "Reranker", "ranked", "sigmoid"]
 
 
 @dataclass(frozen=True)
@@ -36,71 +37,56 @@ class RerankResult:
     document: str | None = None
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function, stable for large |x| (float32 in, float32 out)."""
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
+    """(query, document) pairs as two lists, or the InputError naming the first bad pair."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
+    queries, documents = [], []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InputError(f"pairs[{i}] must be a (query, document) pair of two strings")
+        q, d = pair
+        if not isinstance(q, str) or not isinstance(d, str):
+            raise InputError(f"pairs[{i}] must hold two strings, got {type(q).__name__}, {type(d).__name__}")
+        queries.append(q)
+        documents.append(d)
+    return queries, documents
 
 
-def ranked(scores: np.ndarray, top_n: int | None = None) -> list[int]:
-    """Indices by score, best first (ties keep input order), cut to top_n: the library's and the server's order."""
-    return [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")[: top_n or len(scores)]]
-
-
-class Reranker:
+class Reranker(ModelBase):
     """Relevance scores of (query, document) pairs from an e5rt rerank model directory. Thread-safe.
 
     Build one with Reranker.load(model_dir, ...) (the same options as Embedder.load: variant, provider,
     threads, batching).
     """
 
-    def __init__(self, pipeline: Embedder, pairs: PairTokenizer) -> None:
-        self.pipeline = pipeline
-        self.pairs = pairs
+    kind: ClassVar[ModelKind] = ModelKind.RERANK
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pairs = PairTokenizer(self.tokenizer.path, self.spec.max_length)
+        self.activation = self.manifest.activation if self.manifest is not None else "sigmoid"
 
     @classmethod
-    def load(cls, model_dir: str | Path, options: LoadOptions | None = None, **overrides: Any) -> Reranker:
-        opts = LoadOptions.build(options, **overrides)
-        pipeline = Embedder._load(model_dir, "rerank", opts)
-        manifest = pipeline.manifest
-        assert manifest is not None
-        return cls(pipeline, PairTokenizer(Path(model_dir) / manifest.tokenizer, manifest.max_length))
+    def fake(cls, max_length: int = 128, batching: BatchOptions | None = None, delay_s: float = 0.0) -> Reranker:
+        """A deterministic one-label reranker without model files (FakeBackend giving logits + a byte-level pair
+        tokenizer): for serving tests. Its scores are reproducible and batch-invariant, and mean nothing."""
+        from .backends.fake import FAKE_PAD_ID, FAKE_VOCAB, FakeBackend
 
-    # --- properties -------------------------------------------------------------------------------------
-    @property
-    def variant(self) -> str:
-        return self.pipeline.variant
-
-    @property
-    def max_length(self) -> int:
-        return self.pipeline.spec.max_length
-
-    @property
-    def last_stats(self) -> Stats:
-        """Stats of the last score()/rerank() call made by this thread."""
-        return getattr(self.pipeline._local, "stats", EMPTY_STATS)
+        folder = fake_tokenizer_dir()
+        tok = TextTokenizer(Path(folder.name) / "tokenizer.json", max_length)
+        backend = FakeBackend(dim=32, vocab_size=FAKE_VOCAB, delay_s=delay_s, logits=1)
+        spec = ModelSpec(dim=1, pad_token_id=FAKE_PAD_ID, max_length=max_length, pooling="logits", name="fake-rerank")
+        model = cls(backend, tok, spec, batching, provider="cpu", variant="fake")
+        model._keep = folder
+        return model
 
     # --- public API -------------------------------------------------------------------------------------
     def score(self, pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]]) -> np.ndarray:
         """Raw scores (the model's logits) of (query, document) pairs, in input order: (N,) for a one-label
         model, (N, labels) otherwise."""
-        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
-            raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
-        queries, documents = [], []
-        for i, pair in enumerate(pairs):
-            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-                raise InputError(f"pairs[{i}] must be a (query, document) pair of two strings")
-            q, d = pair
-            if not isinstance(q, str) or not isinstance(d, str):
-                raise InputError(f"pairs[{i}] must hold two strings, got {type(q).__name__}, {type(d).__name__}")
-            queries.append(q)
-            documents.append(d)
-        return self._logits(queries, documents)
+        queries, documents = check_pairs(pairs)
+        return self.run(self.prepare_pairs(queries, documents))[0]
 
     def rerank(
         self,
@@ -109,36 +95,68 @@ class Reranker:
         top_n: int | None = None,
         return_documents: bool = False,
         raw_scores: bool = False,
+        truncate: bool = True,
     ) -> list[RerankResult]:
         """The documents ordered by relevance to the query, best first (ties keep input order): each with its
-        index in `documents` and its score (sigmoid of the logit; raw_scores=True: the logit itself)."""
+        index in `documents` and its score (the manifest's activation of the logit, sigmoid for e5rt's exports;
+        raw_scores=True: the logit itself). truncate=False refuses a pair longer than max_length instead of
+        cutting the document's end."""
+        return self.run(self.prepare(query, documents, top_n, return_documents, raw_scores, truncate))[0]
+
+    # --- the request, shaped once for the library and the server ---------------------------------------------
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        return_documents: bool = False,
+        raw_scores: bool = False,
+        truncate: bool = True,
+    ) -> Prepared[list[RerankResult]]:
+        """A rerank request as pair ids, and the finish step that scores and orders them."""
         if not isinstance(query, str):
-            raise InputError(f"query must be a str, got {type(query).__name__}")
-        docs = _check_texts(documents) if not isinstance(documents, str) else None
-        if docs is None:
-            raise InputError("documents must be a list of str, not one str; wrap it in a list")
+            raise InputError(f"query must be a str, got {type(query).__name__}", param="query")
+        if isinstance(documents, str):
+            raise InputError("documents must be a list of str, not one str; wrap it in a list", param="documents")
+        docs = check_texts(documents, "documents")
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InvalidInputError(f"top_n must be a positive integer or None, got {top_n!r}", param="top_n")
-        if not docs:
-            return []
-        logits = self._logits([query] * len(docs), docs)
-        if logits.ndim != 1:
+        if self.dim != 1:
             raise InvalidInputError(
-                f"this model gives {logits.shape[1]} scores per pair; rerank() needs a one-label model "
+                f"this model gives {self.dim} scores per pair; rerank() needs a one-label model "
                 "(use score() for the raw logits)"
             )
-        scores = logits if raw_scores else sigmoid(logits)
-        return [RerankResult(i, float(scores[i]), docs[i] if return_documents else None) for i in ranked(scores, top_n)]
+        activation = "none" if raw_scores else self.activation
 
-    # --- internals --------------------------------------------------------------------------------------
-    def _logits(self, queries: list[str], documents: list[str]) -> np.ndarray:
-        p = self.pipeline
-        if not queries:
-            return np.zeros((0,) if p.spec.dim == 1 else (0, p.spec.dim), dtype=np.float32)
+        def results(logits: np.ndarray, _: np.ndarray) -> list[RerankResult]:
+            scores = activate(logits[:, 0], activation)
+            keep = return_documents
+            return [RerankResult(i, float(scores[i]), docs[i] if keep else None) for i in ranked(scores, top_n)]
+
+        pairs = self.prepare_pairs([query] * len(docs), docs, truncate)
+        return Prepared(pairs.ids, finish_rows(results), truncated=pairs.truncated, tokenize_s=pairs.tokenize_s)
+
+    def prepare_pairs(self, queries: list[str], documents: list[str], truncate: bool = True) -> Prepared[np.ndarray]:
+        """Pairs through the model's template (the document's end cut to fit), finishing as the logits."""
         t0 = time.perf_counter()
-        enc = self.pairs.encode(queries, documents)
-        request = Submission(enc.ids, p.dim, truncated=enc.truncated, tokenize_s=time.perf_counter() - t0)
-        done = run_inline(request, p.backend, p.pool_spec, p.rule).future.result()
-        p._local.stats = done.stats()
-        logits = np.asarray(done.sums, dtype=np.float32)
-        return logits[:, 0] if logits.shape[1] == 1 else logits
+        try:
+            enc = self.pairs.encode(queries, documents)
+        except InputError as exc:  # the query alone leaves no room for a document
+            raise type(exc)(str(exc), param="query") from None
+        check_truncation(
+            enc,
+            truncate,
+            self.spec.max_length,
+            "document",
+            "documents",
+            "shorten it or send truncate=true (the document's end is cut, never the query)",
+        )
+
+        def logits(rows: np.ndarray, _: np.ndarray) -> np.ndarray:
+            out = np.asarray(rows, dtype=np.float32)
+            return out[:, 0] if out.shape[1] == 1 else out
+
+        return Prepared(enc.ids, finish_rows(logits), truncated=enc.truncated, tokenize_s=time.perf_counter() - t0)
+
+    def warmup(self) -> Prepared[Any]:
+        return self.prepare_pairs(["warm-up"], ["warm-up"])

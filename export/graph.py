@@ -65,7 +65,7 @@ def _quiet() -> None:
 
 def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None, task: str = "embed") -> Path:
     """Plain ONNX export with optimum, into a fresh directory: the encoder (last_hidden_state output) for an
-    embedder, the whole classifier (logits output) for a reranker."""
+    embedder, the whole classifier (logits output) for a reranker or a classifier."""
     _quiet()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from optimum.exporters.onnx import main_export
@@ -76,7 +76,7 @@ def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None, task: 
             str(checkpoint),
             output=str(out_dir),
             # the bare encoder for embedders: pooling is e5rt's job, not the graph's
-            task="text-classification" if task == "rerank" else "feature-extraction",
+            task="feature-extraction" if task == "embed" else "text-classification",
             library_name="transformers",
             opset=opset,
             do_validation=False,

@@ -35,6 +35,7 @@ from .probes import probe_pairs, probe_texts
 from .source import (
     Checkpoint,
     checkpoint_task,
+    classifier_head,
     default_max_length,
     default_pooling,
     default_prompt_scheme,
@@ -257,8 +258,9 @@ class ExportRun:
     ids: list[Any]
     ref: Any
     raw: Path
-    task: str = "embed"  # embed | rerank (texts are then (query, document) pairs, ref the PyTorch logits)
-    pairs: PairTokenizer | None = None  # a reranker's pair tokenizer (probes and calibration)
+    task: str = "embed"  # embed | rerank | classify (scoring tasks: texts are pairs, ref the PyTorch logits)
+    pairs: PairTokenizer | None = None  # a scoring model's pair tokenizer (probes and calibration)
+    head: dict[str, Any] = field(default_factory=dict)  # a scoring model's head record for the manifest
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
     fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
     fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
@@ -268,12 +270,17 @@ class ExportRun:
     def work(self) -> Path:
         return self.staging / "_work"
 
+    @property
+    def activation(self) -> str:
+        """How a scoring model's logits become the scores users get (parity bounds their difference)."""
+        return str(self.head.get("activation", "sigmoid"))
+
     def stage(self, message: str) -> None:
         _stage(self.steps, message)
 
     def validate(self, vname: str, path: Path, precision: str) -> ParityResult:
         """Parity against PyTorch on the probe set, per text and in the runtime's batches."""
-        probes = "probe pairs" if self.task == "rerank" else "probe texts"
+        probes = "probe pairs" if self.pairs is not None else "probe texts"
         self.stage(f"{vname}: parity against PyTorch on {len(self.texts)} {probes} (CPU provider)")
         # Validate int8 the way this CPU will serve it: s8 weights on x86 without VNNI run in exact u8u8 mode
         # (an export for a VNNI target made here would otherwise be judged by saturating kernels).
@@ -283,8 +290,8 @@ class ExportRun:
             got, alone = onnx_embeddings(path, self.tok_path, self.spec, self.ids, exact_int8=exact)
         except FloatingPointError as exc:
             raise ParityError(f"variant {vname}: {exc}; the variant is refused") from exc
-        if self.task == "rerank":
-            result = compare_scores(self.ref, got, self.texts, precision, alone=alone)
+        if self.pairs is not None:
+            result = compare_scores(self.ref, got, self.texts, precision, alone=alone, activation=self.activation)
             self.steps.note(
                 f"{vname}: logits r {result.min_cos:.6f} (threshold {result.threshold}), max score diff "
                 f"{result.max_abs_diff:.2e} (tolerance {result.score_tolerance})"
@@ -493,7 +500,7 @@ def build_int8_static(run: ExportRun) -> VariantRecord:
     run.stage(f"int8-static: calibrated int8 with outlier migration for {run.target}")
     t0 = time.perf_counter()
     texts = calibration_texts()
-    if run.task == "rerank":
+    if run.pairs is not None:
         # (query, passage) pairs from the same corpus: a text's first words as the query, the next text as passage
         queries = [" ".join(t.split()[:12]) for t in texts]
         passages = texts[1:] + texts[:1]
@@ -535,10 +542,10 @@ BUILDERS: tuple[tuple[str, Any], ...] = (
 def _export_checked(ckpt: Checkpoint, out: Path, opts: ExportOptions) -> dict[str, Any]:
     """The export itself; the caller has checked OUT once (export_model checks it before building sources)."""
     variants = tuple(v for v in KNOWN_VARIANTS if v in opts.variants)
-    if "fp16-packed" in variants and checkpoint_task(ckpt) == "rerank":
+    if "fp16-packed" in variants and checkpoint_task(ckpt) != "embed":
         raise ExportOptionError(
-            "fp16-packed is for embedders (it removes the padding from hidden states); a reranker "
-            "exports fp32, fp16, int8 and int8-static"
+            "fp16-packed is for embedders (it removes the padding from hidden states); a reranker or "
+            "classifier exports fp32, fp16, int8 and int8-static"
         )
     if "fp16-packed" in variants and "fp16" not in variants:
         raise ExportOptionError("fp16-packed is rewritten from the fp16 variant; ask for fp16 too")
@@ -595,20 +602,23 @@ def _start(
     if not 2 <= max_length <= limit:
         raise ExportOptionError(f"--max-length {max_length} is outside [2, {limit}] for this model's position table")
     task = checkpoint_task(ckpt)
-    pooling = "logits" if task == "rerank" else (opts.pooling or default_pooling(ckpt))
+    scoring = task != "embed"  # a reranker or a classifier: logits out, parity on probe pairs
+    head = _head_record(ckpt, task)
+    pooling = "logits" if scoring else (opts.pooling or default_pooling(ckpt))
     steps = Steps(4 + 2 * len(variants), stream=opts.progress_stream, enabled=opts.progress)
     _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
     prepare_tokenizer(ckpt, tok_path)
     pad_id = pad_token_id(ckpt, tok_path)
     tokenizer = TextTokenizer(tok_path, max_length)
-    pair_tokenizer = PairTokenizer(tok_path, max_length) if task == "rerank" else None
+    pair_tokenizer = PairTokenizer(tok_path, max_length) if scoring else None
     if pair_tokenizer is not None:
         pairs = probe_pairs()
         texts = [f"{q} || {d}" for q, d in pairs]  # what the manifest names a worst probe by
         ids = pair_tokenizer.encode([q for q, _ in pairs], [d for _, d in pairs]).ids
         sep = rerank_sep_id(ckpt, tokenizer)
-        spec = ModelSpec(dim=1, pad_token_id=pad_id, max_length=max_length, pooling=pooling, sep_token_id=sep)
+        dim = int(head["num_labels"])
+        spec = ModelSpec(dim=dim, pad_token_id=pad_id, max_length=max_length, pooling=pooling, sep_token_id=sep)
         _stage(steps, "PyTorch reference scores")
         ref = reference_scores(ckpt.path, ids, pad_id, sep)
     else:
@@ -640,6 +650,7 @@ def _start(
         raw=raw,
         task=task,
         pairs=pair_tokenizer,
+        head=head,
     )
     return run, timings
 
@@ -685,11 +696,11 @@ def _manifest(
         "schema_version": SCHEMA_VERSION,
         "name": opts.name or run.ckpt.name,
         "task": run.task,
-        **({"rerank": _rerank_record(run)} if run.task == "rerank" else {}),
+        **({run.task: _scoring_record(run)} if run.pairs is not None else {}),
         "source": run.ckpt.source,
         "architecture": run.arch,
         "pooling": run.spec.pooling,
-        "normalize": run.task != "rerank",
+        "normalize": run.pairs is None,
         "prompt_scheme": run.scheme,
         "max_length": run.spec.max_length,
         "tokenizer": "tokenizer.json",
@@ -712,15 +723,24 @@ def _manifest(
     }
 
 
-def _rerank_record(run: ExportRun) -> dict[str, Any]:
-    """How the runtime scores pairs: labels, the separator that starts the second segment (or None), the
-    default activation, the pair template and truncation rule, and how many probe pairs parity used."""
+def _head_record(ckpt: Checkpoint, task: str) -> dict[str, Any]:
+    """A scoring model's labels and activation: one sigmoid relevance logit for a reranker, the checkpoint's
+    labels and problem type for a classifier; {} for an embedder."""
+    if task == "rerank":
+        return {"num_labels": 1, "activation": "sigmoid"}
+    if task == "classify":
+        return classifier_head(ckpt)
+    return {}
+
+
+def _scoring_record(run: ExportRun) -> dict[str, Any]:
+    """How the runtime scores: labels (and a classifier's names), the default activation, the separator that
+    starts the second segment (or None), the pair template and truncation rule, how many probe pairs parity used."""
     return {
-        "num_labels": 1,
+        **run.head,
         "sep_token_id": run.spec.sep_token_id,
-        "activation": "sigmoid",
         "pair_template": "the tokenizer's own (tokenizer.json post-processor)",
-        "truncation": "document only (the query is never cut)",
+        "truncation": "document only (the query is never cut)" if run.task == "rerank" else "from the end",
         "probe_pairs": len(run.ids),
     }
 

@@ -150,19 +150,33 @@ def resolve_source(source: str, revision: str | None = None) -> Checkpoint:
 
 
 def checkpoint_task(ckpt: Checkpoint) -> str:
-    """'rerank' for a one-label sequence classifier (a cross-encoder: one relevance logit per pair), 'embed'
-    for an encoder; a classifier with several labels is refused (e5rt ranks by one relevance score)."""
+    """'rerank' for a one-label sequence classifier (a cross-encoder: one relevance logit per pair), 'classify'
+    for one with several labels (label scores per text or pair), 'embed' for an encoder."""
     archs = ckpt.config.get("architectures") or []
     if not any(str(a).endswith("ForSequenceClassification") for a in archs):
         return "embed"
+    return "rerank" if num_labels(ckpt) == 1 else "classify"
+
+
+def num_labels(ckpt: Checkpoint) -> int:
     labels = ckpt.config.get("id2label")
-    n = len(labels) if isinstance(labels, dict) and labels else int(ckpt.config.get("num_labels", 2))
-    if n != 1:
+    return len(labels) if isinstance(labels, dict) and labels else int(ckpt.config.get("num_labels", 2))
+
+
+def classifier_head(ckpt: Checkpoint) -> dict[str, Any]:
+    """A classifier's labels and how its logits become scores, from the checkpoint's config (as transformers'
+    text-classification pipeline reads it): softmax over the labels for a single-label model, an independent
+    sigmoid per label for problem_type multi_label_classification."""
+    n = num_labels(ckpt)
+    id2label = ckpt.config.get("id2label") or {}
+    names = {str(i): str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)}
+    problem = ckpt.config.get("problem_type") or "single_label_classification"
+    if problem not in ("single_label_classification", "multi_label_classification"):
         raise UnsupportedArchitectureError(
-            f"{ckpt.path}: a sequence classifier with {n} labels; e5rt exports one-label cross-encoders "
-            "(a relevance logit per query-document pair) for reranking"
+            f"{ckpt.path}: problem_type {problem!r}; e5rt exports single- and multi-label classifiers"
         )
-    return "rerank"
+    activation = "sigmoid" if problem == "multi_label_classification" else "softmax"
+    return {"num_labels": n, "id2label": names, "problem_type": problem, "activation": activation}
 
 
 def default_pooling(ckpt: Checkpoint) -> str:

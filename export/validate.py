@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from e5rt import BatchOptions, Embedder
-from e5rt.core import build_feeds, plan_batches
+from e5rt.core import activate, build_feeds, plan_batches
 from e5rt.engine import ModelSpec
 
 from .reference import load_reference_classifier, load_reference_model, torch_pool
@@ -105,10 +105,16 @@ def reference_scores(checkpoint: Path, ids: list[np.ndarray], pad_id: int, sep_i
 
 
 def compare_scores(
-    ref: np.ndarray, got: np.ndarray, pairs: list[str], precision: str, alone: np.ndarray | None = None
+    ref: np.ndarray,
+    got: np.ndarray,
+    pairs: list[str],
+    precision: str,
+    alone: np.ndarray | None = None,
+    activation: str = "sigmoid",
 ) -> ParityResult:
-    """Parity of a reranker: Pearson correlation of its logits with PyTorch's over the probe pairs (batched and
-    each pair alone: the lower counts), and the largest difference of a sigmoid score."""
+    """Parity of a scoring model (reranker, classifier): Pearson correlation of its logits with PyTorch's over
+    the probe pairs (batched and each pair alone: the lower counts), and the largest difference of a score as
+    users get it (the model's activation of the logits: sigmoid, or softmax over a classifier's labels)."""
 
     def pearson(a: np.ndarray, b: np.ndarray) -> float:
         a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
@@ -117,7 +123,7 @@ def compare_scores(
         return float((a * b).sum() / denom) if denom > 0 else float(np.allclose(a, b))
 
     def sig(x: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+        return activate(np.asarray(x, dtype=np.float32).reshape(len(pairs), -1), activation).astype(np.float64)
 
     r = pearson(ref, got)
     r_alone = None if alone is None else pearson(ref, alone)

@@ -23,13 +23,20 @@ class FakeBackend:
         delay_s: float = 0.0,
         per_token_s: float = 0.0,
         fail_on_token: int | None = None,
+        logits: int | None = None,
     ) -> None:
+        """logits: give (batch, logits) rows, as a cross-encoder's graph does (a reranker's or a classifier's
+        fake), from the mean of the positions' vectors; otherwise (batch, width, dim) hidden states."""
         rng = np.random.default_rng(seed)
         self.table = rng.standard_normal((vocab_size, dim)).astype(np.float32)
         self.positions = rng.standard_normal((4096, dim)).astype(np.float32) * 0.1
         self.input_names: tuple[str, ...] = ("input_ids", "attention_mask")
         self.input_types: dict[str, Any] = {"input_ids": np.int64, "attention_mask": np.int64}
         self.active_providers: tuple[str, ...] = ("FakeExecutionProvider",)
+        self.device = "cpu"
+        self.threads: int | None = 1
+        self.can_split = False  # one fake session: the queue runs one batch at a time on it
+        self.logits = logits
         self.delay_s = delay_s
         self.per_token_s = per_token_s
         self.fail_on_token = fail_on_token
@@ -49,7 +56,14 @@ class FakeBackend:
             time.sleep(self.delay_s + self.per_token_s * ids.size)
         width = ids.shape[1]
         hidden: np.ndarray = self.table[ids % len(self.table)] + self.positions[:width][None, :, :]
-        return hidden
+        if self.logits is None:
+            return hidden
+        mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+        mean = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+        return np.ascontiguousarray(mean[:, : self.logits] * 2.0)
+
+    def with_threads(self, threads: int) -> FakeBackend:
+        raise NotImplementedError("the fake backend runs one session")
 
 
 def write_fake_tokenizer(path: str | Path) -> Path:
@@ -64,7 +78,9 @@ def write_fake_tokenizer(path: str | Path) -> Path:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
     out = Path(path)
     tok.save(str(out))
     return out

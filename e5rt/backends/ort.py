@@ -134,6 +134,7 @@ class OrtBackend:
         # (batch, length, hidden) for an embedder's hidden states, (batch, labels) for a cross-encoder's logits
         self.output_rank = len(out.shape) if out.shape else 3
         self.device = "cuda" if provider in ("cuda", "tensorrt") else "cpu"
+        self.can_split = self.device == "cpu"
         self.device_id = device_id
         self.io_binding = (self.device == "cuda") if io_binding is None else io_binding
         self._local = threading.local()

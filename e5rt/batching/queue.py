@@ -12,15 +12,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..backends.base import Backend
 from ..core.plan import CostRule
 from ..errors import InvalidInputError, QueueFullError, ShuttingDownError
+from .policy import QueueState, Step, decide, finished, started
 from .request import PoolSpec, Progress, Submission, run_batch
-from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler, split_batch
+from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class BatchQueue:
         on_batch: Callable[[BatchRecord], None] | None = None,
         name: str = "e5rt-batcher",
         max_wait_s: float = 1.0,
-        bulk_share: float = DEFAULT_BULK_SHARE,
+        bulk_share: float | None = None,
         wide: Backend | None = None,
     ) -> None:
         if max_queued_texts is not None and max_queued_texts < 1:
@@ -83,17 +84,16 @@ class BatchQueue:
         self.rule = rule
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch
-        self._scheduler = Scheduler(rule, max_wait_s=max_wait_s, bulk_share=bulk_share)
+        self._scheduler = Scheduler(
+            rule, max_wait_s=max_wait_s, bulk_share=DEFAULT_BULK_SHARE if bulk_share is None else bulk_share
+        )
         self._requests: dict[int, Submission] = {}
         self._keys = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
         self._in_flight_texts = 0  # taken by a worker, not yet delivered
-        self._workers = workers
-        self._bulk_running = 0  # bulk-anchored batches being run: at most workers - 1 while queries wait
         self.wide = wide if workers > 1 else None
-        self._running = 0  # batches being run
-        self._wide_running = False  # a batch runs on the wide backend: the other workers wait for it
+        self._state = QueueState(workers=workers, has_wide=self.wide is not None)  # what decide() reads
         self._handed: list[ScheduledBatch] = []  # runs of a split batch, for the idle workers
         self._tokens_per_s = 0.0  # moving average, for Retry-After
         self.dropped_texts = 0
@@ -114,7 +114,7 @@ class BatchQueue:
 
     @property
     def workers(self) -> int:
-        return self._workers
+        return self._state.workers
 
     @property
     def closed(self) -> bool:
@@ -132,9 +132,12 @@ class BatchQueue:
         *,
         truncated: int = 0,
         tokenize_s: float = 0.0,
+        chunks: int = 0,
         progress: Progress | None = None,
     ) -> Submission:
-        request = Submission(ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, progress=progress)
+        request = Submission(
+            ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, chunks=chunks, progress=progress
+        )
         n = len(request.ids)
         if n == 0:
             return request
@@ -183,6 +186,7 @@ class BatchQueue:
         abandoned: list[Submission] = []
         with self._cond:
             self._closed = True
+            self._state = replace(self._state, closed=True)
             if not drain:
                 for key, request in list(self._requests.items()):
                     self._scheduler.drop(key)
@@ -203,45 +207,31 @@ class BatchQueue:
                 self.dropped_texts += self._scheduler.drop(key)
 
     def _take(self) -> _Run | None:
+        """The next run for this worker, as e5rt.batching.policy.decide() says; waits while there is none."""
         with self._cond:
             while True:
-                if self._handed:
-                    return self._start(self._handed.pop(), wide=False)
-                if self._wide_running:  # a wide run has every thread: wait for it
+                d = decide(self._state, self._scheduler, self._lengths)
+                if d.step is Step.STOP:
+                    return None
+                if d.step is Step.WAIT:
                     self._cond.wait()
                     continue
-                # With several workers, one always stays free of bulk batches while queries wait: a query then
-                # waits for a query batch, not for a bulk batch on every worker. Measured with 2 one-thread workers,
-                # 16 query clients and a 2,048-text request (one run each, serve_load.py): the queries' p99 3.49x
-                # idle without it, 3.13x with it, while the bulk request kept 97 % of its rate alone.
-                reserve = self._workers > 1 and self._bulk_running >= self._workers - 1
-                batch = self._scheduler.next_batch(small_first=reserve)
-                if batch is not None:
-                    if self._scheduler.pending_texts:
-                        # submit() wakes one worker per request: without this, a lone 2,048-text request ran
-                        # on one worker while the others slept (half its rate with --workers 2).
-                        self._cond.notify()
-                    elif self._workers > 1 and self._running == 0:
-                        # The only work, and every worker idle: a single text runs on all the threads (the wide
-                        # session); several are cut into even runs for the workers side by side (docs/serving.md).
-                        if len(batch.rows) == 1:
-                            return self._start(batch, wide=self.wide is not None)  # lone query: ~35 % faster
-                        lengths = [self._requests[k].lengths[row] for k, row in batch.rows]  # type: ignore[index]
-                        batch, *rest = split_batch(batch, lengths, self._workers, self.rule)
-                        self._handed.extend(rest)
-                        self._cond.notify(len(rest))
-                    return self._start(batch, wide=False)
-                if self._closed:
-                    return None
-                self._cond.wait()
+                if d.step is Step.HANDED:
+                    return self._start(self._handed.pop(), wide=False, handed=-1)
+                assert d.batch is not None
+                self._handed.extend(d.hand)
+                if d.wake:
+                    self._cond.notify(d.wake)
+                return self._start(d.batch, wide=d.wide, handed=len(d.hand))
 
-    def _start(self, batch: ScheduledBatch, wide: bool) -> _Run:
+    def _lengths(self, batch: ScheduledBatch) -> list[int]:
+        return [self._requests[k].lengths[row] for k, row in batch.rows]  # type: ignore[index]
+
+    def _start(self, batch: ScheduledBatch, wide: bool, handed: int) -> _Run:
         """Count a batch as running; lock held."""
         rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
         self._in_flight_texts += len(rows)
-        self._bulk_running += batch.bulk
-        self._running += 1
-        self._wide_running = wide  # False here unless this is the only run: _take waits while a wide one runs
+        self._state = started(self._state, batch, wide, handed)
         return _Run(batch, rows, wide)
 
     def _loop(self) -> None:
@@ -250,12 +240,10 @@ class BatchQueue:
             backend = self.wide if taken.wide and self.wide is not None else self.backend
             seconds = run_batch(backend, rows, batch.width, self.spec)
             with self._cond:
-                self._running -= 1
+                self._state = finished(self._state, batch, taken.wide)
                 if taken.wide:
-                    self._wide_running = False
                     self._cond.notify_all()  # the workers that waited for it
                 self._in_flight_texts -= len(rows)
-                self._bulk_running -= batch.bulk
                 rate = batch.real_tokens / max(seconds, 1e-9)
                 self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
             if self.on_batch is not None:

@@ -95,6 +95,13 @@ def split_batch(batch: ScheduledBatch, lengths: Sequence[int], parts: int, rule:
 DEFAULT_BULK_SHARE = 0.55
 
 
+def check_bulk_share(value: object) -> float:
+    """The bulk share as a float in (0, 1), or the ConfigError (the one place the rule is written)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"bulk_share must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -103,12 +110,10 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         bulk_share: float = DEFAULT_BULK_SHARE,
     ) -> None:
-        if isinstance(bulk_share, bool) or not 0.0 < float(bulk_share) < 1.0:
-            raise ConfigError(f"bulk_share must be in (0, 1), got {bulk_share!r}")
         self.rule = rule
         self.max_wait_s = max_wait_s
         self.clock = clock
-        self.bulk_share = float(bulk_share)
+        self.bulk_share = check_bulk_share(bulk_share)
         self._got: dict[Hashable, int] = {}  # tokens each request has received
         # Tokens served to each kind while both waited (reset when one kind runs dry): the fair-share ledger.
         self._served = {"small": 0, "bulk": 0}

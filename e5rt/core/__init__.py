@@ -1,6 +1,7 @@
 """The pure stages of the pipeline, on numpy and tokenizers only (never onnxruntime):
-prompts → tokenize → plan → feeds → pool, and the result types they produce."""
+prompts → tokenize → plan → feeds → pool (or a scoring head's activation), and the result types they produce."""
 
+from .activations import activate, ranked, sigmoid, softmax
 from .feeds import build_feeds
 from .plan import Batch, CostRule, padded_length, plan, plan_batches
 from .pool import cls_pool, divide, l2_normalize, mean_pool, pool_sum, vectors_from_sums
@@ -20,6 +21,7 @@ __all__ = [
     "Stats",
     "PairTokenizer",
     "TextTokenizer",
+    "activate",
     "build_feeds",
     "cls_pool",
     "divide",
@@ -31,5 +33,8 @@ __all__ = [
     "plan",
     "plan_batches",
     "pool_sum",
+    "ranked",
     "resolve_task",
+    "sigmoid",
+    "softmax",
 ]

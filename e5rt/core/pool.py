@@ -48,3 +48,14 @@ def vectors_from_sums(sums: np.ndarray, weights: np.ndarray, normalize: bool = T
     if normalize:
         pooled = l2_normalize(pooled)
     return np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """The first N values of each vector, re-normalized. E5 was not trained for this (no Matryoshka loss):
+    the shortened vectors lose accuracy faster than a Matryoshka model's would."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    if normalize:
+        cut /= np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return cut

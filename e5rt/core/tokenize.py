@@ -68,6 +68,7 @@ class TextTokenizer:
 
     def __init__(self, path: str | Path, max_length: int) -> None:
         path = Path(path)
+        self.path = path
         # Padding happens per batch in the runtime, truncation in fit(): neither is taken from the file.
         self._tok = shared_tokenizer(path)
         self.max_length = max_length

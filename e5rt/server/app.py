@@ -25,12 +25,14 @@ except ImportError as _exc:
 from .. import __version__
 from ..config import ServeOptions
 from ..core.types import Stats
-from ..engine import Embedder
-from ..rerank import sigmoid
+from ..errors import NotReadyError, OverloadedError, WrongTaskError
+from ..manifest import ModelKind
 from .models import ModelSet
-from .openapi import docs_html, openapi_spec
+from .openapi import Limits, docs_html, openapi_spec
 from .protocol import (
     ApiError,
+    EmbedCall,
+    RerankCall,
     cohere_rerank_body,
     decode_json,
     encode_vector,
@@ -39,8 +41,10 @@ from .protocol import (
     parse_openai,
     parse_similarity,
     parse_tei_embed,
+    parse_tei_predict,
     parse_tei_rerank,
     parse_tokenize,
+    predict_body,
     tei_rerank_body,
 )
 from .service import ClientGone, Gone, InferenceService, Lifecycle, server_info
@@ -62,7 +66,6 @@ def check_auth(options: ServeOptions, request: Request) -> None:
             "unauthorized",
             "missing or wrong API key; send 'Authorization: Bearer <key>'",
             code="unauthorized",
-            headers={"WWW-Authenticate": "Bearer"},
         )
 
 
@@ -168,79 +171,137 @@ def _endpoint(models: ModelSet, route: str, fn: Handler, auth: bool = True) -> C
     return handle
 
 
+# Where each task's requests go, for the errors that send a request to another task's routes.
+TASK_ROUTES = {
+    ModelKind.EMBED: "POST /v1/embeddings or /embed",
+    ModelKind.RERANK: "POST /rerank, /v1/rerank or /v2/rerank",
+    ModelKind.CLASSIFY: "POST /predict",
+}
+
+
 class _Routes:
-    """The handlers: parse with e5rt.server.protocol, pick the model, call the core, answer."""
+    """The handlers: parse with e5rt.server.protocol, pick the model, hand the task's prepare step to the serving
+    core, answer. No handler runs an engine step itself."""
 
     def __init__(self, models: ModelSet) -> None:
         self.models = models
 
-    async def _take(self, request: Request, task: str | None) -> tuple[InferenceService, Embedder, Any]:
-        """The model a request is for (its service and loaded pipeline), ready for the route's task, and the
+    async def _take(self, request: Request, kind: ModelKind | None) -> tuple[InferenceService, Any, Any]:
+        """The model a request is for (its service and loaded model), ready for the route's task, and the
         request's decoded body. With one model it is checked before the body is read (503 while loading, 404
-        for the other task)."""
+        for another task)."""
         models = self.models
         if len(models.services) == 1:
-            emb, _ = models.first.ready(task)
-            return models.first, emb, await read_body(request, models.options.payload_limit)
+            model = models.first.ready(kind)
+            return models.first, model, await read_body(request, models.options.payload_limit)
         body = await read_body(request, models.options.payload_limit)
         name = body.get("model") if isinstance(body, dict) else None
-        service = models.pick(task, name if isinstance(name, str) else None)
-        emb, _ = service.ready(task)
-        return service, emb, body
+        service = models.pick(kind, name if isinstance(name, str) else None)
+        return service, service.ready(kind), body
 
     async def openai_embeddings(self, request: Request, info: dict[str, Any]) -> Response:
-        service, emb, body = await self._take(request, "embed")
+        service, model, body = await self._take(request, ModelKind.EMBED)
         opts = service.options
-        call = parse_openai(body, emb.dim, opts.max_client_batch_size, opts.auto_truncate, opts.accept_token_ids)
-        vectors, stats = await service.embed(call, _gone(request))
+        call = parse_openai(body, model.dim, opts.max_client_batch_size, opts.auto_truncate, opts.accept_token_ids)
+        vectors, stats = await self._embed(service, call, request)
         info.update(texts=stats.texts, tokens=stats.tokens)
         payload = openai_body(vectors, call.encoding, service.model_name, stats.tokens)
         raw = await _encode_json(service, payload, len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_embed(self, request: Request, info: dict[str, Any]) -> Response:
-        service, emb, body = await self._take(request, "embed")
-        call = parse_tei_embed(body, emb.dim, service.options.max_client_batch_size, service.options.auto_truncate)
-        vectors, stats = await service.embed(call, _gone(request))
+        service, model, body = await self._take(request, ModelKind.EMBED)
+        call = parse_tei_embed(body, model.dim, service.options.max_client_batch_size, service.options.auto_truncate)
+        vectors, stats = await self._embed(service, call, request)
         info.update(texts=stats.texts, tokens=stats.tokens)
         raw = await _encode_json(service, [encode_vector(v, "float") for v in vectors], len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
+    @staticmethod
+    async def _embed(service: InferenceService, call: EmbedCall, request: Request) -> tuple[Any, Stats]:
+        def prepare(model: Any) -> Any:
+            return model.prepare(
+                call.texts,
+                token_ids=call.token_ids,
+                kind=call.kind,
+                instruction=call.instruction,
+                normalize=call.normalize,
+                truncate=call.truncate,
+                direction=call.direction,
+                long_text=call.long_text,
+                overlap=call.overlap,
+                dimensions=call.dimensions,
+            )
+
+        rows = call.texts if call.texts is not None else call.token_ids or []
+        chars = sum(map(len, call.texts)) if call.texts is not None else 0
+        return await service.call(ModelKind.EMBED, prepare, _gone(request), len(rows), chars)
+
     async def tei_rerank(self, request: Request, info: dict[str, Any]) -> Response:
-        service, _, body = await self._take(request, "rerank")
+        service, _, body = await self._take(request, ModelKind.RERANK)
         call = parse_tei_rerank(body, service.options.max_client_batch_size, service.options.auto_truncate)
-        logits, stats = await service.rerank(call, _gone(request))
+        results, stats = await self._rerank(service, call, request)
         info.update(texts=stats.texts, tokens=stats.tokens)
-        scores = logits if call.raw_scores else sigmoid(logits)
         return Response(
-            _dumps(tei_rerank_body(call, scores)), media_type="application/json", headers=_timing_headers(stats)
+            _dumps(tei_rerank_body(call, results)), media_type="application/json", headers=_timing_headers(stats)
         )
 
     async def cohere_rerank(self, request: Request, info: dict[str, Any]) -> Response:
-        service, _, body = await self._take(request, "rerank")
+        service, _, body = await self._take(request, ModelKind.RERANK)
         call = parse_cohere_rerank(body, service.options.max_client_batch_size)
-        logits, stats = await service.rerank(call, _gone(request))
+        results, stats = await self._rerank(service, call, request)
         info.update(texts=stats.texts, tokens=stats.tokens)
-        payload = cohere_rerank_body(call, sigmoid(logits), service.model_name, stats.tokens)
+        payload = cohere_rerank_body(call, results, service.model_name, stats.tokens)
         return Response(_dumps(payload), media_type="application/json", headers=_timing_headers(stats))
 
+    @staticmethod
+    async def _rerank(service: InferenceService, call: RerankCall, request: Request) -> tuple[Any, Stats]:
+        def prepare(model: Any) -> Any:
+            return model.prepare(
+                call.query, call.documents, call.top_n, call.return_documents, call.raw_scores, call.truncate
+            )
+
+        chars = len(call.query) * len(call.documents) + sum(map(len, call.documents))
+        return await service.call(ModelKind.RERANK, prepare, _gone(request), len(call.documents), chars)
+
+    async def tei_predict(self, request: Request, info: dict[str, Any]) -> Response:
+        service, _, body = await self._take(request, ModelKind.CLASSIFY)
+        call = parse_tei_predict(body, service.options.max_client_batch_size, service.options.auto_truncate)
+
+        def prepare(model: Any) -> Any:
+            return model.prepare(call.inputs, call.raw_scores, call.truncate)
+
+        predictions, stats = await service.call(ModelKind.CLASSIFY, prepare, _gone(request), call.count, call.chars)
+        info.update(texts=stats.texts, tokens=stats.tokens)
+        return Response(
+            _dumps(predict_body(predictions)), media_type="application/json", headers=_timing_headers(stats)
+        )
+
     async def tei_root(self, request: Request, info: dict[str, Any]) -> Response:
-        """TEI's POST /: the (first) model's task decides: an embedder embeds, a reranker reranks."""
-        if self.models.first.task == "rerank":
+        """TEI's POST /: the (first) model's task decides: embed, rerank or predict."""
+        kind = self.models.first.kind
+        if kind is ModelKind.RERANK:
             return await self.tei_rerank(request, info)
+        if kind is ModelKind.CLASSIFY:
+            return await self.tei_predict(request, info)
         return await self.tei_embed(request, info)
 
     async def similarity(self, request: Request, info: dict[str, Any]) -> Response:
-        service, _, body = await self._take(request, "embed")
+        service, _, body = await self._take(request, ModelKind.EMBED)
         call = parse_similarity(body, service.options.max_client_batch_size)
-        scores, stats = await service.similarity(call, _gone(request))
+
+        def prepare(model: Any) -> Any:
+            return model.prepare_similarity(call.source, call.sentences, call.kind, call.instruction)
+
+        chars = len(call.source) + sum(map(len, call.sentences))
+        scores, stats = await service.call(ModelKind.EMBED, prepare, _gone(request), len(call.sentences) + 1, chars)
         info.update(texts=stats.texts, tokens=stats.tokens)
         return JSONResponse(scores, headers=_timing_headers(stats))
 
     async def tokenize(self, request: Request, info: dict[str, Any]) -> Response:
-        service, _, body = await self._take(request, None)
-        texts, specials, kind, task = parse_tokenize(body, service.options.max_client_batch_size)
-        out = await service.tokens(texts, specials, kind, task)
+        service, model, body = await self._take(request, ModelKind.EMBED)
+        texts, specials, kind, instruction = parse_tokenize(body, service.options.max_client_batch_size)
+        out = await service.off_loop(lambda: model.tokens(texts, specials, kind, instruction))
         info.update(texts=len(texts), tokens=sum(len(x) for x in out))
         return JSONResponse(out)
 
@@ -257,8 +318,7 @@ class _Routes:
     async def model_info(self, request: Request, info: dict[str, Any]) -> Response:
         described = []
         for service in self.models.services:
-            emb, _ = service.ready(None)
-            described.append(server_info(service, emb))
+            described.append(server_info(service, service.ready(None)))
         if len(described) == 1:
             return JSONResponse(described[0])
         # TEI clients read the top level: the first model's; every model under "models"
@@ -271,14 +331,30 @@ class _Routes:
         data = []
         for service in self.models.services:
             service.ready(None)
-            data.append({"id": service.model_name, "object": "model", "owned_by": "e5rt", "task": service.task})
+            data.append({"id": service.model_name, "object": "model", "owned_by": "e5rt", "task": service.kind.value})
         return JSONResponse({"object": "list", "data": data})
 
     async def spec(self, request: Request, info: dict[str, Any]) -> Response:
-        return JSONResponse(openapi_spec(__version__))
+        return JSONResponse(openapi_spec(__version__, spec_limits(self.models)))
 
     async def docs(self, request: Request, info: dict[str, Any]) -> Response:
-        return HTMLResponse(docs_html(openapi_spec(__version__)))
+        return HTMLResponse(docs_html(openapi_spec(__version__, spec_limits(self.models))))
+
+
+def spec_limits(models: ModelSet) -> Limits:
+    """The bounds /openapi.json states: the server's options and its loaded embedders' (the narrowest of each)."""
+    opts = models.options
+    embedders = [s.model for s in models.services if s.model is not None and s.kind is ModelKind.EMBED]
+    if not embedders:
+        return Limits(max_items=opts.max_client_batch_size, token_ids=opts.accept_token_ids)
+    return Limits(
+        max_items=opts.max_client_batch_size,
+        dim=min(m.dim for m in embedders),
+        vocab=min(m.tokenizer.vocab_size for m in embedders),
+        max_length=min(m.max_length for m in embedders),
+        window=min(m.max_length - m.tokenizer.n_special for m in embedders),
+        token_ids=opts.accept_token_ids,
+    )
 
 
 def create_app(models: ModelSet) -> _Dispatch:
@@ -293,6 +369,7 @@ def create_app(models: ModelSet) -> _Dispatch:
         ("/rerank", h.tei_rerank, "POST", True),
         ("/v1/rerank", h.cohere_rerank, "POST", True),
         ("/v2/rerank", h.cohere_rerank, "POST", True),  # cohere.ClientV2's path; the same body and answer
+        ("/predict", h.tei_predict, "POST", True),
         ("/similarity", h.similarity, "POST", True),
         ("/tokenize", h.tokenize, "POST", True),
         ("/v1/models", h.models_list, "GET", True),
@@ -340,9 +417,23 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-    return _error(ApiError("bad_method", message, code="bad_method"))
+    # Starlette's router names the path's methods in the exception's Allow header (RFC 9110 asks for it on 405).
+    allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    message = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allow}" if allow else "")
+    return _error(ApiError("bad_method", message + "; see /docs", code="bad_method"), {"Allow": allow} if allow else {})
 
 
-def _error(api: ApiError) -> Response:
-    return JSONResponse(api.body(), status_code=api.status, headers=api.headers)
+def _error(api: ApiError, headers: dict[str, str] | None = None) -> Response:
+    """One JSON error; the headers its status calls for come from the error it stands for."""
+    out = dict(headers or {})
+    cause = api.cause
+    if isinstance(cause, OverloadedError):
+        out["Retry-After"] = str(max(1, int(round(cause.retry_after))))
+    elif isinstance(cause, NotReadyError) and cause.retry_after is not None:
+        out["Retry-After"] = str(max(1, int(round(cause.retry_after))))
+    if api.kind == "unauthorized":
+        out["WWW-Authenticate"] = "Bearer"
+    body = api.body()
+    if isinstance(cause, WrongTaskError) and cause.served in TASK_ROUTES:
+        body["error"]["message"] = f"{api.message}; use {TASK_ROUTES[cause.served]}"  # type: ignore[index]
+    return JSONResponse(body, status_code=api.status, headers=out)

@@ -11,20 +11,34 @@ import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from ..config import ServeOptions
-from ..engine import Embedder
+from ..config import LoadOptions, ServeOptions, SourceOptions
+from ..model import ModelBase
 from .app import create_app
-from .models import ModelEntry, ModelSet
+from .models import ModelEntry, ModelSet, model_entries
 from .service import Lifecycle
 
 log = logging.getLogger("e5rt.server")
 
 
-def serve(models: Sequence[ModelEntry] | Callable[[], Embedder], options: ServeOptions, log_level: str = "info") -> int:
-    """Serve one model (a loader) or several (ModelEntry each: embedders and rerankers side by side)."""
+def serve(
+    models: Sequence[str] | Sequence[ModelEntry] | Callable[[], ModelBase],
+    options: ServeOptions,
+    load: LoadOptions | None = None,
+    sources: SourceOptions | None = None,
+    log_level: str = "info",
+) -> int:
+    """Serve models over HTTP until SIGTERM / SIGINT: sources as `e5rt serve` takes them (model directories,
+    SOURCE@VARIANT, hub ids and checkpoints exported on first use, fake:DIM), loaded by the serving policy
+    (e5rt.server.models.model_entries; load gives the variant, provider, threads), or ModelEntry / a loader for
+    models built in Python."""
     import uvicorn
 
-    entries = [ModelEntry(models)] if callable(models) else list(models)
+    if callable(models):
+        entries = [ModelEntry(models)]
+    elif all(isinstance(m, str) for m in models):
+        entries = model_entries([str(m) for m in models], options, load, sources)
+    else:
+        entries = [m for m in models if isinstance(m, ModelEntry)]
     service = ModelSet(entries, options)
     app = create_app(service)
 

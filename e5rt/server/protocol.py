@@ -1,4 +1,5 @@
-"""Request bodies in, response bodies out: OpenAI's /v1/embeddings, TEI's /embed, /similarity and /tokenize.
+"""Request bodies in, response bodies out: OpenAI's /v1/embeddings, TEI's /embed, /rerank, /predict, /similarity
+and /tokenize, Cohere's /v1/rerank.
 
 Pure functions on decoded JSON, so every rule (types, limits, which status) is testable without a server.
 Every failure is an ApiError carrying its HTTP status and OpenAI's error shape.
@@ -15,8 +16,8 @@ import numpy as np
 
 from ..core.prompts import TextKind
 from ..core.tokenize import Direction
-from ..errors import HTTP_STATUS, E5rtError, ErrorKind, InvalidInputError, OverloadedError, kind_of
-from ..rerank import ranked
+from ..errors import HTTP_STATUS, E5rtError, ErrorKind, InvalidInputError, kind_of
+from ..rerank import RerankResult
 
 Encoding = Literal["float", "base64"]
 LongText = Literal["truncate", "chunk"]
@@ -43,7 +44,8 @@ _ERROR_TYPES = {
 
 class ApiError(E5rtError):
     """An error in a request, with OpenAI's body: {"error": {"message", "type", "param", "code"}}. Its kind
-    picks the HTTP status, through e5rt.errors.HTTP_STATUS like every other error (never a status of its own)."""
+    picks the HTTP status, through e5rt.errors.HTTP_STATUS like every other error (never a status of its own);
+    the adapter adds the headers a status needs (Retry-After, WWW-Authenticate, Allow)."""
 
     def __init__(
         self,
@@ -51,14 +53,14 @@ class ApiError(E5rtError):
         message: str,
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        cause: BaseException | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
         self.code = code
-        self.headers = headers or {}
+        self.cause = cause  # the e5rt error it stands for, if any (its retry_after, its served kind)
 
     @property
     def status(self) -> int:
@@ -74,12 +76,10 @@ class ApiError(E5rtError):
         if isinstance(exc, ApiError):
             return exc
         kind = kind_of(exc)
-        headers = {}
-        if isinstance(exc, OverloadedError):
-            headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
         message = str(exc) if isinstance(exc, E5rtError) else "internal error; see the server log"
         param = exc.param if isinstance(exc, InvalidInputError) else None
-        return cls(kind, message, param=param, code=kind, headers=headers)
+        code = (exc.code if isinstance(exc, E5rtError) else None) or kind
+        return cls(kind, message, param=param, code=code, cause=exc)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class EmbedCall:
     texts: list[str] | None  # or
     token_ids: list[list[int]] | None
     kind: TextKind = "passage"
-    task: str | None = None
+    instruction: str | None = None  # the E5 instruction (the body's "task")
     normalize: bool = True
     truncate: bool = True
     dimensions: int | None = None
@@ -269,7 +269,7 @@ def parse_openai(body: Any, dim: int, max_batch: int, auto_truncate: bool, accep
         texts=texts,
         token_ids=ids,
         kind=_kind(obj),
-        task=_task(obj),
+        instruction=_task(obj),
         normalize=True,
         truncate=auto_truncate,
         dimensions=_dimensions(obj, dim),
@@ -317,7 +317,7 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
         texts=texts,
         token_ids=None,
         kind=kind,
-        task=task,
+        instruction=task,
         normalize=_field(obj, "normalize", (bool,), True),
         truncate=_field(obj, "truncate", (bool,), auto_truncate),
         dimensions=_dimensions(obj, dim),
@@ -331,7 +331,7 @@ def parse_tei_embed(body: Any, dim: int, max_batch: int, auto_truncate: bool) ->
 class SimilarityCall:
     source: str
     sentences: list[str]
-    task: str | None
+    instruction: str | None
     kind: TextKind
 
 
@@ -361,7 +361,7 @@ def parse_similarity(body: Any, max_batch: int) -> SimilarityCall:
             param="inputs.sentences",
             code="invalid_type",
         )
-    return SimilarityCall(source=source, sentences=texts, task=_task(obj), kind=_kind(obj))
+    return SimilarityCall(source=source, sentences=texts, instruction=_task(obj), kind=_kind(obj))
 
 
 def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, TextKind | None, str | None]:
@@ -378,17 +378,6 @@ def parse_tokenize(body: Any, max_batch: int) -> tuple[list[str], bool, TextKind
 
 
 # --- encoding ----------------------------------------------------------------------------------------------
-def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    """The first N values of each vector, re-normalized. E5 was not trained for this (no Matryoshka loss):
-    the shortened vectors lose accuracy faster than a Matryoshka model's would."""
-    if dimensions is None or dimensions >= vectors.shape[1]:
-        return vectors
-    cut = np.ascontiguousarray(vectors[:, :dimensions])
-    if normalize:
-        cut /= np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
-    return cut
-
-
 def encode_vector(vec: np.ndarray, encoding: Encoding) -> Any:
     """One vector as the response carries it: base64 of little-endian float32, or the float32 row itself, which
     the response encoder writes as JSON numbers (each the shortest text that reads back as the same float32)."""
@@ -485,28 +474,96 @@ def parse_cohere_rerank(body: Any, max_batch: int) -> RerankCall:
     )
 
 
-def tei_rerank_body(call: RerankCall, scores: np.ndarray) -> list[dict[str, Any]]:
+def tei_rerank_body(call: RerankCall, results: list[RerankResult]) -> list[dict[str, Any]]:
     return [
-        {"index": i, "score": float(scores[i]), **({"text": call.documents[i]} if call.return_documents else {})}
-        for i in ranked(scores, call.top_n)
+        {"index": r.index, "score": r.score, **({"text": r.document} if call.return_documents else {})} for r in results
     ]
 
 
-def cohere_rerank_body(call: RerankCall, scores: np.ndarray, model: str, tokens: int) -> dict[str, Any]:
+def cohere_rerank_body(call: RerankCall, results: list[RerankResult], model: str, tokens: int) -> dict[str, Any]:
     import uuid
 
-    results = [
-        {
-            "index": i,
-            "relevance_score": float(scores[i]),
-            **({"document": {"text": call.documents[i]}} if call.return_documents else {}),
-        }
-        for i in ranked(scores, call.top_n)
-    ]
     return {
         "id": str(uuid.uuid4()),
         "model": model,
-        "results": results,
+        "results": [
+            {
+                "index": r.index,
+                "relevance_score": r.score,
+                **({"document": {"text": r.document}} if call.return_documents else {}),
+            }
+            for r in results
+        ],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "meta": {"billed_units": {"search_units": 1}},
     }
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """TEI's POST /predict: texts or (text, text) pairs, one or a list."""
+
+    inputs: str | tuple[str, str] | list[str | tuple[str, str]]
+    count: int  # inputs in the request
+    chars: int
+    raw_scores: bool = False
+    truncate: bool = True
+
+
+def parse_tei_predict(body: Any, max_batch: int, auto_truncate: bool) -> PredictCall:
+    """inputs: a text, a [text, text] pair, or a list of texts, [text] and [text, text] pairs (TEI reads a
+    list of exactly two strings as one pair; send [[a], [b]] for two texts); raw_scores; truncate."""
+    obj = _object(body)
+    if "inputs" not in obj:
+        raise ApiError("invalid_input", "missing field 'inputs'", param="inputs", code="missing_field")
+    if _direction(obj) != "right":
+        raise _invalid_value("truncation_direction", "a classifier cuts its inputs' end only ('Right')")
+    value = obj["inputs"]
+    inputs: str | tuple[str, str] | list[str | tuple[str, str]]
+    if isinstance(value, str):
+        inputs, texts = value, [value]
+    elif isinstance(value, list) and len(value) == 2 and all(isinstance(x, str) for x in value):
+        inputs, texts = (value[0], value[1]), list(value)
+    elif isinstance(value, list):
+        _sized(value, "inputs", max_batch, "input")
+        items: list[str | tuple[str, str]] = []
+        texts = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                items.append(item)
+            elif isinstance(item, list) and 1 <= len(item) <= 2 and all(isinstance(x, str) for x in item):
+                items.append(item[0] if len(item) == 1 else (item[0], item[1]))
+            else:
+                raise ApiError(
+                    "invalid_input",
+                    f"'inputs[{i}]' must be a string, [string] or a [string, string] pair",
+                    param="inputs",
+                    code="invalid_type",
+                )
+            texts.extend(item if isinstance(item, list) else [item])
+        inputs = items
+    else:
+        raise ApiError(
+            "invalid_input",
+            f"'inputs' must be a string, a [string, string] pair, or a list of those; got {type(value).__name__}",
+            param="inputs",
+            code="invalid_type",
+        )
+    return PredictCall(
+        inputs=inputs,
+        count=len(inputs) if isinstance(inputs, list) else 1,
+        chars=sum(map(len, texts)),
+        raw_scores=_field(obj, "raw_scores", (bool,), False),
+        truncate=_field(obj, "truncate", (bool,), auto_truncate),
+    )
+
+
+def predict_body(predictions: Any) -> Any:
+    """[{"score", "label"}] best first for one input; a list of those for a list."""
+
+    def one(row: list[Any]) -> list[dict[str, Any]]:
+        return [{"score": p.score, "label": p.label} for p in row]
+
+    if predictions and isinstance(predictions[0], list):
+        return [one(row) for row in predictions]
+    return one(predictions)

@@ -70,12 +70,23 @@ def test_openai_route_every_input_shape_and_field(client: httpx.Client, fake_mod
     cut = client.post("/v1/embeddings", json={"input": "hello", "dimensions": 4}).json()["data"][0]["embedding"]
     full = fake_model.encode("hello")[:4]
     np.testing.assert_allclose(cut, full / np.linalg.norm(full), atol=1e-6)
-    # token ids: one list, and a list of lists (the model's special tokens are added around them)
-    ids = fake_model.tokenizer.encode_content(["passage: hello"])[0].tolist()
-    flat = client.post("/v1/embeddings", json={"input": ids}).json()["data"]
+    # token ids are the complete model input: /tokenize's ids (same input_type and task, its default special
+    # tokens) posted back give exactly the text's vector; one list, or a list of lists
+    for fields in ({"input_type": "passage"}, {"input_type": "query", "task": "sts"}):
+        toks = client.post("/tokenize", json={"inputs": "hello", **fields}).json()[0]
+        ids = [t["id"] for t in toks]
+        flat = client.post("/v1/embeddings", json={"input": ids, **fields}).json()["data"]
+        text = client.post("/v1/embeddings", json={"input": "hello", **fields}).json()["data"]
+        assert np.abs(np.subtract(flat[0]["embedding"], text[0]["embedding"])).max() <= 1e-6
     nested = client.post("/v1/embeddings", json={"input": [ids, ids[:3]]}).json()["data"]
-    np.testing.assert_allclose(flat[0]["embedding"], fake_model.encode("hello"), atol=1e-6)
     assert len(nested) == 2 and nested[0]["embedding"] == flat[0]["embedding"]
+    # ids without the special tokens are embedded as sent (nothing added): another vector than the text's
+    bare = client.post("/v1/embeddings", json={"input": ids[1:-1]}).json()["data"][0]["embedding"]
+    np.testing.assert_allclose(bare, fake_model.embed_tokens([ids[1:-1]]).embeddings[0], atol=1e-6)
+    too_long = client.post("/v1/embeddings", json={"input": [[5] * (fake_model.max_length + 1)]})
+    assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "input_too_long"
+    chunked = client.post("/v1/embeddings", json={"input": ids, "long_text": "chunk"})
+    assert chunked.status_code == 422 and chunked.json()["error"]["param"] == "long_text"
 
 
 def test_tei_routes(client: httpx.Client, fake_model: Embedder) -> None:
@@ -194,7 +205,8 @@ def test_malformed_requests_get_4xx_and_the_server_stays_healthy(client: httpx.C
 
 
 def test_wrong_method_and_route(client: httpx.Client) -> None:
-    assert client.get("/v1/embeddings").status_code == 405
+    not_allowed = client.get("/v1/embeddings")
+    assert not_allowed.status_code == 405 and not_allowed.headers["Allow"] == "POST"  # RFC 9110
     assert client.post("/v2/nothing", json={}).json()["error"]["code"] == "not_found"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from e5rt.backends import FakeBackend
 from e5rt.batching import BatchQueue, PoolSpec, Scheduler, Submission, run_inline
+from e5rt.batching.policy import Decision, QueueState, Step, decide, finished, started
 from e5rt.batching.scheduler import ScheduledBatch, split_batch
 from e5rt.core import CostRule, plan, vectors_from_sums
 from e5rt.errors import InternalError, QueueFullError, ShuttingDownError
@@ -121,36 +123,60 @@ def test_queries_ride_together_not_beside_bulk_texts_of_their_length() -> None:
     assert all(k == "bulk" for b in iter(sched.next_batch, None) for k, _ in b.rows)
 
 
-@settings(max_examples=10, deadline=None)
-@given(arrivals=st.lists(st.integers(1, 30), min_size=3, max_size=20))
-def test_two_workers_never_run_two_bulk_batches_while_a_query_waits(arrivals: list[int]) -> None:
-    """BatchQueue(workers=2): whenever a worker takes a batch while another runs a bulk one and a query is
-    pending, it takes the query's batch."""
-    seen: list[tuple[bool, bool]] = []  # (taken batch is bulk, a bulk batch was running and a query waited)
-    backend = FakeBackend(dim=SPEC.dim, delay_s=0.002)
-    queue = BatchQueue(backend, SPEC, CostRule(max_batch_tokens=64), workers=2)
-    scheduler, original = queue._scheduler, queue._scheduler.next_batch
-
-    def watched(small_first: bool = False):  # type: ignore[no-untyped-def]
-        waiting = any(not scheduler._is_bulk(k) for k in scheduler._left)
-        batch = original(small_first=small_first)
-        if batch is not None:
-            seen.append((batch.bulk, queue._bulk_running >= 1 and waiting))
-        return batch
-
-    scheduler.next_batch = watched  # type: ignore[method-assign]
-    try:
-        bulk = queue.submit(_ids([40] * 30, 99))
-        queries = []
-        for i, n in enumerate(arrivals):
-            queries.append(queue.submit(_ids([n], i)))
-            time.sleep(0.001)
-        for q in [bulk, *queries]:
-            q.future.result(timeout=30)
-    finally:
-        assert queue.close(timeout=10)
-    assert not any(is_bulk and reserved for is_bulk, reserved in seen)
-    assert any(is_bulk for is_bulk, _ in seen) and any(not is_bulk for is_bulk, _ in seen)
+@settings(max_examples=60, deadline=None)
+@given(
+    arrivals=st.lists(st.integers(1, 30), min_size=3, max_size=20),
+    workers=st.integers(2, 4),
+    order=st.randoms(use_true_random=False),
+)
+def test_a_worker_stays_free_of_bulk_batches_while_a_query_waits(
+    arrivals: list[int], workers: int, order: random.Random
+) -> None:
+    """The queue's policy, driven directly (no threads): whenever a worker takes a batch while workers - 1 run
+    bulk batches and a query is pending, it takes a query's batch; every text runs once; a wide run is the only
+    run; the state's counters come back to idle."""
+    rule = CostRule(max_batch_tokens=64)
+    sched = Scheduler(rule, max_wait_s=1e9, clock=lambda: 0.0)
+    lengths = {("bulk", i): 40 for i in range(30)}
+    sched.add("bulk", [40] * 30)
+    for i, n in enumerate(arrivals):
+        sched.add(i, [n])
+        lengths[(i, 0)] = n
+    state = QueueState(workers=workers, has_wide=True)
+    running: list[tuple[ScheduledBatch, bool]] = []
+    handed: list[ScheduledBatch] = []
+    taken: list[tuple[object, int]] = []
+    while True:
+        query_waits = any(not sched._is_bulk(k) for k in sched._left)
+        reserved = state.bulk_running >= workers - 1
+        # Only a free worker asks (decide() takes the batch it returns out of the pending work).
+        free = len(running) < workers
+        d = decide(state, sched, lambda b: [lengths[(k, r)] for k, r in b.rows]) if free else Decision(Step.WAIT)
+        if d.step is Step.RUN:
+            assert d.batch is not None
+            if query_waits and reserved:
+                assert not d.batch.bulk
+            if d.wide:
+                assert not running and len(d.batch.rows) == 1
+            handed.extend(d.hand)
+            state = started(state, d.batch, d.wide, len(d.hand))
+            running.append((d.batch, d.wide))
+            taken.extend(d.batch.rows)
+        elif d.step is Step.HANDED:
+            batch = handed.pop()
+            state = started(state, batch, False, -1)
+            running.append((batch, False))
+            taken.extend(batch.rows)
+        elif running:  # nothing to start (or every worker busy): one run ends, in any order
+            batch, wide = running.pop(order.randrange(len(running)))
+            state = finished(state, batch, wide)
+        else:
+            assert d.step is Step.WAIT and sched.pending_texts == 0 and not handed
+            break
+        assert state.running == len(running) and state.bulk_running == sum(b.bulk for b, _ in running)
+        assert state.wide_running == any(w for _, w in running)
+    assert sorted(taken, key=str) == sorted(lengths, key=str)  # every text once
+    assert state == QueueState(workers=workers, has_wide=True)
 
 
 def test_drop_removes_only_that_request() -> None:

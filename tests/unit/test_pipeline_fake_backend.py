@@ -71,9 +71,9 @@ def test_queue_gives_each_caller_what_encode_gives(fake: Embedder) -> None:
         jobs = [TEXTS[i : i + 1 + i % 7] for i in range(len(TEXTS))]
 
         def one(texts: list[str]) -> np.ndarray:
-            enc, seconds = fake.tokenize(texts)
-            req = queue.submit(enc.ids, truncated=enc.truncated, tokenize_s=seconds)
-            return fake.result(req).embeddings
+            work = fake.prepare(texts)  # what a server does with a request: the library's own prepare step
+            vectors, _ = work.finish(fake.submit(queue, work))
+            return vectors
 
         with ThreadPoolExecutor(16) as pool:
             got = list(pool.map(one, jobs))

@@ -1,5 +1,6 @@
-"""The serving core without HTTP: lifecycle, embedding through the shared queue, a caller that goes away,
-and errors whose kinds (not the core) decide the HTTP status. Runs without Starlette."""
+"""The serving core without HTTP: lifecycle, every task's requests through the shared queue (the same prepare
+step the library runs inline), a caller that goes away, and e5rt errors whose kinds (not the core) decide the
+HTTP status. Runs without Starlette."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from e5rt import Embedder
+from e5rt import Classifier, Embedder, Reranker
 from e5rt.config import ServeOptions
-from e5rt.errors import HTTP_STATUS
-from e5rt.server.protocol import ApiError, EmbedCall, SimilarityCall
+from e5rt.errors import HTTP_STATUS, NotReadyError, WrongTaskError
+from e5rt.manifest import ModelKind
 from e5rt.server.service import ClientGone, InferenceService, Lifecycle
+
+EMBED, RERANK, CLASSIFY = ModelKind.EMBED, ModelKind.RERANK, ModelKind.CLASSIFY
 
 
 async def _never() -> None:
@@ -36,28 +39,31 @@ def test_lifecycle_and_embedding() -> None:
     model = Embedder.fake(16)
     service = InferenceService(lambda: Embedder.fake(16), ServeOptions())
     assert service.state is Lifecycle.LOADING
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(NotReadyError) as info:
         service.ready()
-    assert info.value.kind == "unavailable" and info.value.status == HTTP_STATUS["unavailable"] == 503
+    assert info.value.kind == "unavailable" and HTTP_STATUS[info.value.kind] == 503 and info.value.code == "loading"
     service.load()
     assert service.state is Lifecycle.READY
 
     async def go() -> None:
         texts = ["hello", "a longer passage about kimchi"]
-        vectors, stats = await service.embed(EmbedCall(texts=texts, token_ids=None), _never)
+        vectors, stats = await service.call(EMBED, lambda m: m.prepare(texts), _never, len(texts))
         np.testing.assert_allclose(vectors, model.encode(texts), atol=1e-6)
         assert stats.texts == 2
-        q, _ = await service.embed(EmbedCall(texts=["hi"], token_ids=None, kind="query", task="qa"), _never)
+        many = [f"text {i}" for i in range(40)]  # shaped on the thread pool, not the event loop
+        vectors, _ = await service.call(EMBED, lambda m: m.prepare(many), _never, len(many), 400)
+        np.testing.assert_allclose(vectors, model.encode(many), atol=1e-6)
+        q, _ = await service.call(EMBED, lambda m: m.prepare(["hi"], kind="query", instruction="qa"), _never, 1)
         np.testing.assert_allclose(q[0], model.encode_queries("hi", task="qa"), atol=1e-6)
-        scores, _ = await service.similarity(SimilarityCall("hi", ["hi", "kimchi"], None, "passage"), _never)
-        assert len(scores) == 2
-        tokens = await service.tokens(["hi"], True, None, None)
-        assert tokens[0][0]["special"] is True
+        scores, _ = await service.call(EMBED, lambda m: m.prepare_similarity("hi", ["hi", "kimchi"]), _never, 3)
+        assert scores == pytest.approx(model.similarity("hi", ["hi", "kimchi"]), abs=1e-6)
+        with pytest.raises(WrongTaskError):
+            await service.call(RERANK, lambda m: m.prepare("q", ["d"]), _never, 1)
 
     asyncio.run(go())
     service.drain()
     assert service.state is Lifecycle.DRAINING
-    with pytest.raises(ApiError, match="shutting down"):
+    with pytest.raises(NotReadyError, match="shutting down"):
         service.ready()
     service.close()
 
@@ -72,7 +78,8 @@ def test_a_caller_that_goes_away_has_its_texts_dropped() -> None:
 
     async def go() -> None:
         with pytest.raises(ClientGone):
-            await service.embed(EmbedCall(texts=[f"text {i}" for i in range(2000)], token_ids=None), gone_now)
+            texts = [f"text {i}" for i in range(2000)]
+            await service.call(EMBED, lambda m: m.prepare(texts), gone_now, len(texts), 20000)
 
     asyncio.run(go())
     assert service.queue is not None and service.queue.dropped_texts > 0
@@ -86,5 +93,29 @@ def test_failed_load_is_reported() -> None:
     service = InferenceService(broken, ServeOptions())
     service.load()
     assert service.state is Lifecycle.FAILED and "no model here" in (service.error or "")
-    with pytest.raises(ApiError, match="failed to load"):
+    with pytest.raises(NotReadyError, match="failed to load"):
         service.ready()
+
+
+def test_rerankers_and_classifiers_go_the_same_road() -> None:
+    """The core runs any task's prepare step: a fake reranker's and a fake classifier's answers through the
+    queue are the library's, and each refuses the other tasks' requests."""
+    for model, kind in ((Reranker.fake(), RERANK), (Classifier.fake(("neg", "neu", "pos")), CLASSIFY)):
+        service = InferenceService(lambda model=model: model, ServeOptions(), kind=kind)  # type: ignore[misc]
+        service.load()
+
+        async def go(model: object = model, kind: ModelKind = kind, service: InferenceService = service) -> None:
+            if kind is RERANK:
+                docs = ["kimchi", "a long text about fermented cabbage", "x"]
+                got, stats = await service.call(kind, lambda m: m.prepare("q", docs, top_n=2), _never, 3)
+                assert got == model.rerank("q", docs, top_n=2) and len(got) == 2  # type: ignore[attr-defined]
+                assert stats.texts == 3
+            else:
+                inputs = ["one text", ("a", "pair"), "x"]
+                got, _ = await service.call(kind, lambda m: m.prepare(inputs), _never, 3)
+                assert got == model.predict(inputs)  # type: ignore[attr-defined]
+            with pytest.raises(WrongTaskError):
+                await service.call(EMBED, lambda m: m.prepare(["t"]), _never, 1)
+
+        asyncio.run(go())
+        service.close()
