@@ -168,7 +168,7 @@ class Classifier(ModelBase):
             try:
                 enc = self.pairs.encode(firsts, seconds)
             except InputError as exc:  # the first text alone leaves no room for the second
-                raise type(exc)(str(exc), param="inputs") from None
+                raise TooLongError(str(exc), param="inputs") from None
             self._refuse_cut(enc, pairs, truncate)
             for i, row in zip(pairs, enc.ids, strict=True):
                 ids[i] = row

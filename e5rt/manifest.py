@@ -37,7 +37,7 @@ class ModelKind(str, Enum):
 
     @property
     def loader(self) -> str:
-        return {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}[self.value]
+        return {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}[self.value] + ".load"
 
     @property
     def scores(self) -> bool:

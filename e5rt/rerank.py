@@ -20,7 +20,7 @@ import numpy as np
 from .config import BatchOptions
 from .core.activations import activate, ranked, sigmoid
 from .core.tokenize import PairTokenizer, TextTokenizer
-from .errors import InputError, InvalidInputError
+from .errors import InputError, InvalidInputError, TooLongError
 from .manifest import ModelKind
 from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer_dir, finish_rows
 
@@ -141,8 +141,8 @@ class Reranker(ModelBase):
         t0 = time.perf_counter()
         try:
             enc = self.pairs.encode(queries, documents)
-        except InputError as exc:  # the query alone leaves no room for a document
-            raise type(exc)(str(exc), param="query") from None
+        except InputError as exc:  # the query alone leaves no room for a document: never cut, so refused
+            raise TooLongError(str(exc), param="query") from None
         check_truncation(
             enc,
             truncate,

@@ -264,7 +264,9 @@ class _Routes:
         chars = len(call.query) * len(call.documents) + sum(map(len, call.documents))
         return await service.call(ModelKind.RERANK, prepare, _gone(request), len(call.documents), chars)
 
-    async def tei_predict(self, request: Request, info: dict[str, Any]) -> Response:
+    async def tei_predict(self, request: Request, info: dict[str, Any], nested: bool = False) -> Response:
+        """TEI's /predict: one input gives [{score, label}], a list one such list each (nested: always a list
+        of lists, the Inference API's shape, which huggingface_hub's text_classification reads at POST /)."""
         service, _, body = await self._take(request, ModelKind.CLASSIFY)
         call = parse_tei_predict(body, service.options.max_client_batch_size, service.options.auto_truncate)
 
@@ -273,9 +275,10 @@ class _Routes:
 
         predictions, stats = await service.call(ModelKind.CLASSIFY, prepare, _gone(request), call.count, call.chars)
         info.update(texts=stats.texts, tokens=stats.tokens)
-        return Response(
-            _dumps(predict_body(predictions)), media_type="application/json", headers=_timing_headers(stats)
-        )
+        payload = predict_body(predictions)
+        if nested and payload and not isinstance(payload[0], list):
+            payload = [payload]
+        return Response(_dumps(payload), media_type="application/json", headers=_timing_headers(stats))
 
     async def tei_root(self, request: Request, info: dict[str, Any]) -> Response:
         """TEI's POST /: the (first) model's task decides: embed, rerank or predict."""
@@ -283,7 +286,7 @@ class _Routes:
         if kind is ModelKind.RERANK:
             return await self.tei_rerank(request, info)
         if kind is ModelKind.CLASSIFY:
-            return await self.tei_predict(request, info)
+            return await self.tei_predict(request, info, nested=True)
         return await self.tei_embed(request, info)
 
     async def similarity(self, request: Request, info: dict[str, Any]) -> Response:

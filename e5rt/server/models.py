@@ -145,7 +145,7 @@ def model_entries(
         raise ConfigError("serve: name a model directory or source (or set E5RT_MODEL)", param="model")
     if len(sources) > 1 and options.served_model_name:
         raise ConfigError(
-            "--served-model-name (served_model_name) names one model; with several, each is served by its "
+            "--served-model-name names one model (served_model_name); with several, each is served by its "
             "manifest's name",
             param="served_model_name",
         )

@@ -185,13 +185,7 @@ def openapi_spec(version: str, limits: Limits | None = None) -> dict[str, Any]:
         "paths": {
             "/v1/embeddings": openai,
             "/embed": tei_embed,
-            "/": {
-                "post": {
-                    **tei_embed["post"],
-                    "summary": "TEI's root route: /embed for an embedding model, /rerank for a reranker, /predict "
-                    "for a classifier",
-                }
-            },
+            "/": _root(tei_embed),
             "/similarity": _post(
                 "cosine of a source sentence (embedded as a query) against sentences (passages by default)",
                 {
@@ -265,6 +259,22 @@ def openapi_spec(version: str, limits: Limits | None = None) -> dict[str, Any]:
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _root(tei_embed: dict[str, Any]) -> dict[str, Any]:
+    """TEI's POST /: the first model's task decides. The body is /embed's (an embedder), /rerank's (a reranker) or
+    /predict's (a classifier, answered as a list of lists: the Inference API's shape huggingface_hub reads)."""
+    op = json.loads(json.dumps(tei_embed["post"]))
+    op["summary"] = "TEI's root route: /embed for an embedding model, /rerank for a reranker, /predict for a classifier"
+    ok = op["responses"]["200"]["content"]["application/json"]
+    ok["schema"] = {
+        "anyOf": [
+            ok["schema"],
+            {"type": "array", "items": {"type": "object"}},
+            {"type": "array", "items": {"type": "array", "items": _PREDICTION}},
+        ]
+    }
+    return {"post": op}
 
 
 _PREDICTION = {

@@ -117,10 +117,19 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 3 and 3.0 alike (a float with no fraction is an integer there); others unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
     value = body.get(name, default)
     if value is None:
         return default
+    if int in kinds:
+        value = _integral(value)
     if isinstance(value, bool) and bool not in kinds:
         raise ApiError(
             "invalid_input", f"'{name}' must be {_names(kinds)}, got a boolean", param=name, code="invalid_type"
@@ -172,6 +181,7 @@ def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, li
     _sized(value, name, max_batch, "text")
     if all(isinstance(v, str) for v in value):
         return list(value), None
+    value = [[_integral(t) for t in v] if isinstance(v, list) else _integral(v) for v in value]
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return None, [_token_row(value, name)]
     if all(isinstance(v, list) for v in value):

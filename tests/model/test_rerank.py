@@ -77,9 +77,9 @@ def test_export_writes_a_rerank_manifest_with_score_parity(rerankers: dict[str, 
 
     m = load_manifest(rerankers[kind])
     assert m.task == "rerank" and m.pooling == "logits" and m.dim == 1 and m.prompt_scheme == "none"
-    assert m.rerank["num_labels"] == 1 and m.rerank["activation"] == "sigmoid"
+    assert m.head["num_labels"] == 1 and m.head["activation"] == "sigmoid"
     # BERT pairs have two segments (token_type_ids from the first [SEP]); XLM-R has one token type
-    assert (m.rerank["sep_token_id"] is not None) == (kind == "bert")
+    assert (m.head["sep_token_id"] is not None) == (kind == "bert")
     assert set(m.variants) == {"fp32", "fp16", "int8", "int8-static"}
     for name, v in m.variants.items():
         p = v.raw["parity"]
@@ -186,8 +186,11 @@ def test_checkpoint_task_and_refusals(reranker_checkpoints: dict[str, Path], tmp
     cfg = json.loads((multi / "config.json").read_text())
     cfg["id2label"] = {"0": "no", "1": "yes"}
     (multi / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UnsupportedArchitectureError, match="one-label"):
-        checkpoint_task(resolve_source(str(multi)))
+    assert checkpoint_task(resolve_source(str(multi))) == "classify"  # several labels: a classifier
+    cfg["problem_type"] = "regression"
+    (multi / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitectureError, match="problem_type"):
+        export_model(str(multi), tmp_path / "regression", ExportOptions(variants=("fp32",), progress=False))
     with pytest.raises(ExportOptionError, match="fp16-packed"):
         export_model(
             str(reranker_checkpoints["bert"]), tmp_path / "out", ExportOptions(variants=("fp16", "fp16-packed"))
@@ -447,14 +450,14 @@ def test_identical_tokenizer_files_are_loaded_once(rerankers: dict[str, Path], t
 
     rr = Reranker.load(rerankers["xlm-roberta"], variant="fp32")
     rr8 = Reranker.load(rerankers["xlm-roberta"], variant="int8-static")
-    assert rr8.pairs._tok is rr.pairs._tok is rr.pipeline.tokenizer._tok is rr8.pipeline.tokenizer._tok
+    assert rr8.pairs._tok is rr.pairs._tok is rr.tokenizer._tok is rr8.tokenizer._tok
     copy = tmp_path / "tokenizer.json"
     shutil.copy(rerankers["xlm-roberta"] / load_manifest(rerankers["xlm-roberta"]).tokenizer, copy)
     seven = TextTokenizer(copy, 7)
     assert PairTokenizer(copy, 64)._tok is seven._tok is rr.pairs._tok
     assert Reranker.load(rerankers["bert"], variant="fp32").pairs._tok is not rr.pairs._tok  # another file
     long = "word " * 2000
-    assert rr.pipeline.tokenizer.encode([long]).lengths == [rr.max_length]
+    assert rr.tokenizer.encode([long]).lengths == [rr.max_length]
     assert seven.encode([long]).lengths == [7] and seven.encode([long], "left").truncated == 1
     assert [len(x) for x in PairTokenizer(copy, 64).encode(["q"], [long]).ids] == [64]
     assert rr.pairs.encode(["q"], [long]).lengths == [rr.max_length]

@@ -5,6 +5,8 @@ write them, and prints every result as JSON for tests/test_clients.py to compare
 usage: .venv-hf/bin/python tests/hf_clients.py URL < texts.json
        .venv-hf/bin/python tests/hf_clients.py URL --rerank < {"query": ..., "texts": [...]}
          (Haystack's HuggingFaceTEIRanker against a served reranker)
+       .venv-hf/bin/python tests/hf_clients.py URL --classify < ["text", ...]
+         (InferenceClient.text_classification against a served classifier)
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ def rerank(url: str) -> None:
     print(json.dumps(out))
 
 
+def classify(url: str) -> None:
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(model=url)
+    texts: list[str] = json.load(sys.stdin)
+    out = [[{"label": e.label, "score": e.score} for e in client.text_classification(t, top_k=10)] for t in texts]
+    print(json.dumps(out))
+
+
 def main() -> None:
     url = sys.argv[1]
     if sys.argv[2:] == ["--rerank"]:
         return rerank(url)
+    if sys.argv[2:] == ["--classify"]:
+        return classify(url)
     texts: list[str] = json.load(sys.stdin)
     from haystack import Document
     from haystack_integrations.components.embedders.huggingface_api import (
