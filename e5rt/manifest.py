@@ -37,7 +37,8 @@ class ModelKind(str, Enum):
 
     @property
     def loader(self) -> str:
-        return {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}[self.value] + ".load"
+        names = {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}
+        return names[self.value] + ".load"
 
     @property
     def scores(self) -> bool:
