@@ -119,3 +119,27 @@ def test_rerankers_and_classifiers_go_the_same_road() -> None:
 
         asyncio.run(go())
         service.close()
+
+
+def test_the_serving_policy_is_one_function_for_the_cli_and_python() -> None:
+    """e5rt serve and serve() from Python both turn sources into models with model_entries: fake:DIM, the
+    refusals before a port is bound, and the serving load options."""
+    from e5rt.config import LoadOptions
+    from e5rt.errors import ConfigError
+    from e5rt.server.models import model_entries, serving_load_options
+
+    (entry,) = model_entries(["fake:8"], ServeOptions())
+    assert entry.kind is EMBED and entry.loader().dim == 8
+    with pytest.raises(ConfigError, match="name a model"):
+        model_entries([], ServeOptions())
+    with pytest.raises(ConfigError, match="--served-model-name names one model"):
+        model_entries(["fake:8", "fake:4"], ServeOptions(served_model_name="x"))
+    with pytest.raises(ConfigError, match="fake:DIM"):
+        model_entries(["fake:zero"], ServeOptions())
+    served = serving_load_options(LoadOptions(provider="cpu", threads=2))
+    assert (served.spin, served.share_weights, served.batching.max_batch_tokens, served.threads) == (
+        False,
+        True,
+        512,
+        2,
+    )
