@@ -22,8 +22,6 @@ from .core.prompts import TASKS
 from .core.types import EmbedResult, Stats
 from .engine import Embedder
 from .errors import E5rtError, InputError
-from .manifest import ModelKind
-from .model import load_model
 from .ops import search, similarity
 from .rerank import Reranker, RerankResult
 
@@ -37,12 +35,10 @@ __all__ = [
     "Embedder",
     "InputError",
     "LoadOptions",
-    "ModelKind",
     "Prediction",
     "RerankResult",
     "Reranker",
     "Stats",
-    "load_model",
     "search",
     "similarity",
 ]

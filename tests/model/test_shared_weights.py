@@ -92,13 +92,16 @@ def test_worker_sessions_hold_one_copy_and_embed_like_encode(minilm_model: Path,
         assert queue.workers == 2 and queue.wide is emb.backend
         assert queue.backend.threads == 1 and emb.backend.threads == 2
         assert emb.backend._mapped is not None and queue.backend._mapped is emb.backend._mapped
-        ids = emb.tokenize(TEXTS, "passage")[0].ids
-        one = emb.result(queue.submit(ids[:1]))
-        np.testing.assert_allclose(one.embeddings, expected[:1], atol=1e-6)
-        whole = emb.result(queue.submit(ids))
-        np.testing.assert_allclose(whole.embeddings, expected, atol=1e-6)
-        several = [queue.submit(ids[i : i + 3]) for i in range(0, len(ids), 3)]
-        got = np.concatenate([emb.result(s).embeddings for s in several])
+
+        def served(texts: list[str]) -> np.ndarray:  # what the server does: the library's prepare, queued
+            work = emb.prepare(texts)
+            return np.asarray(work.finish(emb.submit(queue, work))[0])
+
+        np.testing.assert_allclose(served(TEXTS[:1]), expected[:1], atol=1e-6)
+        np.testing.assert_allclose(served(TEXTS), expected, atol=1e-6)
+        several = [emb.prepare(TEXTS[i : i + 3]) for i in range(0, len(TEXTS), 3)]
+        submitted = [emb.submit(queue, w) for w in several]  # all queued before any is awaited
+        got = np.concatenate([w.finish(s)[0] for w, s in zip(several, submitted, strict=True)])
         np.testing.assert_allclose(got, expected, atol=1e-6)
     finally:
         assert queue.close(timeout=30)
