@@ -167,7 +167,7 @@ class Classifier(ModelBase):
             seconds = [items[i][1] for i in pairs]
             try:
                 enc = self.pairs.encode(firsts, seconds)
-            except InputError as exc:  # the first text alone leaves no room for the second
+            except TooLongError as exc:  # the first text alone leaves no room for the second
                 raise TooLongError(str(exc), param="inputs") from None
             self._refuse_cut(enc, pairs, truncate)
             for i, row in zip(pairs, enc.ids, strict=True):

@@ -141,7 +141,7 @@ class Reranker(ModelBase):
         t0 = time.perf_counter()
         try:
             enc = self.pairs.encode(queries, documents)
-        except InputError as exc:  # the query alone leaves no room for a document: never cut, so refused
+        except TooLongError as exc:  # the query alone leaves no room for a document: never cut, so refused
             raise TooLongError(str(exc), param="query") from None
         check_truncation(
             enc,

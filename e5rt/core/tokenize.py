@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import InputError, InvalidInputError, ManifestError
+from ..errors import InputError, InvalidInputError, ManifestError, TooLongError
 
 # Which end of an over-length text is cut: "right" keeps its beginning (the usual), "left" keeps its end.
 Direction = Literal["right", "left"]
@@ -201,7 +201,7 @@ class PairTokenizer:
         distinct = list(dict.fromkeys(queries))  # rerank() sends one query with every document: count it once
         for n in self.query_lengths(distinct):
             if n > room:
-                raise InputError(
+                raise TooLongError(
                     f"the query has {n} tokens; with the pair template's {self.n_special} special tokens this "
                     f"model takes queries of at most {room} tokens (max length {self.max_length}); shorten it"
                 )

@@ -235,6 +235,8 @@ def test_served_rerank_routes_agree_with_the_library(rerank_server: Server, rera
 
 
 def test_served_rerank_errors_are_one_json_line(rerank_server: Server) -> None:
+    import json
+
     import httpx
 
     url = rerank_server.url
@@ -244,12 +246,14 @@ def test_served_rerank_errors_are_one_json_line(rerank_server: Server) -> None:
         ("/rerank", {"query": "q", "texts": []}, 422, "empty"),
         ("/rerank", {"query": "q", "texts": ["x " * 1000], "truncate": False}, 413, "truncation is off"),
         ("/rerank", {"query": "word " * 600, "texts": ["d"]}, 413, "shorten it"),
+        ("/rerank", {"query": "q", "texts": ["bad \ud800"]}, 422, "lone surrogate"),  # not a length: not 413
         ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
         ("/v1/rerank", {"query": "q", "documents": [{"title": "no text"}]}, 422, "documents[0]"),
         ("/v1/embeddings", {"input": "q", "model": "m"}, 404, "serves a reranker"),
     ]
     for route, body, status, words in cases:
-        r = httpx.post(url + route, json=body, timeout=60)
+        # json.dumps escapes a lone surrogate as \\ud800 (what a JSON client sends); httpx's json= cannot encode it
+        r = httpx.post(url + route, content=json.dumps(body), headers={"content-type": "application/json"}, timeout=60)
         assert r.status_code == status, (route, body, r.text)
         assert words in r.text and "Traceback" not in r.text, r.text
     info = httpx.get(url + "/info", timeout=10).json()
