@@ -11,16 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .core.activations import activate, ranked
-from .core.tokenize import Encoded, PairTokenizer, TextTokenizer
+from .core.tokenize import PairTokenizer
 from .errors import InputError, InvalidInputError, TooLongError
 from .manifest import ModelKind
-from .model import ModelBase, ModelSpec, Prepared, fake_tokenizer_dir, finish_rows
+from .model import ModelBase, ModelSpec, Prepared, check_truncation, fake_tokenizer, finish_rows
+
+_HINT = "shorten it or send truncate=true"
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,7 @@ class Classifier(ModelBase):
         for serving tests. Its scores are reproducible and batch-invariant, and mean nothing."""
         from .backends.fake import FAKE_PAD_ID, FAKE_VOCAB, FakeBackend
 
-        folder = fake_tokenizer_dir()
-        tok = TextTokenizer(Path(folder.name) / "tokenizer.json", max_length)
+        folder, tok = fake_tokenizer(max_length)
         backend = FakeBackend(dim=max(32, len(labels)), vocab_size=FAKE_VOCAB, logits=len(labels))
         spec = ModelSpec(
             dim=len(labels), pad_token_id=FAKE_PAD_ID, max_length=max_length, pooling="logits", name="fake-classify"
@@ -114,7 +114,7 @@ class Classifier(ModelBase):
             out = activate(logits, activation)
             return out[0] if single else out
 
-        return self.run(Prepared(work.ids, finish_rows(rows), work.truncated, work.tokenize_s))[0]
+        return self.run(work.with_finish(finish_rows(rows)))[0]
 
     # --- the request, shaped once for the library and the server ---------------------------------------------
     def prepare(
@@ -133,22 +133,12 @@ class Classifier(ModelBase):
             out = [[Prediction(labels[j], float(row[j])) for j in ranked(row, top_k)] for row in scores]
             return out[0] if single else out
 
-        return Prepared(work.ids, finish_rows(predictions), truncated=work.truncated, tokenize_s=work.tokenize_s)
+        return work.with_finish(finish_rows(predictions))
 
     def warmup(self) -> Prepared[Any]:
         return self._encode(["warm-up"], True)
 
     # --- internals --------------------------------------------------------------------------------------
-    def _refuse_cut(self, enc: Encoded, positions: list[int], truncate: bool) -> None:
-        """With truncation off, the first input that had to be cut is refused (named by its place in inputs)."""
-        if enc.truncated and not truncate:
-            i = positions[enc.truncated_indices[0]]
-            raise TooLongError(
-                f"input {i} is longer than this model's {self.spec.max_length} tokens and truncation is off; "
-                "shorten it or send truncate=true",
-                param="inputs",
-            )
-
     def _encode(self, items: list[str | tuple[str, str]], truncate: bool) -> Prepared[np.ndarray]:
         """Texts through the tokenizer, pairs through the pair template, in input order (finishing as logits)."""
         t0 = time.perf_counter()
@@ -158,7 +148,7 @@ class Classifier(ModelBase):
         truncated = 0
         if singles:
             enc = self.tokenizer.encode([str(items[i]) for i in singles])
-            self._refuse_cut(enc, singles, truncate)
+            check_truncation(enc, truncate, self.spec.max_length, "input", "inputs", _HINT, singles)
             for i, row in zip(singles, enc.ids, strict=True):
                 ids[i] = row
             truncated += enc.truncated
@@ -169,7 +159,7 @@ class Classifier(ModelBase):
                 enc = self.pairs.encode(firsts, seconds)
             except TooLongError as exc:  # the first text alone leaves no room for the second
                 raise TooLongError(str(exc), param="inputs") from None
-            self._refuse_cut(enc, pairs, truncate)
+            check_truncation(enc, truncate, self.spec.max_length, "input", "inputs", _HINT, pairs)
             for i, row in zip(pairs, enc.ids, strict=True):
                 ids[i] = row
             truncated += enc.truncated

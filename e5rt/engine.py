@@ -23,7 +23,7 @@ from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EmbedResult, Stats
 from .errors import InputError, InvalidInputError
 from .manifest import ModelKind
-from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer_dir, finish_rows
+from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer, finish_rows
 
 LongText = Literal["truncate", "chunk"]
 __all__ = ["Embedder", "LongText", "ModelSpec", "Windows"]
@@ -78,8 +78,7 @@ class Embedder(ModelBase):
         servers, queues and CLIs. Its vectors are reproducible and batch-invariant, and mean nothing."""
         from .backends.fake import FAKE_PAD_ID, FAKE_VOCAB, FakeBackend
 
-        folder = fake_tokenizer_dir()
-        tok = TextTokenizer(Path(folder.name) / "tokenizer.json", max_length)
+        folder, tok = fake_tokenizer(max_length)
         backend = FakeBackend(dim=dim, vocab_size=FAKE_VOCAB, delay_s=delay_s, per_token_s=per_token_s)
         spec = ModelSpec(
             dim=dim, pad_token_id=FAKE_PAD_ID, max_length=max_length, prompt_scheme=prompt_scheme, name="fake"

@@ -36,11 +36,6 @@ class ModelKind(str, Enum):
         return {"embed": "a text embedder", "rerank": "a reranker", "classify": "a sequence classifier"}[self.value]
 
     @property
-    def loader(self) -> str:
-        names = {"embed": "e5rt.Embedder", "rerank": "e5rt.Reranker", "classify": "e5rt.Classifier"}
-        return names[self.value] + ".load"
-
-    @property
     def scores(self) -> bool:
         """Whether the graph gives logits (a scoring head) rather than hidden states to pool."""
         return self is not ModelKind.EMBED

@@ -33,6 +33,7 @@ from .manifest import Manifest, ModelKind, Variant, load_manifest, verify_files
 
 log = logging.getLogger("e5rt")
 R = TypeVar("R")
+S = TypeVar("S")
 M = TypeVar("M", bound="ModelBase")
 
 # The class that serves each kind, imported only when a model of that kind is loaded by kind (the CLI, a server).
@@ -83,6 +84,10 @@ class Prepared(Generic[R]):
     truncated: int = 0
     tokenize_s: float = 0.0
     chunks: int = 0
+
+    def with_finish(self, finish: Callable[[Submission], tuple[S, Stats]]) -> Prepared[S]:
+        """The same token ids (and counts), finished another way."""
+        return Prepared(self.ids, finish, self.truncated, self.tokenize_s, self.chunks)
 
 
 def finish_rows(convert: Callable[[np.ndarray, np.ndarray], R]) -> Callable[[Submission], tuple[R, Stats]]:
@@ -161,7 +166,7 @@ class ModelBase:
         if manifest.kind is not cls.kind:
             raise VariantError(
                 f"{root} holds {manifest.kind.words} (task {manifest.kind.value}); load it with "
-                f"{manifest.kind.loader}, or serve it with e5rt serve"
+                f"e5rt.{task_class(manifest.kind).__name__}.load, or serve it with e5rt serve"
             )
         prov = resolve_provider(opts.provider)
         chosen = manifest.pick(opts.variant, prov)
@@ -342,10 +347,19 @@ def check_texts(texts: Any, name: str = "texts") -> list[str]:
     return list(texts)
 
 
-def check_truncation(enc: Encoded, truncate: bool, max_length: int, what: str, param: str, hint: str) -> None:
-    """With truncation off, an input that had to be cut is refused (TooLongError naming the first one)."""
+def check_truncation(
+    enc: Encoded,
+    truncate: bool,
+    max_length: int,
+    what: str,
+    param: str,
+    hint: str,
+    positions: Sequence[int] | None = None,
+) -> None:
+    """With truncation off, an input that had to be cut is refused (TooLongError naming the first one, by its
+    place in the caller's inputs: positions maps enc's rows there when enc holds a subset of them)."""
     if enc.truncated and not truncate:
-        i = enc.truncated_indices[0]
+        i = enc.truncated_indices[0] if positions is None else positions[enc.truncated_indices[0]]
         raise TooLongError(
             f"{what} {i} is longer than this model's {max_length} tokens and truncation is off; {hint}", param=param
         )
@@ -363,12 +377,12 @@ def task_class(kind: ModelKind) -> type[ModelBase]:
     return cls
 
 
-def fake_tokenizer_dir() -> Any:
-    """A temporary directory holding the byte-level fake tokenizer (FakeBackend's), kept by the fake model."""
+def fake_tokenizer(max_length: int) -> tuple[Any, TextTokenizer]:
+    """The byte-level fake tokenizer (FakeBackend's) in a temporary directory, which the fake model keeps."""
     import tempfile
 
     from .backends.fake import write_fake_tokenizer
 
     folder = tempfile.TemporaryDirectory(prefix="e5rt-fake-")
-    write_fake_tokenizer(Path(folder.name) / "tokenizer.json")
-    return folder
+    path = write_fake_tokenizer(Path(folder.name) / "tokenizer.json")
+    return folder, TextTokenizer(path, max_length)

@@ -12,17 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .config import BatchOptions
 from .core.activations import activate, ranked, sigmoid
-from .core.tokenize import PairTokenizer, TextTokenizer
+from .core.tokenize import PairTokenizer
 from .errors import InputError, InvalidInputError, TooLongError
 from .manifest import ModelKind
-from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer_dir, finish_rows
+from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer, finish_rows
 
 __all__ = ["RerankResult", "Reranker", "ranked", "sigmoid"]
 
@@ -73,8 +72,7 @@ class Reranker(ModelBase):
         tokenizer): for serving tests. Its scores are reproducible and batch-invariant, and mean nothing."""
         from .backends.fake import FAKE_PAD_ID, FAKE_VOCAB, FakeBackend
 
-        folder = fake_tokenizer_dir()
-        tok = TextTokenizer(Path(folder.name) / "tokenizer.json", max_length)
+        folder, tok = fake_tokenizer(max_length)
         backend = FakeBackend(dim=32, vocab_size=FAKE_VOCAB, delay_s=delay_s, logits=1)
         spec = ModelSpec(dim=1, pad_token_id=FAKE_PAD_ID, max_length=max_length, pooling="logits", name="fake-rerank")
         model = cls(backend, tok, spec, batching, provider="cpu", variant="fake")
@@ -134,7 +132,7 @@ class Reranker(ModelBase):
             return [RerankResult(i, float(scores[i]), docs[i] if keep else None) for i in ranked(scores, top_n)]
 
         pairs = self.prepare_pairs([query] * len(docs), docs, truncate)
-        return Prepared(pairs.ids, finish_rows(results), truncated=pairs.truncated, tokenize_s=pairs.tokenize_s)
+        return pairs.with_finish(finish_rows(results))
 
     def prepare_pairs(self, queries: list[str], documents: list[str], truncate: bool = True) -> Prepared[np.ndarray]:
         """Pairs through the model's template (the document's end cut to fit), finishing as the logits."""

@@ -90,7 +90,6 @@ class BatchQueue:
         self._requests: dict[int, Submission] = {}
         self._keys = itertools.count()
         self._cond = threading.Condition()
-        self._closed = False
         self._in_flight_texts = 0  # taken by a worker, not yet delivered
         self.wide = wide if workers > 1 else None
         self._state = QueueState(workers=workers, has_wide=self.wide is not None)  # what decide() reads
@@ -118,7 +117,7 @@ class BatchQueue:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state.closed
 
     def _retry_after(self) -> int:
         """Seconds until the queued tokens should be done at the measured rate (at least 1); lock held."""
@@ -157,7 +156,7 @@ class BatchQueue:
 
     def _admit(self, n: int) -> None:
         """Refuse n more texts when closed or past the bound; lock held."""
-        if self._closed:
+        if self._state.closed:
             raise ShuttingDownError("the batching queue is closed (the service is shutting down)")
         limit = self.max_queued_texts
         if limit is None:
@@ -185,7 +184,6 @@ class BatchQueue:
         """Stop accepting work; with drain, finish what is queued first. True when the workers ended in time."""
         abandoned: list[Submission] = []
         with self._cond:
-            self._closed = True
             self._state = replace(self._state, closed=True)
             if not drain:
                 for key, request in list(self._requests.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def openapi_spec(version: str, limits: Limits | None = None) -> dict[str, Any]:
 def _root(tei_embed: dict[str, Any]) -> dict[str, Any]:
     """TEI's POST /: the first model's task decides. The body is /embed's (an embedder), /rerank's (a reranker) or
     /predict's (a classifier, answered as a list of lists: the Inference API's shape huggingface_hub reads)."""
-    op = json.loads(json.dumps(tei_embed["post"]))
+    op = copy.deepcopy(tei_embed["post"])
     op["summary"] = "TEI's root route: /embed for an embedding model, /rerank for a reranker, /predict for a classifier"
     ok = op["responses"]["200"]["content"]["application/json"]
     ok["schema"] = {

@@ -77,6 +77,7 @@ class InferenceService:
         self.error: str | None = None
         self.model_name = options.served_model_name or name or ""
         self.on_failed: Callable[[], None] | None = None  # the runner stops the server then
+        self._count: Callable[[Stats], None] = lambda stats: None  # the model's request metrics, once loaded
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -99,6 +100,7 @@ class InferenceService:
                 self.on_failed()
             return
         self.model, self.queue, self.model_name = model, queue, name
+        self._count = self.metrics.requests_of(name)
         self.metrics.bind_queue(name, lambda: queue.queued_texts, lambda: queue.queued_tokens)
         if self.state is Lifecycle.LOADING:
             self.state = Lifecycle.READY
@@ -174,7 +176,7 @@ class InferenceService:
         submission = model.submit(queue, work)
         await self._wait(gone, queue, submission)
         result, stats = work.finish(submission)
-        self.metrics.count(self.model_name, stats)
+        self._count(stats)
         return result, stats
 
     async def off_loop(self, fn: Callable[[], R]) -> R:
