@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .core.activations import activate, ranked
-from .core.tokenize import PairTokenizer
 from .errors import InputError, InvalidInputError, TooLongError
 from .manifest import ModelKind
 from .model import ModelBase, ModelSpec, Prepared, check_truncation, fake_tokenizer, finish_rows
@@ -70,7 +69,7 @@ class Classifier(ModelBase):
 
     def __init__(self, *args: Any, labels: Sequence[str] | None = None, activation: str | None = None, **kw: Any):
         super().__init__(*args, **kw)
-        self.pairs = PairTokenizer(self.tokenizer.path, self.spec.max_length)
+        self.pairs = self.tokenizer.pairs()
         m = self.manifest
         self.labels = (
             list(labels) if labels is not None else (m.labels if m else [f"LABEL_{i}" for i in range(self.dim)])

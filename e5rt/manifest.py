@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .core.compact import CompactSpec
 from .cpu import exact_int8_needed
 from .errors import IntegrityError, ManifestError, ModelNotFoundError, VariantError
 
@@ -137,6 +138,8 @@ class Manifest:
     variants: dict[str, Variant]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     kind: ModelKind = ModelKind.EMBED
+    # The sentencepiece model the export checked against tokenizer.json (e5rt.core.compact); None: use tokenizer.json
+    compact_tokenizer: CompactSpec | None = None
 
     @property
     def task(self) -> str:
@@ -299,6 +302,7 @@ def parse_manifest(data: Any) -> Manifest:
         variants={name: _parse_variant(name, v) for name, v in variants_raw.items()},
         raw=data,
         kind=kind,
+        compact_tokenizer=CompactSpec.parse(data["compact_tokenizer"]) if data.get("compact_tokenizer") else None,
     )
 
 

@@ -182,6 +182,8 @@ class ModelBase:
                 f"variant {chosen.name!r} failed its export parity check (min cos {chosen.parity.min_cos:.6f} < "
                 f"{chosen.parity.threshold}); pass allow_failed_parity=True to use it anyway"
             )
+        # The tokenizer first: a compact one loads on its own thread while the session is built.
+        tokenizer = TextTokenizer(root / manifest.tokenizer, manifest.max_length, manifest.compact_tokenizer)
         if opts.verify:
             verify_files(root, chosen)
         backend = OrtBackend(
@@ -196,7 +198,7 @@ class ModelBase:
         )
         model = cls(
             backend,
-            TextTokenizer(root / manifest.tokenizer, manifest.max_length),
+            tokenizer,
             ModelSpec.from_manifest(manifest, chosen),
             opts.batching,
             provider=prov,

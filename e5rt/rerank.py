@@ -18,7 +18,6 @@ import numpy as np
 
 from .config import BatchOptions
 from .core.activations import activate, ranked, sigmoid
-from .core.tokenize import PairTokenizer
 from .errors import InputError, InvalidInputError, TooLongError
 from .manifest import ModelKind
 from .model import ModelBase, ModelSpec, Prepared, check_texts, check_truncation, fake_tokenizer, finish_rows
@@ -63,7 +62,7 @@ class Reranker(ModelBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pairs = PairTokenizer(self.tokenizer.path, self.spec.max_length)
+        self.pairs = self.tokenizer.pairs()
         self.activation = self.manifest.activation if self.manifest is not None else "sigmoid"
 
     @classmethod

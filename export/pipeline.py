@@ -21,7 +21,7 @@ from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
 from e5rt.pull import DEFAULT_VARIANTS
 
-from . import graph
+from . import compact_tokenizer, graph
 from .embedding_table import TableNotRewritable, quantize_embedding_table
 from .errors import (
     DiskSpaceError,
@@ -31,7 +31,7 @@ from .errors import (
     OutputNotWritableError,
     ParityError,
 )
-from .probes import probe_pairs, probe_texts
+from .probes import corpus_texts, probe_pairs, probe_texts, tokenizer_texts
 from .source import (
     Checkpoint,
     checkpoint_task,
@@ -261,6 +261,7 @@ class ExportRun:
     task: str = "embed"  # embed | rerank | classify (scoring tasks: texts are pairs, ref the PyTorch logits)
     pairs: PairTokenizer | None = None  # a scoring model's pair tokenizer (probes and calibration)
     head: dict[str, Any] = field(default_factory=dict)  # a scoring model's head record for the manifest
+    compact: dict[str, Any] | None = None  # the compact tokenizer's manifest record (None: tokenizer.json only)
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
     fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
     fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
@@ -610,6 +611,7 @@ def _start(
     tok_path = staging / "tokenizer.json"
     prepare_tokenizer(ckpt, tok_path)
     pad_id = pad_token_id(ckpt, tok_path)
+    compact = _compact_tokenizer(tok_path, steps, scoring)
     tokenizer = TextTokenizer(tok_path, max_length)
     pair_tokenizer = PairTokenizer(tok_path, max_length) if scoring else None
     if pair_tokenizer is not None:
@@ -651,8 +653,21 @@ def _start(
         task=task,
         pairs=pair_tokenizer,
         head=head,
+        compact=compact,
     )
     return run, timings
+
+
+def _compact_tokenizer(tok_path: Path, steps: Steps, scoring: bool) -> dict[str, Any] | None:
+    """Write the compact tokenizer beside tokenizer.json when it gives the same ids on the probe texts, the
+    benchmark corpus and the tokenizer edge cases (and the probe pairs for a scoring model); its manifest record."""
+    texts = probe_texts() + tokenizer_texts() + corpus_texts()
+    record, reason = compact_tokenizer.write(tok_path, texts, probe_pairs() if scoring else ())
+    if record is None:
+        steps.note(f"no compact tokenizer: {reason}")
+    else:
+        steps.note(f"compact tokenizer {compact_tokenizer.FILE_NAME}: same ids on {record['checked']['texts']} texts")
+    return record
 
 
 def rerank_sep_id(ckpt: Checkpoint, tokenizer: TextTokenizer) -> int | None:
@@ -704,6 +719,7 @@ def _manifest(
         "prompt_scheme": run.scheme,
         "max_length": run.spec.max_length,
         "tokenizer": "tokenizer.json",
+        **({"compact_tokenizer": run.compact} if run.compact is not None else {}),
         "pad_token_id": run.spec.pad_token_id,
         "synthetic": opts.synthetic,
         "notes": opts.notes,

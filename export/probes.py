@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 _SHORT = [
     "hello",
     "서울",
@@ -118,3 +121,59 @@ def probe_pairs() -> list[tuple[str, str]]:
     pairs = [(queries[k % len(queries)], doc) for k, doc in enumerate(documents)]
     pairs += [(q, documents[(3 * k + 1) % len(documents)]) for k, q in enumerate(queries)]
     return pairs
+
+
+def tokenizer_texts() -> list[str]:
+    """Texts a compact tokenizer must encode exactly as tokenizer.json does, beyond the probes: leading, trailing
+    and lone whitespace of every kind the normalizer maps to a space, special tokens written in the text, control
+    and zero-width characters, combining marks, ligatures, emoji sequences, unknown characters."""
+    edges = [
+        "hello ",
+        " hello",
+        " ",
+        "  ",
+        "   x   ",
+        "a\t",
+        "x\n",
+        "\r\n",
+        "\t\tlead",
+        "trail\u3000",
+        "\u3000",
+        "a\u00a0",
+        "\u200b",
+        "zero\u200bwidth",
+        "\u00ad",
+        "a\u00ad",
+        "a \u00ad",
+        "\x00ctrl\x01",
+        "e\u0301",
+        "\ufb01 ligature",
+        "\u2460\u2461",
+        "\u216b",
+        "\U0001d518\U0001d52b",
+        "\U0001f600\U0001f600 \U0001f9d1\u200d\U0001f91d\u200d\U0001f9d1",
+        "\U0001f9ff\U0001fae0",
+        "<s>",
+        "</s>",
+        "<s> hi </s>",
+        "a <mask> b",
+        "a<mask>b",
+        "x <unk> y",
+        "<pad><pad>",
+        "<s><s>",
+        " <mask> ",
+        "<mask>  trailing  ",
+        "not <special> tokens < s >",
+        "a  \n  b",
+        "\n\n\n",
+    ]
+    return edges + [text + " " for text in _SENTENCES[:6]] + [" " + text for text in _SENTENCES[6:12]]
+
+
+def corpus_texts() -> list[str]:
+    """Every text of e5rt's benchmark corpus (2,048, 15+ languages), in file order."""
+    import e5rt
+
+    path = Path(e5rt.__file__).parent / "bench" / "data" / "corpus.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows]

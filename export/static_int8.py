@@ -26,7 +26,6 @@ large model twice and peaked at 14.1 GB; this needs the fp32 model once: 5.6 GB,
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import onnx
 
 from .errors import ExportError
 from .graph import is_ffn_out, release_memory
+from .probes import corpus_texts
 
 SMOOTH_ALPHA = 0.6  # measured best of 0.5 / 0.6 on me5-small-r (0.991 / 0.996 min cos); see the probe results
 # An input is smoothed through an inserted Mul only where a channel stands out this much (outlier_ratio): measured on
@@ -51,11 +51,7 @@ CALIBRATION_BATCH = 8
 
 def calibration_texts(n: int = CALIBRATION_TEXTS) -> list[str]:
     """The last n texts of e5rt's benchmark corpus (15+ languages): none of them is a parity probe."""
-    import e5rt
-
-    path = Path(e5rt.__file__).parent / "bench" / "data" / "corpus.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["text"] for r in rows[-n:]]
+    return corpus_texts()[-n:]
 
 
 def calibration_feeds(

@@ -20,7 +20,7 @@ for deb in "$ROOT.debs"/*.deb; do dpkg -x "$deb" "$ROOT"; done
 mkdir -p "$ROOT/wheels"
 .venv/bin/python -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp \
-  -d "$ROOT/wheels" "onnxruntime==$ORT" numpy tokenizers
+  -d "$ROOT/wheels" "onnxruntime==$ORT" numpy tokenizers sentencepiece
 SITE="$ROOT/e5rt-site"
 rm -rf "$SITE" && mkdir -p "$SITE"
 for whl in "$ROOT"/wheels/*.whl; do .venv/bin/python -m zipfile -e "$whl" "$SITE"; done

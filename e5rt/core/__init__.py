@@ -1,7 +1,8 @@
-"""The pure stages of the pipeline, on numpy and tokenizers only (never onnxruntime):
+"""The pure stages of the pipeline, on numpy, tokenizers and sentencepiece only (never onnxruntime):
 prompts → tokenize → plan → feeds → pool (or a scoring head's activation), and the result types they produce."""
 
 from .activations import activate, ranked, sigmoid, softmax
+from .compact import CompactEncoder, CompactSpec, Special
 from .feeds import build_feeds
 from .plan import Batch, CostRule, padded_length, plan, plan_batches
 from .pool import cls_pool, divide, l2_normalize, mean_pool, pool_sum, vectors_from_sums
@@ -14,6 +15,9 @@ __all__ = [
     "EMPTY_STATS",
     "TASKS",
     "Batch",
+    "CompactEncoder",
+    "CompactSpec",
+    "Special",
     "CostRule",
     "EmbedResult",
     "Encoded",

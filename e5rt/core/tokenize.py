@@ -1,4 +1,5 @@
-"""Tokenization with the model's tokenizer.json: one batch encode, truncation counted, no padding yet."""
+"""Tokenization with the model's tokenizer (tokenizer.json, or the compact sentencepiece model the export checked
+against it): one batch encode, truncation counted, no padding yet."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from tokenizers import Tokenizer
 
 from ..errors import InputError, InvalidInputError, ManifestError, TooLongError
+from .compact import CompactEncoder, CompactSpec, available, start_loading
 
 # Which end of an over-length text is cut: "right" keeps its beginning (the usual), "left" keeps its end.
 Direction = Literal["right", "left"]
@@ -31,6 +37,8 @@ class Encoded:
 
 def read_tokenizer(path: Path) -> Tokenizer:
     """The model's tokenizer.json, or one ManifestError that names the file."""
+    from tokenizers import Tokenizer  # not imported by a model with a compact tokenizer (~25 ms, a few MB)
+
     if not path.is_file():
         raise ManifestError(f"{path}: tokenizer file named by the manifest is missing")
     try:
@@ -63,21 +71,60 @@ def shared_tokenizer(path: Path) -> Tokenizer:
         return tok
 
 
-class TextTokenizer:
-    """Thin wrapper around tokenizers.Tokenizer with the manifest's max length."""
+def compact_loader(path: Path, compact: CompactSpec | None) -> Future[CompactEncoder] | None:
+    """The compact tokenizer of a model directory loading in the background, or None to use tokenizer.json (no
+    compact record, or no sentencepiece package)."""
+    if compact is None or not available():
+        return None
 
-    def __init__(self, path: str | Path, max_length: int) -> None:
+    def reference(text: str) -> list[int]:  # the rare texts the compact tokenizer hands back (e5rt.core.compact)
+        return list(shared_tokenizer(path).encode(text, add_special_tokens=False).ids)
+
+    return start_loading(path.parent / compact.path, compact, reference)
+
+
+class TextTokenizer:
+    """The model's tokenizer with its max length: tokenizer.json through tokenizers, or, where the export wrote one
+    (`compact`), the sentencepiece model with the same ids in a quarter of the memory (e5rt.core.compact)."""
+
+    def __init__(self, path: str | Path, max_length: int, compact: CompactSpec | None = None) -> None:
         path = Path(path)
         self.path = path
-        # Padding happens per batch in the runtime, truncation in fit(): neither is taken from the file.
-        self._tok = shared_tokenizer(path)
         self.max_length = max_length
-        # Counted once: get_vocab_size builds the whole vocabulary (250k pieces: ~0.3 s) on every call.
-        self._vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
-        # An empty text keeps all its special tokens under any max_length >= 2.
-        specials = self._tok.encode("", add_special_tokens=True).ids
-        self.prefix = np.asarray(specials[:1], dtype=np.int64) if specials else np.zeros(0, np.int64)
-        self.suffix = np.asarray(specials[1:], dtype=np.int64)
+        # Padding happens per batch in the runtime, truncation in fit(): neither is taken from the file.
+        self._compact = compact_loader(path, compact)
+        self._compact_spec = compact if self._compact is not None else None
+        if compact is not None and self._compact is not None:
+            self._vocab_size = compact.vocab_size
+            prefix, suffix = compact.single
+        else:
+            tok = shared_tokenizer(path)
+            # Counted once: get_vocab_size builds the whole vocabulary (250k pieces: ~0.3 s) on every call.
+            self._vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+            # An empty text keeps all its special tokens under any max_length >= 2.
+            specials = tok.encode("", add_special_tokens=True).ids
+            prefix, suffix = tuple(specials[:1]), tuple(specials[1:])
+        self.prefix = np.asarray(prefix, dtype=np.int64)
+        self.suffix = np.asarray(suffix, dtype=np.int64)
+
+    @property
+    def _tok(self) -> Tokenizer:
+        """tokenizer.json (loaded on first use where a compact tokenizer encodes: only tokens() needs it)."""
+        return shared_tokenizer(self.path)
+
+    @property
+    def compact(self) -> bool:
+        """Whether the compact tokenizer encodes."""
+        return self._compact is not None
+
+    def pairs(self) -> PairTokenizer:
+        """The pair tokenizer of the same model (same file, same compact tokenizer) for rerankers and classifiers."""
+        return PairTokenizer(self.path, self.max_length, self._compact_spec)
+
+    def wait(self) -> None:
+        """Block until the tokenizer is loaded (a load error is raised here)."""
+        if self._compact is not None:
+            self._compact.result()
 
     @property
     def vocab_size(self) -> int:
@@ -111,6 +158,8 @@ class TextTokenizer:
 
     def encode_content(self, texts: list[str]) -> list[np.ndarray]:
         """Encode without special tokens or truncation (for chunking long texts)."""
+        if self._compact is not None:
+            return _compact_ids(self._compact.result(), texts)
         return list(_encode_ids(self._tok, texts, add_special_tokens=False))
 
     def wrap(self, content: np.ndarray) -> np.ndarray:
@@ -131,6 +180,8 @@ class TextTokenizer:
         return out
 
     def count_tokens(self, texts: list[str]) -> list[int]:
+        if self._compact is not None:
+            return [len(row) + self.n_special for row in self.encode_content(texts)]
         return [len(row) for row in _encode_ids(self._tok, texts, add_special_tokens=True)]
 
 
@@ -171,28 +222,54 @@ def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool, of
             return [tok.encode(text, add_special_tokens=add_special_tokens) for text in texts]
         return list(tok.encode_batch(texts, add_special_tokens=add_special_tokens))
     except Exception as exc:  # tokenizers raises TypeError/Exception with its own wording; find the text
-        bad = unencodable_index(texts)
-        if bad is None:
-            raise
-        raise InputError(
-            f"texts[{offset + bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
-            "decode the input with errors='replace' or remove the character"
-        ) from exc
+        raise _not_utf8(texts, offset, exc) from exc
+
+
+def _compact_ids(encoder: CompactEncoder, texts: list[str]) -> list[np.ndarray]:
+    try:
+        return encoder.encode(texts)
+    except Exception as exc:  # sentencepiece raises a RuntimeError ("Unable to cast ...") for a lone surrogate
+        raise _not_utf8(texts, 0, exc) from exc
+
+
+def _not_utf8(texts: list[str], offset: int, exc: Exception) -> Exception:
+    """The one clear error for a text that is not valid UTF-8, or the tokenizer's own error if none is."""
+    bad = unencodable_index(texts)
+    if bad is None:
+        return exc
+    return InputError(
+        f"texts[{offset + bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
+        "decode the input with errors='replace' or remove the character"
+    )
 
 
 class PairTokenizer:
     """(query, document) pairs through the model's own pair template (tokenizer.json's post-processor), cut to
     max_length from the document's end only: a cross-encoder scores the whole query against what fits of the
-    document. A query that leaves no room for the document is an error, not a silent cut."""
+    document. A query that leaves no room for the document is an error, not a silent cut. With a compact tokenizer
+    the template is the manifest's record of that post-processor, around each text's own ids (tokenizers encodes
+    the two texts of a pair apart too)."""
 
-    def __init__(self, path: str | Path, max_length: int) -> None:
-        self._tok = shared_tokenizer(Path(path))  # untruncated: encode() cuts the document itself
+    def __init__(self, path: str | Path, max_length: int, compact: CompactSpec | None = None) -> None:
+        self.path = Path(path)
         self.max_length = max_length
-        processor = self._tok.post_processor
-        self.n_special = int(processor.num_special_tokens_to_add(True)) if processor is not None else 0
+        self._compact = compact_loader(self.path, compact)
+        if compact is not None and self._compact is not None:
+            self._template: tuple[tuple[int, ...], ...] | None = compact.pair
+            self.n_special = sum(len(part) for part in compact.pair)
+        else:
+            self._template = None
+            processor = self._tok.post_processor  # untruncated: encode() cuts the document itself
+            self.n_special = int(processor.num_special_tokens_to_add(True)) if processor is not None else 0
+
+    @property
+    def _tok(self) -> Tokenizer:
+        return shared_tokenizer(self.path)
 
     def query_lengths(self, queries: list[str]) -> list[int]:
         """Content tokens of each query (no special tokens, no truncation)."""
+        if self._compact is not None:
+            return [len(row) for row in _compact_ids(self._compact.result(), queries)]
         return [len(e.ids) for e in _encode_batch(self._tok, queries, add_special_tokens=False)]
 
     def encode(self, queries: list[str], documents: list[str]) -> Encoded:
@@ -208,26 +285,48 @@ class PairTokenizer:
         pairs = list(zip(queries, documents, strict=True))
         ids, cut = [], []
         for start in range(0, len(pairs), _ENCODE_SLICE):  # the Encodings live one slice at a time
-            for i, e in enumerate(self._encode_pairs(pairs[start : start + _ENCODE_SLICE], start), start):
-                row = np.asarray(e.ids, dtype=np.int64)
-                over = len(row) - self.max_length
-                if over > 0:
-                    # As truncation="only_second": the document's last `over` tokens go (sequence id 1), the
-                    # query and the template's tokens stay. The query check above leaves >= 1 document token.
-                    doc = np.flatnonzero(np.fromiter((s == 1 for s in e.sequence_ids), bool, len(row)))
-                    row = np.delete(row, doc[len(doc) - over :])
-                    cut.append(i)
+            for i, (row, was_cut) in enumerate(self._pair_rows(pairs[start : start + _ENCODE_SLICE], start), start):
                 ids.append(row)
+                if was_cut:
+                    cut.append(i)
         return Encoded(ids=ids, truncated=len(cut), truncated_indices=tuple(cut))
 
-    def _encode_pairs(self, pairs: list[tuple[str, str]], offset: int) -> list[Any]:
+    def _pair_rows(self, pairs: list[tuple[str, str]], offset: int) -> Iterator[tuple[np.ndarray, bool]]:
+        """Each pair's ids within max_length, and whether its document was cut. As truncation="only_second":
+        the document's last tokens go, the query and the template's tokens stay (the query check in encode()
+        leaves at least one document token)."""
+        flat = [text for pair in pairs for text in pair]
+        if self._compact is not None and self._template is not None:
+            try:
+                content = self._compact.result().encode(flat)
+            except Exception as exc:  # sentencepiece's RuntimeError for a lone surrogate
+                raise _pair_not_utf8(flat, offset, exc) from exc
+            before, between, after = (np.asarray(part, dtype=np.int64) for part in self._template)
+            for query, doc in zip(content[::2], content[1::2], strict=True):
+                over = len(query) + len(doc) + self.n_special - self.max_length
+                if over > 0:
+                    doc = doc[: len(doc) - over]
+                yield np.concatenate([before, query, between, doc, after]), over > 0
+            return
         try:
-            return list(self._tok.encode_batch(pairs, add_special_tokens=True))
+            encodings = list(self._tok.encode_batch(pairs, add_special_tokens=True))
         except Exception as exc:  # a lone surrogate, as for single texts
-            bad = unencodable_index([t for pair in pairs for t in pair])
-            if bad is None:
-                raise
-            raise InputError(
-                f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as "
-                f"UTF-8 (lone surrogate at character {bad[1]}); decode the input with errors='replace'"
-            ) from exc
+            raise _pair_not_utf8(flat, offset, exc) from exc
+        for e in encodings:
+            row = np.asarray(e.ids, dtype=np.int64)
+            over = len(row) - self.max_length
+            if over > 0:  # the document's tokens are those of sequence id 1
+                doc = np.flatnonzero(np.fromiter((s == 1 for s in e.sequence_ids), bool, len(row)))
+                row = np.delete(row, doc[len(doc) - over :])
+            yield row, over > 0
+
+
+def _pair_not_utf8(flat: list[str], offset: int, exc: Exception) -> Exception:
+    """The one clear error for a pair with a text that is not valid UTF-8 (flat: query, document, query, ...)."""
+    bad = unencodable_index(flat)
+    if bad is None:
+        return exc
+    return InputError(
+        f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as "
+        f"UTF-8 (lone surrogate at character {bad[1]}); decode the input with errors='replace'"
+    )
