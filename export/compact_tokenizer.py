@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from e5rt.core import CompactEncoder, CompactSpec, Special
+from e5rt.core import CompactEncoder, CompactSpec, Special, pieces
 
 FILE_NAME = "tokenizer.model"
 _SPACE = "\u2581"
@@ -72,6 +72,25 @@ def model_proto(data: dict[str, Any]) -> bytes:
     spec.precompiled_charsmap = base64.b64decode(data["normalizer"]["normalizers"][0]["precompiled_charsmap"])
     spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = True
     return bytes(proto.SerializeToString())
+
+
+# Texts the piece table (e5rt.core.pieces) segments at export, before sentencepiece is waited for (its Python
+# Viterbi takes ~1 ms per short text; the probes' first 300 are short to past max length).
+_BRIDGE_CHECKED = 300
+
+
+def _write_table(path: Path, proto: bytes) -> None:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model = pb.ModelProto.FromString(proto)  # type: ignore[attr-defined]
+    rows = [(p.piece, p.score, p.type == _NORMAL) for p in model.pieces]
+    unk = next(i for i, p in enumerate(model.pieces) if p.type == _UNKNOWN)
+    pieces.write_table(path, rows, unk, model.normalizer_spec.SerializeToString())
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def table_keys(charsmap: bytes) -> list[bytes]:
@@ -155,10 +174,13 @@ def write(
     tok.no_truncation()
     tok.no_padding()
     single, pair = template(tok)
-    out = tokenizer_json.parent / FILE_NAME
-    out.write_bytes(model_proto(data))
+    out, table = tokenizer_json.parent / FILE_NAME, tokenizer_json.parent / pieces.FILE_NAME
+    proto = model_proto(data)
+    out.write_bytes(proto)
+    _write_table(table, proto)
     spec = CompactSpec(
         path=FILE_NAME,
+        table=pieces.FILE_NAME,
         vocab_size=int(tok.get_vocab_size(with_added_tokens=True)),
         space_id=int(tok.token_to_id(_SPACE)),
         specials=tuple(
@@ -169,19 +191,25 @@ def write(
         pair=(pair[0], pair[1], pair[2]),
         mapped=mapped,
     )
-    encoder = CompactEncoder(out, spec, lambda text: list(tok.encode(text, add_special_tokens=False).ids))
+    encoder = CompactEncoder(out, table, spec, lambda text: list(tok.encode(text, add_special_tokens=False).ids))
+    bridge = [encoder.encode_one(text, by_table=True) for text in texts[:_BRIDGE_CHECKED]]
+    encoder.wait()
     checked = list(texts) + [t for p in pairs for t in p]
     for text in checked:
         want = tok.encode(text, add_special_tokens=False).ids
         got = encoder.encode_one(text)
         if got != want:
-            out.unlink()
+            _remove(out, table)
             return None, f"ids differ from tokenizer.json on {text[:60]!r} ({got[:8]}... vs {want[:8]}...)"
+    for text, got in zip(texts, bridge, strict=False):
+        if got != tok.encode(text, add_special_tokens=False).ids:
+            _remove(out, table)
+            return None, f"the piece table's ids differ from tokenizer.json on {text[:60]!r}"
     for query, doc in pairs:
         want = tok.encode(query, doc, add_special_tokens=True).ids
         got = [*pair[0], *encoder.encode_one(query), *pair[1], *encoder.encode_one(doc), *pair[2]]
         if got != want:
-            out.unlink()
+            _remove(out, table)
             return None, f"pair ids differ from tokenizer.json on {query[:40]!r} / {doc[:40]!r}"
     record = spec.as_record()
     # by_reference: checked texts tokenizer.json encoded itself (a combining mark after a normalized character)
@@ -190,5 +218,6 @@ def write(
         "pairs": len(pairs),
         "identical_ids": True,
         "by_reference": encoder.by_reference,
+        "by_piece_table": len(bridge),
     }
     return record, ""

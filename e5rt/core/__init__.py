@@ -1,6 +1,7 @@
 """The pure stages of the pipeline, on numpy, tokenizers and sentencepiece only (never onnxruntime):
 prompts → tokenize → plan → feeds → pool (or a scoring head's activation), and the result types they produce."""
 
+from . import pieces
 from .activations import activate, ranked, sigmoid, softmax
 from .compact import CompactEncoder, CompactSpec, Special
 from .feeds import build_feeds
@@ -36,6 +37,7 @@ __all__ = [
     "padded_length",
     "plan",
     "plan_batches",
+    "pieces",
     "pool_sum",
     "ranked",
     "resolve_task",

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ManifestError
+from .pieces import PieceTable
 
 log = logging.getLogger("e5rt")
 # Unicode's White_Space property (what tokenizers strips around an lstrip/rstrip special token).
@@ -56,7 +57,8 @@ class Special:
 class CompactSpec:
     """The manifest's `compact_tokenizer` record."""
 
-    path: str  # relative to the model directory
+    path: str  # the sentencepiece model, relative to the model directory
+    table: str  # the piece table (e5rt.core.pieces), relative to the model directory
     vocab_size: int
     space_id: int  # the lone "▁" piece
     specials: tuple[Special, ...]
@@ -71,14 +73,16 @@ class CompactSpec:
         where = "manifest: 'compact_tokenizer'"
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise ManifestError(f"{where} is not a {FORMAT} record; export the model again with this e5rt")
-        path = str(record.get("path", ""))
-        if not path or Path(path).is_absolute() or ".." in Path(path).parts:
-            raise ManifestError(f"{where}.path must name a file inside the model directory, got {path!r}")
+        for key in ("path", "table"):
+            name = str(record.get(key, ""))
+            if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ManifestError(f"{where}.{key} must name a file inside the model directory, got {name!r}")
         try:
             single = record["template"]["single"]
             pair = record["template"]["pair"]
             return cls(
-                path=path,
+                path=str(record["path"]),
+                table=str(record["table"]),
                 vocab_size=int(record["vocab_size"]),
                 space_id=int(record["space_id"]),
                 specials=tuple(
@@ -96,6 +100,7 @@ class CompactSpec:
         return {
             "format": FORMAT,
             "path": self.path,
+            "table": self.table,
             "vocab_size": self.vocab_size,
             "space_id": self.space_id,
             "specials": [
@@ -116,58 +121,99 @@ def available() -> bool:
 
 
 class CompactEncoder:
-    """Content ids (no template tokens, no truncation) of texts, as tokenizer.json would give them."""
+    """Content ids (no template tokens, no truncation) of texts, as tokenizer.json would give them.
 
-    def __init__(self, model_file: Path, spec: CompactSpec, reference: Callable[[str], list[int]]) -> None:
+    Ready as soon as it is built: the piece table (e5rt.core.pieces) segments the first texts while the
+    sentencepiece model loads on a thread of its own; a large batch waits for it instead."""
+
+    # Characters up to which a call is segmented by the piece table while sentencepiece is still loading
+    # (~1 ms per short query there; a batch past this waits for sentencepiece, ~100x faster per text).
+    BRIDGE_CHARS = 2048
+
+    def __init__(
+        self, model_file: Path, table_file: Path, spec: CompactSpec, reference: Callable[[str], list[int]]
+    ) -> None:
         """reference: tokenizer.json's content ids of one text, for the rare texts described in the module."""
         import sentencepiece as spm
 
-        if not model_file.is_file():
-            raise ManifestError(f"{model_file}: compact tokenizer named by the manifest is missing")
-        try:
-            self._sp = spm.SentencePieceProcessor(model_file=str(model_file))
-            # The same normalization table, keeping every space: only used to see whether a text ends in one.
+        for path in (model_file, table_file):
+            if not path.is_file():
+                raise ManifestError(f"{path}: compact tokenizer file named by the manifest is missing")
+        self.table = PieceTable(table_file)
+        if len(self.table.scores) != spec.vocab_size:
+            raise ManifestError(f"{table_file}: {len(self.table.scores)} pieces, the manifest says {spec.vocab_size}")
+        try:  # built from the normalizer spec alone: no trie, no wait
+            self._escape = spm.SentencePieceNormalizer(normalizer_spec=self.table.normalizer_spec)
+            # The same table keeping every space: only used to see whether a text ends in one.
             self._norm = spm.SentencePieceNormalizer(
-                model_file=str(model_file),
+                normalizer_spec=self.table.normalizer_spec,
                 add_dummy_prefix=False,
                 escape_whitespaces=False,
                 remove_extra_whitespaces=False,
             )
         except (OSError, RuntimeError) as exc:
-            raise ManifestError(f"{model_file}: cannot read the compact tokenizer ({exc})") from exc
-        if self._sp.get_piece_size() != spec.vocab_size:
-            raise ManifestError(
-                f"{model_file}: {self._sp.get_piece_size()} pieces, the manifest says {spec.vocab_size}; export again"
-            )
+            raise ManifestError(f"{table_file}: cannot read the normalizer ({exc}); export the model again") from exc
         self.spec = spec
         self._split, self._group_ids = _special_pattern(spec.specials)
         self._reference = reference
         self._clusters = _cluster_pattern(spec.mapped)
         self.by_reference = 0  # texts encoded through tokenizer.json (counted for tests and logs)
+        self.by_table = 0  # texts segmented by the piece table while sentencepiece loaded
+        self._sp: Any = None
+        self._loaded: Future[Any] = Future()
+        threading.Thread(target=self._load, args=(model_file,), name="e5rt-tokenizer-load", daemon=True).start()
+
+    def _load(self, model_file: Path) -> None:
+        import sentencepiece as spm
+
+        try:
+            sp = spm.SentencePieceProcessor(model_file=str(model_file))
+            if sp.get_piece_size() != self.spec.vocab_size:
+                raise ManifestError(
+                    f"{model_file}: {sp.get_piece_size()} pieces, the manifest says {self.spec.vocab_size}"
+                )
+        except (OSError, RuntimeError, ManifestError) as exc:
+            self._loaded.set_exception(ManifestError(f"{model_file}: cannot read the compact tokenizer ({exc})"))
+            return
+        self._sp = sp
+        self._loaded.set_result(sp)
+
+    def wait(self) -> None:
+        """Until sentencepiece is loaded (its load error is raised here)."""
+        self._loaded.result()
 
     def encode(self, texts: Iterable[str]) -> list[np.ndarray]:
+        texts = list(texts)
+        if self._sp is None and sum(map(len, texts)) > self.BRIDGE_CHARS:
+            self.wait()
         return [np.asarray(self.encode_one(t), dtype=np.int64) for t in texts]
 
-    def encode_one(self, text: str) -> list[int]:
+    def encode_one(self, text: str, by_table: bool = False) -> list[int]:
+        """One text's ids; by_table: through the piece table even once sentencepiece is loaded (checks)."""
         if self._clusters is not None and _cluster_starts_mapped(self._clusters, text):
             if not self.by_reference:
                 log.info("e5rt: a combining sequence after a normalized character; tokenizer.json encodes such texts")
             self.by_reference += 1
             return self._reference(text)
         if self._split is None:
-            return self._plain(text)
+            return self._plain(text, by_table)
         out: list[int] = []
         pos = 0
         for match in self._split.finditer(text):
-            out += self._plain(text[pos : match.start()])
+            out += self._plain(text[pos : match.start()], by_table)
             out.append(self._group_ids[match.lastindex or 0])
             pos = match.end()
-        return out + self._plain(text[pos:])
+        return out + self._plain(text[pos:], by_table)
 
-    def _plain(self, text: str) -> list[int]:
+    def _plain(self, text: str, by_table: bool) -> list[int]:
         if not text:
             return []
-        ids: list[int] = self._sp.encode(text)
+        sp = self._sp
+        if sp is not None and not by_table:
+            ids: list[int] = sp.encode(text)
+        else:
+            self.by_table += 1
+            ids = self.table.segment(self._escape.normalize(text))
         if self._norm.normalize(text).endswith(" "):
             ids.append(self.spec.space_id)
         return ids
@@ -232,31 +278,21 @@ def _cluster_starts_mapped(pattern: re.Pattern[str], text: str) -> bool:
     return False
 
 
-# One encoder per compact tokenizer file, shared by every model that has it, loaded on a thread of its own: the
-# load (building the piece trie, ~0.8-1.2 s on a 2-core Zen 1) overlaps the ONNX Runtime session's creation.
-_LOADS: dict[tuple[str, int, int], Future[CompactEncoder]] = {}
+# One encoder per compact tokenizer file, shared by every model that has it.
+_ENCODERS: dict[tuple[str, int, int], CompactEncoder] = {}
 _LOCK = threading.Lock()
 
 
-def start_loading(model_file: Path, spec: CompactSpec, reference: Callable[[str], list[int]]) -> Future[CompactEncoder]:
-    """The (shared) encoder of model_file, loading in the background; .result() waits for it."""
+def shared_encoder(model_dir: Path, spec: CompactSpec, reference: Callable[[str], list[int]]) -> CompactEncoder:
+    """The encoder of a model directory's compact tokenizer, built once per process per file."""
+    model_file, table_file = model_dir / spec.path, model_dir / spec.table
     try:
         st = model_file.stat()
     except OSError as exc:
         raise ManifestError(f"{model_file}: compact tokenizer named by the manifest is missing") from exc
     key = (str(model_file.resolve()), st.st_size, st.st_mtime_ns)
     with _LOCK:
-        future = _LOADS.get(key)
-        if future is not None and not (future.done() and future.exception() is not None):
-            return future
-        future = Future()
-        _LOADS[key] = future
-
-    def load() -> None:
-        try:
-            future.set_result(CompactEncoder(model_file, spec, reference))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-            future.set_exception(exc)
-
-    threading.Thread(target=load, name="e5rt-tokenizer-load", daemon=True).start()
-    return future
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            encoder = _ENCODERS[key] = CompactEncoder(model_file, table_file, spec, reference)
+        return encoder

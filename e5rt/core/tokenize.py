@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from tokenizers import Tokenizer
 
 from ..errors import InputError, InvalidInputError, ManifestError, TooLongError
-from .compact import CompactEncoder, CompactSpec, available, start_loading
+from .compact import CompactEncoder, CompactSpec, available, shared_encoder
 
 # Which end of an over-length text is cut: "right" keeps its beginning (the usual), "left" keeps its end.
 Direction = Literal["right", "left"]
@@ -71,16 +69,16 @@ def shared_tokenizer(path: Path) -> Tokenizer:
         return tok
 
 
-def compact_loader(path: Path, compact: CompactSpec | None) -> Future[CompactEncoder] | None:
-    """The compact tokenizer of a model directory loading in the background, or None to use tokenizer.json (no
-    compact record, or no sentencepiece package)."""
+def compact_loader(path: Path, compact: CompactSpec | None) -> CompactEncoder | None:
+    """The compact tokenizer of tokenizer.json's model directory (its sentencepiece model loading in the
+    background), or None to use tokenizer.json (no compact record, or no sentencepiece package)."""
     if compact is None or not available():
         return None
 
     def reference(text: str) -> list[int]:  # the rare texts the compact tokenizer hands back (e5rt.core.compact)
         return list(shared_tokenizer(path).encode(text, add_special_tokens=False).ids)
 
-    return start_loading(path.parent / compact.path, compact, reference)
+    return shared_encoder(path.parent, compact, reference)
 
 
 class TextTokenizer:
@@ -124,7 +122,7 @@ class TextTokenizer:
     def wait(self) -> None:
         """Block until the tokenizer is loaded (a load error is raised here)."""
         if self._compact is not None:
-            self._compact.result()
+            self._compact.wait()
 
     @property
     def vocab_size(self) -> int:
@@ -159,7 +157,7 @@ class TextTokenizer:
     def encode_content(self, texts: list[str]) -> list[np.ndarray]:
         """Encode without special tokens or truncation (for chunking long texts)."""
         if self._compact is not None:
-            return _compact_ids(self._compact.result(), texts)
+            return _compact_ids(self._compact, texts)
         return list(_encode_ids(self._tok, texts, add_special_tokens=False))
 
     def wrap(self, content: np.ndarray) -> np.ndarray:
@@ -269,7 +267,7 @@ class PairTokenizer:
     def query_lengths(self, queries: list[str]) -> list[int]:
         """Content tokens of each query (no special tokens, no truncation)."""
         if self._compact is not None:
-            return [len(row) for row in _compact_ids(self._compact.result(), queries)]
+            return [len(row) for row in _compact_ids(self._compact, queries)]
         return [len(e.ids) for e in _encode_batch(self._tok, queries, add_special_tokens=False)]
 
     def encode(self, queries: list[str], documents: list[str]) -> Encoded:
@@ -298,7 +296,7 @@ class PairTokenizer:
         flat = [text for pair in pairs for text in pair]
         if self._compact is not None and self._template is not None:
             try:
-                content = self._compact.result().encode(flat)
+                content = self._compact.encode(flat)
             except Exception as exc:  # sentencepiece's RuntimeError for a lone surrogate
                 raise _pair_not_utf8(flat, offset, exc) from exc
             before, between, after = (np.asarray(part, dtype=np.int64) for part in self._template)
