@@ -201,7 +201,7 @@ def _add_options(p: Any, cls: type, names: tuple[str, ...] | None = None, from_e
             p.add_argument(flag.flag, dest=name, default=default, type=kind, choices=flag.choices, help=help_text)
 
 
-_MODEL_FLAGS = ("variant", "provider", "threads", "verify")
+_MODEL_FLAGS = ("variant", "provider", "threads", "verify", "arm64_bf16")
 
 
 def _add_model_args(p: Any, from_env: bool = False) -> None:
@@ -363,6 +363,7 @@ def _load_options(args: argparse.Namespace, **overrides: Any) -> Any:
         "threads": args.threads,
         "max_batch_tokens": args.max_batch_tokens,
         "verify": args.verify,
+        "arm64_bf16": args.arm64_bf16,
         **overrides,
     }
     return LoadOptions.build(None, **options)

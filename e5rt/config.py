@@ -217,6 +217,12 @@ class LoadOptions:
     # process holds less private memory (me5-small-r int8-static after a 64-text encode: 366 against 405 MB RSS,
     # benchmarks/results/edge-footprint-*). Ignored off the CPU.
     share_weights: bool = True
+    # ONNX Runtime's bf16 fast-math GEMM for fp32 graphs on Arm CPUs with BF16 (mlas.enable_gemm_fastmath_arm64_
+    # bfloat16): faster fp32 matrix products at bf16 precision; refused on other CPUs (it computes NaNs there).
+    arm64_bf16: bool = option(
+        False,
+        Flag("--arm64-bf16", "bf16 fast-math GEMM on Arm CPUs with BF16 (fp32 variants)", parse_bool, boolean=True),
+    )
     batching: BatchOptions = field(default_factory=BatchOptions)
 
     def __post_init__(self) -> None:

@@ -68,3 +68,36 @@ def exact_int8_needed(weight_type: str | None, target: str | None = None) -> boo
     if weight_type != "QInt8":
         return False
     return (target or detect_int8_target()) in ("avx2", "avx512")
+
+
+# Linux's auxiliary vector: AT_HWCAP2 and its BF16 bit on aarch64 (asm/hwcap.h). /proc/cpuinfo's "bf16" feature
+# says the same; the auxiliary vector is what the kernel (or an emulator such as qemu-user) hands the process.
+_AT_HWCAP2 = 26
+_HWCAP2_BF16 = 1 << 14
+
+
+def arm64_bf16() -> bool:
+    """Whether this is an Arm CPU with the BF16 instructions ONNX Runtime's bf16 fast-math GEMM needs."""
+    if platform.machine().lower() not in ("arm64", "aarch64"):
+        return False
+    try:
+        import ctypes
+
+        getauxval = ctypes.CDLL(None).getauxval
+        getauxval.restype = ctypes.c_ulong
+        getauxval.argtypes = [ctypes.c_ulong]
+        return bool(getauxval(_AT_HWCAP2) & _HWCAP2_BF16)
+    except (OSError, AttributeError):  # not glibc: fall back to the kernel's feature list
+        return "bf16" in cpu_flags()
+
+
+def check_arm64_bf16() -> None:
+    """Refuse bf16 fast math where the CPU lacks BF16: ONNX Runtime would compute NaNs there, not fail."""
+    if not arm64_bf16():
+        from .errors import ConfigError
+
+        where = platform.machine()
+        raise ConfigError(
+            f"arm64_bf16 needs an Arm CPU with BF16 (Graviton 3/4, Neoverse V1/V2/N2, Ampere One, Apple M2+); this "
+            f"CPU ({where}, {cpu_model()}) does not report it. Load without arm64_bf16 (fp32 or int8 run exactly)"
+        )

@@ -195,6 +195,7 @@ class ModelBase:
             spin=opts.spin,
             exact_int8=prov == "cpu" and chosen.exact_int8_needed,
             share_weights=opts.share_weights,
+            arm64_bf16=opts.arm64_bf16,
         )
         model = cls(
             backend,

