@@ -45,6 +45,7 @@ if tokenizer == "only":
     for compact in (m.compact_tokenizer, None):
         t = time.perf_counter()
         tok = TextTokenizer(Path(model) / m.tokenizer, m.max_length, compact)
+        tok.wait()  # the compact tokenizer's sentencepiece model loads in the background
         tok.encode(["warm-up"])
         name = "compact tokenizer" if compact else "tokenizer.json"
         stages[name] = {**mem(), "load_s": round(time.perf_counter() - t, 3)}
@@ -106,6 +107,59 @@ def run_child(model: str, variant: str, threads: int, tokenizer: str, share: boo
     return result
 
 
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(rest.split()[0]) // 1024
+    return out
+
+
+def serve_rss(model: str, texts: int = 64) -> dict[str, Any]:
+    """`e5rt serve MODEL` with its defaults on a free loopback port: RSS when healthy and after a request of
+    `texts` corpus texts (and ten single queries), then stopped by its process id."""
+    import socket
+    import urllib.request
+
+    from e5rt.bench.corpus import load_corpus
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).parent / "e5rt"
+    proc = subprocess.Popen([str(exe), "serve", model, "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("e5rt serve did not become healthy in 120 s")
+        out: dict[str, Any] = {"healthy": _status(proc.pid)}
+        body = json.dumps({"input": load_corpus(limit=texts)[0]}).encode()
+
+        def post(payload: bytes) -> None:
+            req = urllib.request.Request(base + "/v1/embeddings", payload, {"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=300) as r:
+                r.read()
+
+        post(body)
+        for _ in range(10):
+            post(json.dumps({"input": "how much protein should a female eat per day?"}).encode())
+        out[f"after {texts} texts + 10 queries"] = _status(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -115,6 +169,7 @@ def main() -> None:
     ap.add_argument("--tokenizers", default="compact,json", help="compact, json (tokenizer.json), or both")
     ap.add_argument("--share-weights", default="0,1", help="0, 1 or both: the weights mapped from the file")
     ap.add_argument("--load", default="{}", help='more load options as JSON, e.g. \'{"arena": "off"}\'')
+    ap.add_argument("--serve", action="store_true", help="also `e5rt serve MODEL` with its defaults")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     report: dict[str, Any] = {"cpu": cpu_facts(), "python": platform.python_version(), "runs": []}
@@ -147,6 +202,10 @@ def main() -> None:
                     f"median {row['first_vector_median_s']:.3f} s {firsts}; RSS "
                     + ", ".join(f"{k} {v['VmRSS']} (anon {v['RssAnon']})" for k, v in st.items())
                 )
+        if args.serve:
+            served = serve_rss(model)
+            report["runs"].append({"model": model, "what": "e5rt serve (defaults)", "stages": served})
+            print(Path(model).name, "e5rt serve (defaults)", json.dumps(served))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 

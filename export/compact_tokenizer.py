@@ -191,7 +191,9 @@ def write(
         pair=(pair[0], pair[1], pair[2]),
         mapped=mapped,
     )
-    encoder = CompactEncoder(out, table, spec, lambda text: list(tok.encode(text, add_special_tokens=False).ids))
+    encoder = CompactEncoder(
+        out, table, spec, lambda text: list(tok.encode(text, add_special_tokens=False).ids), keep_table=True
+    )
     bridge = [encoder.encode_one(text, by_table=True) for text in texts[:_BRIDGE_CHECKED]]
     encoder.wait()
     checked = list(texts) + [t for p in pairs for t in p]

@@ -131,22 +131,30 @@ class CompactEncoder:
     BRIDGE_CHARS = 2048
 
     def __init__(
-        self, model_file: Path, table_file: Path, spec: CompactSpec, reference: Callable[[str], list[int]]
+        self,
+        model_file: Path,
+        table_file: Path,
+        spec: CompactSpec,
+        reference: Callable[[str], list[int]],
+        keep_table: bool = False,
     ) -> None:
-        """reference: tokenizer.json's content ids of one text, for the rare texts described in the module."""
+        """reference: tokenizer.json's content ids of one text, for the rare texts described in the module;
+        keep_table: keep the piece table once sentencepiece is loaded (the export's check uses both)."""
         import sentencepiece as spm
 
         for path in (model_file, table_file):
             if not path.is_file():
                 raise ManifestError(f"{path}: compact tokenizer file named by the manifest is missing")
-        self.table = PieceTable(table_file)
+        self._keep_table = keep_table
+        self.table: PieceTable | None = PieceTable(table_file)
         if len(self.table.scores) != spec.vocab_size:
             raise ManifestError(f"{table_file}: {len(self.table.scores)} pieces, the manifest says {spec.vocab_size}")
+        normalizer_spec = self.table.normalizer_spec
         try:  # built from the normalizer spec alone: no trie, no wait
-            self._escape = spm.SentencePieceNormalizer(normalizer_spec=self.table.normalizer_spec)
+            self._escape = spm.SentencePieceNormalizer(normalizer_spec=normalizer_spec)
             # The same table keeping every space: only used to see whether a text ends in one.
             self._norm = spm.SentencePieceNormalizer(
-                normalizer_spec=self.table.normalizer_spec,
+                normalizer_spec=normalizer_spec,
                 add_dummy_prefix=False,
                 escape_whitespaces=False,
                 remove_extra_whitespaces=False,
@@ -177,6 +185,8 @@ class CompactEncoder:
             return
         self._sp = sp
         self._loaded.set_result(sp)
+        if not self._keep_table:
+            self.table = None  # its ~12 MB are not needed once sentencepiece segments
 
     def wait(self) -> None:
         """Until sentencepiece is loaded (its load error is raised here)."""
@@ -208,12 +218,13 @@ class CompactEncoder:
     def _plain(self, text: str, by_table: bool) -> list[int]:
         if not text:
             return []
-        sp = self._sp
-        if sp is not None and not by_table:
+        sp, table = self._sp, self.table
+        if sp is not None and not (by_table and table is not None):
             ids: list[int] = sp.encode(text)
         else:
+            assert table is not None  # released only after sentencepiece is set
             self.by_table += 1
-            ids = self.table.segment(self._escape.normalize(text))
+            ids = table.segment(self._escape.normalize(text))
         if self._norm.normalize(text).endswith(" "):
             ids.append(self.spec.space_id)
         return ids
