@@ -230,13 +230,19 @@ def _compact_ids(encoder: CompactEncoder, texts: list[str]) -> list[np.ndarray]:
         raise _not_utf8(texts, 0, exc) from exc
 
 
-def _not_utf8(texts: list[str], offset: int, exc: Exception) -> Exception:
-    """The one clear error for a text that is not valid UTF-8, or the tokenizer's own error if none is."""
+def _not_utf8(texts: list[str], offset: int, exc: Exception, pairs: bool = False) -> Exception:
+    """The one clear error for a text that is not valid UTF-8, or the tokenizer's own error if none is.
+    pairs: texts are query, document, query, ... and the error names the pair."""
     bad = unencodable_index(texts)
     if bad is None:
         return exc
+    where = (
+        f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'})"
+        if pairs
+        else f"texts[{offset + bad[0]}]"
+    )
     return InputError(
-        f"texts[{offset + bad[0]}] cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
+        f"{where} cannot be encoded as UTF-8 (lone surrogate at character {bad[1]}); "
         "decode the input with errors='replace' or remove the character"
     )
 
@@ -298,7 +304,7 @@ class PairTokenizer:
             try:
                 content = self._compact.encode(flat)
             except Exception as exc:  # sentencepiece's RuntimeError for a lone surrogate
-                raise _pair_not_utf8(flat, offset, exc) from exc
+                raise _not_utf8(flat, offset, exc, pairs=True) from exc
             before, between, after = (np.asarray(part, dtype=np.int64) for part in self._template)
             for query, doc in zip(content[::2], content[1::2], strict=True):
                 over = len(query) + len(doc) + self.n_special - self.max_length
@@ -309,7 +315,7 @@ class PairTokenizer:
         try:
             encodings = list(self._tok.encode_batch(pairs, add_special_tokens=True))
         except Exception as exc:  # a lone surrogate, as for single texts
-            raise _pair_not_utf8(flat, offset, exc) from exc
+            raise _not_utf8(flat, offset, exc, pairs=True) from exc
         for e in encodings:
             row = np.asarray(e.ids, dtype=np.int64)
             over = len(row) - self.max_length
@@ -317,14 +323,3 @@ class PairTokenizer:
                 doc = np.flatnonzero(np.fromiter((s == 1 for s in e.sequence_ids), bool, len(row)))
                 row = np.delete(row, doc[len(doc) - over :])
             yield row, over > 0
-
-
-def _pair_not_utf8(flat: list[str], offset: int, exc: Exception) -> Exception:
-    """The one clear error for a pair with a text that is not valid UTF-8 (flat: query, document, query, ...)."""
-    bad = unencodable_index(flat)
-    if bad is None:
-        return exc
-    return InputError(
-        f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'}) cannot be encoded as "
-        f"UTF-8 (lone surrogate at character {bad[1]}); decode the input with errors='replace'"
-    )
