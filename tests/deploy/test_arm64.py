@@ -44,7 +44,7 @@ def me5_arm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_aarch64_gives_the_x86_vectors_and_ids(arm64_root: str, me5_model: Path, me5_arm64: Path) -> None:
     runs: list[dict[str, Any]] = [
         {"model": str(me5_model), "variant": "fp32", "arm64_bf16": False},
-        {"model": str(me5_model), "variant": "fp32", "arm64_bf16": True},
+        {"model": str(me5_model), "variant": "fp32", "arm64_bf16": True, "alone": False},  # accuracy only
         {"model": str(me5_arm64), "variant": "int8-static", "arm64_bf16": False},
     ]
     spec = job(runs)
@@ -54,6 +54,7 @@ def test_aarch64_gives_the_x86_vectors_and_ids(arm64_root: str, me5_model: Path,
     fp32, bf16, int8 = report["runs"]
     for run in (fp32, bf16, int8):
         assert run["compact_tokenizer"] and run["ids_identical"] and run["finite"], run
+    for run in (fp32, int8):
         assert run["batch_invariance_max_abs"] < 1e-6, run
     assert fp32["min_cos_vs_x86_fp32"] >= 0.99999
     assert bf16["min_cos_vs_x86_fp32"] >= 0.999  # bf16 products: close, not exact
