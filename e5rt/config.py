@@ -214,7 +214,7 @@ class LoadOptions:
     spin: bool = True  # let idle ONNX Runtime threads spin between runs (bulk work); servers turn it off
     # Map the weights from the model file (backends.weights) instead of copying them into the session: the
     # sessions of fewer threads a server's workers run on (Embedder.queue) then read the same copy, and a library
-    # process holds less private memory (me5-small-r int8-static after a 64-text encode: 366 against 405 MB RSS,
+    # process holds less private memory (me5-small-r int8-static after a 64-text encode: 323 against 390 MB RSS,
     # benchmarks/results/edge-footprint-*). Ignored off the CPU.
     share_weights: bool = True
     # ONNX Runtime's bf16 fast-math GEMM for fp32 graphs on Arm CPUs with BF16 (mlas.enable_gemm_fastmath_arm64_
