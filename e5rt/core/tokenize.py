@@ -92,9 +92,9 @@ class TextTokenizer:
         # Padding happens per batch in the runtime, truncation in fit(): neither is taken from the file.
         self._compact = compact_loader(path, compact)
         self._compact_spec = compact if self._compact is not None else None
-        if compact is not None and self._compact is not None:
-            self._vocab_size = compact.vocab_size
-            prefix, suffix = compact.single
+        if self._compact_spec is not None:
+            self._vocab_size = self._compact_spec.vocab_size
+            prefix, suffix = self._compact_spec.single
         else:
             tok = shared_tokenizer(path)
             # Counted once: get_vocab_size builds the whole vocabulary (250k pieces: ~0.3 s) on every call.
@@ -220,22 +220,28 @@ def _encode_batch(tok: Tokenizer, texts: list[str], add_special_tokens: bool, of
             return [tok.encode(text, add_special_tokens=add_special_tokens) for text in texts]
         return list(tok.encode_batch(texts, add_special_tokens=add_special_tokens))
     except Exception as exc:  # tokenizers raises TypeError/Exception with its own wording; find the text
-        raise _not_utf8(texts, offset, exc) from exc
+        err = _not_utf8(texts, offset)
+        if err is None:
+            raise
+        raise err from exc
 
 
 def _compact_ids(encoder: CompactEncoder, texts: list[str]) -> list[np.ndarray]:
     try:
         return encoder.encode(texts)
     except Exception as exc:  # sentencepiece raises a RuntimeError ("Unable to cast ...") for a lone surrogate
-        raise _not_utf8(texts, 0, exc) from exc
+        err = _not_utf8(texts, 0)
+        if err is None:
+            raise
+        raise err from exc
 
 
-def _not_utf8(texts: list[str], offset: int, exc: Exception, pairs: bool = False) -> Exception:
-    """The one clear error for a text that is not valid UTF-8, or the tokenizer's own error if none is.
-    pairs: texts are query, document, query, ... and the error names the pair."""
+def _not_utf8(texts: list[str], offset: int, pairs: bool = False) -> InputError | None:
+    """The one clear error for a text that is not valid UTF-8, or None if none is (the tokenizer's own error then
+    stands). pairs: texts are query, document, query, ... and the error names the pair."""
     bad = unencodable_index(texts)
     if bad is None:
-        return exc
+        return None
     where = (
         f"pair {offset + bad[0] // 2} ({'query' if bad[0] % 2 == 0 else 'document'})"
         if pairs
@@ -304,7 +310,10 @@ class PairTokenizer:
             try:
                 content = self._compact.encode(flat)
             except Exception as exc:  # sentencepiece's RuntimeError for a lone surrogate
-                raise _not_utf8(flat, offset, exc, pairs=True) from exc
+                err = _not_utf8(flat, offset, pairs=True)
+                if err is None:
+                    raise
+                raise err from exc
             before, between, after = (np.asarray(part, dtype=np.int64) for part in self._template)
             for query, doc in zip(content[::2], content[1::2], strict=True):
                 over = len(query) + len(doc) + self.n_special - self.max_length
@@ -315,7 +324,10 @@ class PairTokenizer:
         try:
             encodings = list(self._tok.encode_batch(pairs, add_special_tokens=True))
         except Exception as exc:  # a lone surrogate, as for single texts
-            raise _not_utf8(flat, offset, exc, pairs=True) from exc
+            err = _not_utf8(flat, offset, pairs=True)
+            if err is None:
+                raise
+            raise err from exc
         for e in encodings:
             row = np.asarray(e.ids, dtype=np.int64)
             over = len(row) - self.max_length
