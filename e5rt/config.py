@@ -25,6 +25,7 @@ from .errors import ConfigError
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 ARENA_POLICIES = ("default", "shrink", "off")
+SPIN_POLICIES = ("always", "run", "off")
 # Padded-token budgets per batch, chosen by measurement (see docs/batching.md).
 DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384, "tensorrt": 16384}
 # A server on CPU cuts smaller batches: a single query waits at most one batch, and on CPU the throughput is flat
@@ -211,7 +212,10 @@ class LoadOptions:
     arena: str = "default"
     allow_failed_parity: bool = False
     warmup: bool = True
-    spin: bool = True  # let idle ONNX Runtime threads spin between runs (bulk work); servers turn it off
+    # Whether idle ONNX Runtime intra-op threads spin instead of sleeping: "always" (between runs too: back-to-back
+    # bulk work), "run" (while a run is going, stopped when it returns: a server's lone query without idle
+    # threads taking the event loop's core between requests), "off". True / False mean "always" / "off".
+    spin: str = "always"
     # Map the weights from the model file (backends.weights) instead of copying them into the session: the
     # sessions of fewer threads a server's workers run on (Embedder.queue) then read the same copy, and a library
     # process holds less private memory (me5-small-r int8-static after a 64-text encode: 323 against 390 MB RSS,
@@ -233,6 +237,10 @@ class LoadOptions:
         _positive("threads", self.threads)
         if self.arena not in ARENA_POLICIES:
             raise ConfigError(f"arena must be one of {', '.join(ARENA_POLICIES)}, got {self.arena!r}")
+        if isinstance(self.spin, bool):
+            object.__setattr__(self, "spin", "always" if self.spin else "off")
+        if self.spin not in SPIN_POLICIES:
+            raise ConfigError(f"spin must be one of {', '.join(SPIN_POLICIES)}, got {self.spin!r}")
         if not isinstance(self.batching, BatchOptions):
             raise ConfigError(f"batching must be a BatchOptions, got {type(self.batching).__name__}")
 

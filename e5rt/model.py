@@ -271,9 +271,12 @@ class ModelBase:
         self._local.stats = stats
         return result, stats
 
-    def submit(self, queue: BatchQueue, work: Prepared[Any]) -> Submission:
-        """Queue a prepared request (a server's way); finish() it once its future resolves."""
-        return queue.submit(work.ids, truncated=work.truncated, tokenize_s=work.tokenize_s, chunks=work.chunks)
+    def submit(self, queue: BatchQueue, work: Prepared[Any], here: bool = False) -> Submission:
+        """Queue a prepared request (a server's way); finish() it once its future resolves. here: a lone short
+        text on an idle queue runs in this thread (BatchQueue.submit)."""
+        return queue.submit(
+            work.ids, truncated=work.truncated, tokenize_s=work.tokenize_s, chunks=work.chunks, here=here
+        )
 
     def queue(
         self,

@@ -378,6 +378,8 @@ def build_fp32_base(run: ExportRun) -> None:
     t0 = time.perf_counter()
     path = run.work / "fp32" / "model.onnx"
     model = graph.optimize(run.raw, run.arch["num_heads"], run.arch["hidden_size"], use_gpu=False)
+    split = graph.split_skip_layernorm(model.model.graph)
+    run.steps.note(f"fp32: {split} SkipLayerNormalization split into Add + LayerNormalization (faster on the CPU)")
     graph.save_fp32(model, path, run.big)
     del model
     counts = graph.op_counts(path)

@@ -23,6 +23,12 @@ from .policy import QueueState, Step, decide, finished, started
 from .request import PoolSpec, Progress, Submission, run_batch
 from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
 
+# The longest run (estimated from the measured token rate) submit(here=True) makes in the caller's thread. A
+# server's event loop waits meanwhile (health probes and new requests with it), so this bounds that wait; the
+# two hand-offs it saves (~0.5 ms) matter only next to a short run anyway. me5-small-r's 16-token query takes
+# 3-17 ms on the CPUs measured, large-instruct's 17 ms (Zen 5) to ~200 ms (Zen 1): the latter go to a worker.
+HERE_MAX_S = 0.05
+
 
 @dataclass(frozen=True)
 class BatchRecord:
@@ -133,12 +139,18 @@ class BatchQueue:
         tokenize_s: float = 0.0,
         chunks: int = 0,
         progress: Progress | None = None,
+        here: bool = False,
     ) -> Submission:
+        """Queue a request's texts; its future resolves once all are done. here: a one-text request arriving
+        while the queue is idle, whose run should take at most HERE_MAX_S, runs in the caller's thread instead
+        (see _run_here)."""
         request = Submission(
             ids, self.spec.dim, truncated=truncated, tokenize_s=tokenize_s, chunks=chunks, progress=progress
         )
         n = len(request.ids)
         if n == 0:
+            return request
+        if here and n == 1 and self._run_here(request):
             return request
         with self._cond:
             self._admit(n)
@@ -148,6 +160,26 @@ class BatchQueue:
             self._cond.notify()
         request.future.add_done_callback(lambda _f: self._forget(key))
         return request
+
+    def _run_here(self, request: Submission) -> bool:
+        """Run a lone text in the caller's thread when nothing is queued or running; False (nothing done)
+        otherwise. It holds every thread the way a wide run does (the workers wait for it), so the text runs
+        as it would on a worker, without the two thread hand-offs (caller -> worker -> caller) a queued one
+        takes: measured on a lone query (benchmarks/serve_latency.py), those and the GIL passing between the
+        threads were ~0.5 ms of every served query."""
+        length = request.lengths[0]
+        with self._cond:
+            state = self._state
+            if state.closed or state.running or state.handed or self._scheduler.pending_texts:
+                return False
+            rate = self._tokens_per_s  # 0 until a batch has run: the first text goes to a worker
+            if rate <= 0 or length / rate > HERE_MAX_S:
+                return False
+            self._admit(1)
+            batch = ScheduledBatch(rows=((None, 0),), width=self.rule.width(length), real_tokens=length)
+            taken = self._start(batch, wide=True, handed=0, rows=[(request, 0)])
+        self._run(taken)
+        return True
 
     def check_room(self, n: int) -> None:
         """Raise what submit() would for n texts now (a server checks before it spends time tokenizing)."""
@@ -225,33 +257,40 @@ class BatchQueue:
     def _lengths(self, batch: ScheduledBatch) -> list[int]:
         return [self._requests[k].lengths[row] for k, row in batch.rows]  # type: ignore[index]
 
-    def _start(self, batch: ScheduledBatch, wide: bool, handed: int) -> _Run:
+    def _start(
+        self, batch: ScheduledBatch, wide: bool, handed: int, rows: list[tuple[Submission, int]] | None = None
+    ) -> _Run:
         """Count a batch as running; lock held."""
-        rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
+        if rows is None:
+            rows = [(self._requests[k], row) for k, row in batch.rows]  # type: ignore[index]
         self._in_flight_texts += len(rows)
         self._state = started(self._state, batch, wide, handed)
         return _Run(batch, rows, wide)
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
-            batch, rows = taken.batch, taken.rows
-            backend = self.wide if taken.wide and self.wide is not None else self.backend
-            seconds = run_batch(backend, rows, batch.width, self.spec)
-            with self._cond:
-                self._state = finished(self._state, batch, taken.wide)
-                if taken.wide:
-                    self._cond.notify_all()  # the workers that waited for it
-                self._in_flight_texts -= len(rows)
-                rate = batch.real_tokens / max(seconds, 1e-9)
-                self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
-            if self.on_batch is not None:
-                self.on_batch(
-                    BatchRecord(
-                        texts=len(rows),
-                        requests=len({id(r) for r, _ in rows}),
-                        width=batch.width,
-                        real_tokens=batch.real_tokens,
-                        padded_tokens=batch.padded_tokens,
-                        seconds=seconds,
-                    )
+            self._run(taken)
+
+    def _run(self, taken: _Run) -> None:
+        """Run a batch taken by _start (on a worker, or in the caller's thread), then count it done."""
+        batch, rows = taken.batch, taken.rows
+        backend = self.wide if taken.wide and self.wide is not None else self.backend
+        seconds = run_batch(backend, rows, batch.width, self.spec)
+        with self._cond:
+            self._state = finished(self._state, batch, taken.wide)
+            if taken.wide:
+                self._cond.notify_all()  # the workers that waited for it
+            self._in_flight_texts -= len(rows)
+            rate = batch.real_tokens / max(seconds, 1e-9)
+            self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+        if self.on_batch is not None:
+            self.on_batch(
+                BatchRecord(
+                    texts=len(rows),
+                    requests=len({id(r) for r, _ in rows}),
+                    width=batch.width,
+                    real_tokens=batch.real_tokens,
+                    padded_tokens=batch.padded_tokens,
+                    seconds=seconds,
                 )
+            )

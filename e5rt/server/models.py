@@ -104,8 +104,9 @@ class ModelSet:
 # --- the serving policy: what `e5rt serve` and serve() from Python both do with their sources ---------------------
 def serving_load_options(load: LoadOptions) -> LoadOptions:
     """How a served model is loaded: the provider resolved, CPU batches under the serving token budget (short
-    batches keep a query's wait short), idle threads not spinning (they would take the cores the event loop and
-    tokenizer threads need), weights mapped from the file so the workers' sessions share them."""
+    batches keep a query's wait short), threads spinning only while a run goes (between runs they would take
+    the cores the event loop and tokenizer threads need), weights mapped from the file so the workers'
+    sessions share them."""
     from ..backends.ort import resolve_provider
 
     provider = resolve_provider(load.provider)
@@ -113,7 +114,7 @@ def serving_load_options(load: LoadOptions) -> LoadOptions:
     return replace(
         load,
         provider=provider,
-        spin=False,
+        spin="run",
         share_weights=True,
         batching=replace(load.batching, max_batch_tokens=budget),
     )

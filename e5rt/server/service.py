@@ -169,12 +169,17 @@ class InferenceService:
         assert queue is not None
         # A full queue refuses before the inputs are tokenized (submit checks again: others may come first).
         queue.check_room(inputs)
-        if inputs <= _INLINE_INPUTS and chars <= _INLINE_CHARS:
+        inline = inputs <= _INLINE_INPUTS and chars <= _INLINE_CHARS
+        if inline:
             work = prepare(model)
         else:
             work = await asyncio.get_running_loop().run_in_executor(self.pool, prepare, model)
-        submission = model.submit(queue, work)
-        await self._wait(gone, queue, submission)
+        # A lone short text on an idle queue runs right here, on the event loop's thread: nothing else is
+        # running or waiting, so the loop has nothing to do meanwhile but read new requests, which would wait
+        # for this run anyway (it holds every thread).
+        submission = model.submit(queue, work, here=inline)
+        if not submission.future.done():
+            await self._wait(gone, queue, submission)
         result, stats = work.finish(submission)
         self._count(stats)
         return result, stats

@@ -458,3 +458,86 @@ def test_idle_workers_split_the_only_batch_and_a_lone_text_runs_wide() -> None:
         assert "wide:1" not in log and wide.most == 1
     finally:
         assert queue.close(timeout=10)
+
+
+class _Threads(FakeBackend):
+    """Notes the thread each run ran on, and how many runs (on this or its sibling) overlap."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]], overlap: list[int], delay_s: float) -> None:
+        super().__init__(dim=SPEC.dim, delay_s=delay_s)
+        self.name, self.log, self.overlap = name, log, overlap  # overlap: [running now, most], shared
+        self.started = threading.Event()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.started.set()
+        with _OVERLAP_LOCK:
+            self.overlap[0] += 1
+            self.overlap[1] = max(self.overlap[1], self.overlap[0])
+            self.log.append((self.name, threading.current_thread().name))
+        try:
+            return super().run(feeds)
+        finally:
+            with _OVERLAP_LOCK:
+                self.overlap[0] -= 1
+
+
+_OVERLAP_LOCK = threading.Lock()
+
+
+def test_a_lone_short_text_on_an_idle_queue_runs_in_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """submit(here=True): one short text, nothing queued or running -> it runs before submit returns, in the
+    caller's thread, on the wide session, and the workers wait for it; otherwise it is queued as usual."""
+    from e5rt.batching import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "HERE_MAX_S", 10.0)  # the fake's runs are slow on purpose
+    log: list[tuple[str, str]] = []
+    overlap = [0, 0]
+    narrow = _Threads("narrow", log, overlap, delay_s=0.05)
+    wide = _Threads("wide", log, overlap, delay_s=0.05)
+    batches: list[int] = []
+    queue = BatchQueue(
+        narrow, SPEC, CostRule(max_batch_tokens=4096), workers=2, wide=wide, on_batch=lambda b: batches.append(b.texts)
+    )
+    me = threading.current_thread().name
+    reference = FakeBackend(dim=SPEC.dim)
+    try:
+        one = _ids([7], 1)
+        first = queue.submit(one, here=True)  # no token rate measured yet: to a worker
+        first.future.result(timeout=10)
+        assert log == [("wide", "e5rt-batcher-0")] or log == [("wide", "e5rt-batcher-1")]
+        log.clear()
+        batches.clear()
+        done = queue.submit(one, here=True)
+        assert done.future.done() and log == [("wide", me)] and batches == [1]
+        np.testing.assert_allclose(vectors_from_sums(done.sums, done.weights), _expected(reference, one), atol=1e-5)
+        assert done.stats().batches == 1 and queue.queued_texts == 0
+        log.clear()
+        # more than one text, or here=False, or a run estimated longer than HERE_MAX_S: queued for the workers
+        for ids, here, bound in ((_ids([5, 6], 3), True, 10.0), (_ids([5], 4), False, 10.0), (one, True, 1e-6)):
+            monkeypatch.setattr(queue_module, "HERE_MAX_S", bound)
+            req = queue.submit(ids, here=here)
+            req.future.result(timeout=10)
+            assert all(thread != me for _, thread in log), (len(ids), here, bound, log)
+            log.clear()
+        monkeypatch.setattr(queue_module, "HERE_MAX_S", 10.0)
+        # a here-run holds every thread: work submitted meanwhile from another thread waits for it
+        overlap[1] = 0
+        wide.started.clear()
+        with ThreadPoolExecutor(1) as other:
+            later = other.submit(lambda: (wide.started.wait(10), queue.submit(_ids([30], 5)))[1])
+            queue.submit(_ids([9], 6), here=True)
+            later.result(timeout=10).future.result(timeout=10)
+        assert log[0] == ("wide", me) and len(log) == 2 and overlap[1] == 1  # one after the other
+        log.clear()
+        # while the workers are busy, a lone text is queued, not run in the caller's thread
+        busy = queue.submit(_ids([40] * 8, 7))
+        time.sleep(0.01)
+        waiting = queue.submit(_ids([9], 8), here=True)
+        assert not waiting.future.done()
+        waiting.future.result(timeout=10)
+        busy.future.result(timeout=10)
+        assert ("wide", me) not in log and ("narrow", me) not in log
+    finally:
+        assert queue.close(timeout=10)
+    with pytest.raises(ShuttingDownError):
+        queue.submit(_ids([3], 9), here=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from e5rt.config import BatchOptions, LoadOptions, ServeOptions, SourceOptions, flag_table, flags_of
+from e5rt.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +83,12 @@ def test_serve_workers_default_is_two_half_thread_batches_on_a_cpu() -> None:
     assert serve_workers(3, 2, cpu=True) == (3, 1)  # never below one thread a batch
     with pytest.raises(ConfigError, match="workers"):
         ServeOptions(workers=0)
+
+
+def test_spin_policy_takes_its_names_and_the_old_booleans() -> None:
+    """LoadOptions.spin: always / run / off; True and False (its older values) mean always and off."""
+    assert LoadOptions().spin == "always"
+    assert (LoadOptions(spin=True).spin, LoadOptions(spin=False).spin) == ("always", "off")  # type: ignore[arg-type]
+    assert LoadOptions.build(spin="run").spin == "run"
+    with pytest.raises(ConfigError, match="spin must be one of always, run, off"):
+        LoadOptions(spin="sometimes")

@@ -138,7 +138,7 @@ def test_the_serving_policy_is_one_function_for_the_cli_and_python() -> None:
         model_entries(["fake:zero"], ServeOptions())
     served = serving_load_options(LoadOptions(provider="cpu", threads=2))
     assert (served.spin, served.share_weights, served.batching.max_batch_tokens, served.threads) == (
-        False,
+        "run",
         True,
         512,
         2,
