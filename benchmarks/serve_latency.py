@@ -1,7 +1,7 @@
 """A lone short query, served and in-process, side by side in one run; and where a short query's time goes.
 
     .venv/bin/python benchmarks/serve_latency.py models/me5-small-r --json benchmarks/results/serve-latency.json
-    [--queries 300] [--rounds 30] [--tokens 12-20] [--e5rt-args "..."] [--library-threads N] [--profile-runs 200]
+    [--queries 300] [--gap-ms 5] [--tokens 12-20] [--e5rt-args "..."] [--library-threads N] [--profile-runs 200]
     .venv/bin/python benchmarks/serve_latency.py --render benchmarks/results/serve-latency.json   # the table
 
 What it measures, all on the same queries (corpus queries whose prompted length is within --tokens):
@@ -10,8 +10,10 @@ What it measures, all on the same queries (corpus queries whose prompted length 
              the server's own timing headers split each request into tokenize / queue / inference / the rest
   library    Embedder.load(MODEL) with the library's defaults (the same variant; --library-threads), encode([q])
   session    the library's ONNX Runtime session alone on the same ids: what the model costs in this process
-The three run in interleaved rounds (served, library, session; then the next round in the other order), so a
-drift of the machine's speed falls on all of them. Every served vector is compared with the library's.
+The three take turns query by query (served, library, session; the next query in the other order), each after
+a short pause, so a drift of the machine's speed falls on all of them alike; the overhead is also given as the
+median of the per-query differences (served - library), which that drift cancels out of. Every served vector
+is compared with the library's.
 
 Also: the server's CPU time per query and while idle (what spinning threads would cost), and the per-op
 profile of one 1xN query (ONNX Runtime's profiler) with the floating-point work it does and the time that work
@@ -319,25 +321,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         times: dict[str, list[float]] = {"served": [], "library": [], "session": []}
         vectors: dict[int, np.ndarray] = {}
         cpu_busy = 0.0
-        rounds = max(1, args.rounds)
-        block = -(-len(texts) // rounds)
-        for r in range(rounds):
-            chunk = range(r * block, min(len(texts), (r + 1) * block))
-            order = ("served", "library", "session") if r % 2 == 0 else ("session", "library", "served")
-            for way in order:
-                time.sleep(0.05)  # the other way's threads stop spinning
-                for i in chunk:
-                    if way == "served":
-                        c0 = served.cpu_s()
-                        seconds, vectors[i] = served.query(texts[i])
-                        cpu_busy += served.cpu_s() - c0
-                    elif way == "library":
-                        t0 = time.perf_counter()
-                        library.encode([texts[i]], "query")
-                        seconds = time.perf_counter() - t0
-                    else:
-                        seconds = session_time(library, enc.ids[i])
-                    times[way].append(seconds)
+        orders = (("served", "library", "session"), ("session", "library", "served"))
+        for i, text in enumerate(texts):
+            for way in orders[i % 2]:
+                time.sleep(args.gap_ms / 1000.0)  # the last way's threads stop spinning
+                if way == "served":
+                    c0 = served.cpu_s()
+                    seconds, vectors[i] = served.query(text)
+                    cpu_busy += served.cpu_s() - c0
+                elif way == "library":
+                    t0 = time.perf_counter()
+                    library.encode([text], "query")
+                    seconds = time.perf_counter() - t0
+                else:
+                    seconds = session_time(library, enc.ids[i])
+                times[way].append(seconds)
         idle0 = served.cpu_s()
         time.sleep(args.idle_s)
         idle_cpu = served.cpu_s() - idle0
@@ -354,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "library_threads": library.backend.threads or os.cpu_count(),
         "queries": len(texts),
         "tokens": {"min": min(lengths), "median": int(np.median(lengths)), "max": max(lengths)},
-        "rounds": rounds,
+        "gap_ms": args.gap_ms,
         "served": percentiles(times["served"]),
         "library": percentiles(times["library"]),
         "session": percentiles(times["session"]),
@@ -366,6 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["overhead_ms"] = {
         q: round(result["served"][f"{q}_ms"] - result["library"][f"{q}_ms"], 3) for q in ("p50", "p90", "p99")
     }
+    paired = (np.asarray(times["served"]) - np.asarray(times["library"])) * 1000.0
+    result["overhead_ms"]["median_of_pairs"] = round(float(np.median(paired)), 3)
     if args.profile_runs:
         ids = enc.ids[int(np.argsort(lengths)[len(lengths) // 2])]
         result["profile"] = profile(library, ids, args.profile_runs)
@@ -394,7 +394,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             f"{r['model']} {' '.join(r['server_args']) or 'defaults'}: served - library p50 {o['p50']:+.2f} ms, "
-            f"p99 {o['p99']:+.2f} ms; server parts (median ms) {r['served_parts_median_ms']}; server CPU "
+            f"p99 {o['p99']:+.2f} ms, median of per-query differences {o['median_of_pairs']:+.2f} ms; "
+            f"server parts (median ms) {r['served_parts_median_ms']}; server CPU "
             f"{r['server_cpu_ms_per_query']} ms per query, {r['server_idle_cpu_percent']} % idle; max |served - "
             f"library| {r['served_max_abs_diff_vs_library']:.2e}"
         )
@@ -415,7 +416,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--render", type=Path, help="print the table of a JSON written earlier")
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--gap-ms", type=float, default=5.0, help="pause before each call (idle threads stop spinning)")
     ap.add_argument("--tokens", default="12-20", help="prompted token counts of the queries (LO-HI)")
     ap.add_argument("--e5rt-args", default="", help="extra `e5rt serve` flags, one string")
     ap.add_argument("--library-threads", type=int, default=0, help="0: the library's default (all cores)")

@@ -90,7 +90,7 @@ class OrtBackend:
         arena: str = "default",
         device_id: int = 0,
         max_cached_shapes: int = 8,
-        spin: str = "always",
+        spin: str = "run",
         exact_int8: bool = False,
         share_weights: bool = False,
         arm64_bf16: bool = False,
@@ -161,9 +161,9 @@ class OrtBackend:
         if self._spin == "off":
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         elif self._spin == "run":
-            # Spinning between a run's operators keeps the threads from sleeping and waking at each of them (a
-            # lone short query on a 2-thread session: 19.6 ms not spinning against 16.8 spinning, Zen 1); stopped
-            # when the run returns, the threads then leave the cores to the event loop and the other workers.
+            # Spinning between a run's operators keeps the threads from sleeping and waking at each of them;
+            # stopped when the run returns, they leave the cores to the event loop, the other workers and the
+            # caller's own work instead of spinning on for ~57 ms (config.LoadOptions.spin).
             so.add_session_config_entry("session.force_spinning_stop", "1")
         # The arena keeps the blocks it grew to and reuses them. Token-budget batching caps the largest
         # activation, so it plateaus (MiniLM, 2,000 random shapes: 290 MB). 'shrink' returns free blocks

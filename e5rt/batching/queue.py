@@ -25,8 +25,8 @@ from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
 
 # The longest run (estimated from the measured token rate) submit(here=True) makes in the caller's thread. A
 # server's event loop waits meanwhile (health probes and new requests with it), so this bounds that wait; the
-# two hand-offs it saves (~0.5 ms) matter only next to a short run anyway. me5-small-r's 16-token query takes
-# 3-17 ms on the CPUs measured, large-instruct's 17 ms (Zen 5) to ~200 ms (Zen 1): the latter go to a worker.
+# two hand-offs it saves (~0.5 ms) matter only next to a short run anyway. me5-small-r's short query takes 3-17 ms
+# on the CPUs measured, large-instruct's 17 ms (Zen 5) to 300 ms (Zen 1, 34 tokens): the latter go to a worker.
 HERE_MAX_S = 0.05
 
 

@@ -86,9 +86,9 @@ def test_serve_workers_default_is_two_half_thread_batches_on_a_cpu() -> None:
 
 
 def test_spin_policy_takes_its_names_and_the_old_booleans() -> None:
-    """LoadOptions.spin: always / run / off; True and False (its older values) mean always and off."""
-    assert LoadOptions().spin == "always"
+    """LoadOptions.spin: run (the default) / always / off; True and False (its older values) mean always, off."""
+    assert LoadOptions().spin == "run"
     assert (LoadOptions(spin=True).spin, LoadOptions(spin=False).spin) == ("always", "off")  # type: ignore[arg-type]
-    assert LoadOptions.build(spin="run").spin == "run"
-    with pytest.raises(ConfigError, match="spin must be one of always, run, off"):
+    assert LoadOptions.build(spin="always").spin == "always"
+    with pytest.raises(ConfigError, match="spin must be one of run, always, off"):
         LoadOptions(spin="sometimes")
