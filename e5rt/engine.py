@@ -19,6 +19,7 @@ from .batching import Progress, Submission
 from .config import BatchOptions
 from .core.pool import cut_dimensions, vectors_from_sums
 from .core.prompts import TextKind, format_texts
+from .core.quantize import CALIBRATED, Calibration, calibrate, check_precision, quantize
 from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EmbedResult, Stats
 from .errors import InputError, InvalidInputError
@@ -85,11 +86,14 @@ class Embedder(ModelBase):
         )
         emb = cls(backend, tok, spec, batching, provider="cpu", variant="fake")
         emb._keep = folder  # the tokenizer file lives as long as the embedder
+        # An output calibration measured as an export does (on its own vectors), so int8 / binary output works
+        texts = [f"calibration text {i}: {' '.join(str(i * k % 97) for k in range(1 + i % 9))}" for i in range(256)]
+        emb._calibration = calibrate(emb.encode(texts), len(texts), "fake: 256 generated texts")
         return emb
 
     def with_batching(self, batching: BatchOptions) -> Embedder:
         """The same loaded model and session with other batching options (no reload)."""
-        return Embedder(
+        other = Embedder(
             self.backend,
             self.tokenizer,
             self.spec,
@@ -100,6 +104,8 @@ class Embedder(ModelBase):
             model_dir=self.model_dir,
             check_finite=self.pool_spec.check_finite,
         )
+        other._calibration = self._calibration
+        return other
 
     # --- public encode API ------------------------------------------------------------------------------
     def encode(
@@ -115,16 +121,28 @@ class Embedder(ModelBase):
         *,
         task: str | None = None,
         dimensions: int | None = None,
+        precision: str = "float32",
     ) -> np.ndarray:
         """Embed texts as (N, dim) float32 in input order; a single str gives (dim,).
 
         instruction: the E5 instruction of an instruct model's queries (a name from e5rt.TASKS or free text;
         task= is its older name). long_text='chunk' embeds texts longer than max_length as windows and averages
         them by token count. prompt, when given, is put before every text instead of the model's own prompts
-        ("" embeds the texts as they are). dimensions keeps the first N values (re-normalized).
+        ("" embeds the texts as they are). dimensions keeps the first N values (re-normalized). precision: int8 /
+        uint8 (N, dim) or binary / ubinary (N, dim/8) packed bits, by the model's calibration (see quantize).
         """
         result = self.embed(
-            texts, kind, instruction, normalize, long_text, overlap, progress, prompt, task=task, dimensions=dimensions
+            texts,
+            kind,
+            instruction,
+            normalize,
+            long_text,
+            overlap,
+            progress,
+            prompt,
+            task=task,
+            dimensions=dimensions,
+            precision=precision,
         )
         return result.embeddings[0] if isinstance(texts, str) else result.embeddings
 
@@ -148,10 +166,12 @@ class Embedder(ModelBase):
         task: str | None = None,
         dimensions: int | None = None,
         truncate: bool = True,
+        precision: str = "float32",
     ) -> EmbedResult:
         """Like encode(), but always (N, dim) and with this call's own Stats (tokens, padding, batches,
         truncation, and tokenize / queue / inference / total milliseconds). truncate=False refuses a text
         longer than max_length instead of cutting it."""
+        self.check_precision(precision, normalize)
         items = [texts] if isinstance(texts, str) else check_texts(texts)
         work = self.prepare(
             items,
@@ -164,7 +184,35 @@ class Embedder(ModelBase):
             dimensions=dimensions,
             truncate=truncate,
         )
-        return EmbedResult(*self.run(work, progress))
+        vectors, stats = self.run(work, progress)
+        return EmbedResult(self.quantize(vectors, precision), stats)
+
+    # --- quantized output --------------------------------------------------------------------------------
+    _calibration: Calibration | None = None  # a fake model's own (a loaded one's is its manifest's)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The per-dimension ranges and bit thresholds the export measured (None: an older export)."""
+        if self._calibration is not None:
+            return self._calibration
+        return self.manifest.output_calibration if self.manifest is not None else None
+
+    def check_precision(self, precision: str, normalize: bool = True) -> None:
+        """Refuse a precision this call cannot give, before any work (the calibration is of normalized vectors)."""
+        check_precision(precision)
+        if precision in CALIBRATED and self.calibration is None:
+            quantize(np.zeros((1, self.dim), np.float32), precision, None)  # raises the error naming e5rt export
+        if precision != "float32" and not normalize:
+            raise InvalidInputError(
+                f"precision {precision!r} quantizes normalized vectors; drop normalize=False", param="precision"
+            )
+
+    def quantize(self, vectors: np.ndarray, precision: str) -> np.ndarray:
+        """Normalized float32 vectors in a precision: float32 as they are, int8 / uint8 levels per dimension,
+        binary / ubinary bits by per-dimension thresholds (the model's calibration), or binary-sign /
+        ubinary-sign (bits by sign). Byte layouts as Cohere's embedding types and sentence-transformers'
+        quantize_embeddings (e5rt.core.quantize)."""
+        return quantize(vectors, check_precision(precision), self.calibration)
 
     def embed_tokens(self, ids: Sequence[Sequence[int]] | Sequence[np.ndarray], normalize: bool = True) -> EmbedResult:
         """Embed pre-tokenized inputs: complete model inputs, special tokens included, at most max_length each,
@@ -186,9 +234,11 @@ class Embedder(ModelBase):
         overlap: int = 0,
         prompt: str | None = None,
         dimensions: int | None = None,
+        max_tokens: int | None = None,
     ) -> Prepared[np.ndarray]:
         """Texts (prompted, tokenized, cut or windowed) or complete token ids as the ids to run, and the finish
-        step that makes them (N, dim) vectors (or (N, dimensions)) in input order."""
+        step that makes them (N, dim) vectors (or (N, dimensions)) in input order. max_tokens: cut (or, with
+        truncate=False, refuse) texts at fewer tokens than the model's max_length (Cohere's max_tokens)."""
         if long_text not in ("truncate", "chunk"):
             raise InvalidInputError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}", param="long_text")
         if dimensions is not None and (
@@ -213,11 +263,11 @@ class Embedder(ModelBase):
         if long_text == "chunk":
             win = self.windows(texts, kind, instruction, overlap, prompt)
             return Prepared(win.pieces, self._combine(win, vectors), tokenize_s=win.tokenize_s, chunks=len(win.pieces))
-        enc, tokenize_s = self.tokenize(texts, kind, instruction, direction, prompt)
+        enc, tokenize_s = self.tokenize(texts, kind, instruction, direction, prompt, max_tokens)
         check_truncation(
             enc,
             truncate,
-            self.spec.max_length,
+            self.spec.max_length if max_tokens is None else min(max_tokens, self.spec.max_length),
             "input",
             "input",
             "shorten it, send truncate=true, or embed it whole with long_text='chunk'",
@@ -252,11 +302,13 @@ class Embedder(ModelBase):
         instruction: str | None = None,
         direction: Direction = "right",
         prompt: str | None = None,
+        max_tokens: int | None = None,
     ) -> tuple[Encoded, float]:
-        """Prompted and tokenized (truncated to max_length from the given end), with the seconds it took."""
+        """Prompted and tokenized (truncated to max_length, or max_tokens when fewer, from the given end), with
+        the seconds it took."""
         t0 = time.perf_counter()
         enc = self.tokenizer.encode(
-            format_texts(list(texts), self.spec.prompt_scheme, kind, instruction, prompt), direction
+            format_texts(list(texts), self.spec.prompt_scheme, kind, instruction, prompt), direction, max_tokens
         )
         return enc, time.perf_counter() - t0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.compact import CompactSpec
+from .core.quantize import Calibration
 from .cpu import exact_int8_needed
 from .errors import IntegrityError, ManifestError, ModelNotFoundError, VariantError
 
@@ -140,6 +141,9 @@ class Manifest:
     kind: ModelKind = ModelKind.EMBED
     # The sentencepiece model the export checked against tokenizer.json (e5rt.core.compact); None: use tokenizer.json
     compact_tokenizer: CompactSpec | None = None
+    # Per-dimension output ranges and bit thresholds for int8 / binary vectors (e5rt.core.quantize); None: older
+    # exports and scoring models
+    output_calibration: Calibration | None = None
 
     @property
     def task(self) -> str:
@@ -303,7 +307,18 @@ def parse_manifest(data: Any) -> Manifest:
         raw=data,
         kind=kind,
         compact_tokenizer=CompactSpec.parse(data["compact_tokenizer"]) if data.get("compact_tokenizer") else None,
+        output_calibration=_calibration(data),
     )
+
+
+def _calibration(data: dict[str, Any]) -> Calibration | None:
+    raw = data.get("output_calibration")
+    if raw is None:
+        return None
+    try:
+        return Calibration.from_manifest(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"manifest: 'output_calibration' is malformed ({exc}); export the model again") from None
 
 
 def _check_head(data: dict[str, Any], key: str) -> None:

@@ -16,6 +16,7 @@ import onnx
 
 from e5rt import pull
 from e5rt.core import PairTokenizer, TextTokenizer, format_texts
+from e5rt.core.quantize import calibrate
 from e5rt.cpu import INT8_TARGETS, detect_int8_target, exact_int8_needed
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest
@@ -31,7 +32,7 @@ from .errors import (
     OutputNotWritableError,
     ParityError,
 )
-from .probes import corpus_texts, probe_pairs, probe_texts, tokenizer_texts
+from .probes import corpus_texts, output_calibration_texts, probe_pairs, probe_texts, tokenizer_texts
 from .source import (
     Checkpoint,
     checkpoint_task,
@@ -260,6 +261,7 @@ class ExportRun:
     raw: Path
     task: str = "embed"  # embed | rerank | classify (scoring tasks: texts are pairs, ref the PyTorch logits)
     pairs: PairTokenizer | None = None  # a scoring model's pair tokenizer (probes and calibration)
+    output_calibration: dict[str, Any] | None = None  # an embedder's int8 / binary output ranges (manifest)
     head: dict[str, Any] = field(default_factory=dict)  # a scoring model's head record for the manifest
     compact: dict[str, Any] | None = None  # the compact tokenizer's manifest record (None: tokenizer.json only)
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
@@ -616,6 +618,7 @@ def _start(
     compact = _compact_tokenizer(tok_path, steps, scoring)
     tokenizer = TextTokenizer(tok_path, max_length)
     pair_tokenizer = PairTokenizer(tok_path, max_length) if scoring else None
+    output_calibration: dict[str, Any] | None = None
     if pair_tokenizer is not None:
         pairs = probe_pairs()
         texts = [f"{q} || {d}" for q, d in pairs]  # what the manifest names a worst probe by
@@ -629,8 +632,10 @@ def _start(
         texts = probe_texts() + list(opts.extra_probes)
         ids = tokenizer.encode(texts).ids
         spec = ModelSpec(dim=arch["hidden_size"], pad_token_id=pad_id, max_length=max_length, pooling=pooling)
-        _stage(steps, "PyTorch reference embeddings")
+        _stage(steps, "PyTorch reference embeddings (probes, and the output calibration set)")
         ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
+        scheme = opts.prompt_scheme or default_prompt_scheme(opts.name or ckpt.name)
+        output_calibration = _output_calibration(ckpt, tokenizer, scheme, pad_id, pooling)
     _stage(steps, "ONNX export (optimum)")
     t0 = time.perf_counter()
     raw = graph.export_raw(ckpt.path, staging / "_work" / "raw", task=task)
@@ -656,8 +661,24 @@ def _start(
         pairs=pair_tokenizer,
         head=head,
         compact=compact,
+        output_calibration=output_calibration,
     )
     return run, timings
+
+
+def _output_calibration(
+    ckpt: Checkpoint, tokenizer: TextTokenizer, scheme: str, pad_id: int, pooling: str
+) -> dict[str, Any]:
+    """Per-dimension ranges and thresholds for int8 / binary output vectors (e5rt.core.quantize), from the
+    PyTorch model's normalized vectors of the calibration set: the benchmark corpus's queries as queries, the
+    rest as passages, the same ranges for both (benchmarks/quantized_quality.py measures how many texts they
+    need)."""
+    queries, passages = output_calibration_texts()
+    ids = tokenizer.encode(format_texts(queries, scheme, "query")).ids
+    ids += tokenizer.encode(format_texts(passages, scheme, "passage")).ids
+    vectors = reference_embeddings(ckpt.path, ids, pad_id, pooling)
+    source = f"e5rt benchmark corpus: {len(queries)} queries, {len(passages)} passages (PyTorch reference)"
+    return calibrate(vectors, len(ids), source).as_manifest()
 
 
 def _compact_tokenizer(tok_path: Path, steps: Steps, scoring: bool) -> dict[str, Any] | None:
@@ -722,6 +743,7 @@ def _manifest(
         "max_length": run.spec.max_length,
         "tokenizer": "tokenizer.json",
         **({"compact_tokenizer": run.compact} if run.compact is not None else {}),
+        **({"output_calibration": run.output_calibration} if run.output_calibration is not None else {}),
         "pad_token_id": run.spec.pad_token_id,
         "synthetic": opts.synthetic,
         "notes": opts.notes,

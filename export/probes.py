@@ -177,3 +177,17 @@ def corpus_texts() -> list[str]:
     path = Path(e5rt.__file__).parent / "bench" / "data" / "corpus.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r["text"] for r in rows]
+
+
+# Texts the output calibration (per-dimension int8 ranges and bit thresholds) is measured on; the quality
+# benchmark found the ranges stable from a few hundred texts on (benchmarks/quantized_quality.py).
+OUTPUT_CALIBRATION_TEXTS = 1024
+
+
+def output_calibration_texts(n: int = OUTPUT_CALIBRATION_TEXTS) -> tuple[list[str], list[str]]:
+    """A seeded subsample of the benchmark corpus (15+ languages) as (queries, passages): its search queries,
+    and its sentences, paragraphs and long documents."""
+    from e5rt.bench.corpus import read_rows, subsample
+
+    rows = subsample(read_rows(), n, seed=11)
+    return [r["text"] for r in rows if r.get("kind") == "query"], [r["text"] for r in rows if r.get("kind") != "query"]

@@ -132,20 +132,27 @@ class TextTokenizer:
     def n_special(self) -> int:
         return len(self.prefix) + len(self.suffix)
 
-    def encode(self, texts: list[str], direction: Direction = "right") -> Encoded:
-        """Encode with truncation to max_length, counting texts that were cut.
+    def encode(self, texts: list[str], direction: Direction = "right", max_length: int | None = None) -> Encoded:
+        """Encode with truncation to max_length (the model's, or a shorter one given), counting texts that were
+        cut.
 
         direction="left" cuts the beginning of an over-length text instead of its end (TEI's
         truncation_direction); the special tokens stay where they are either way.
         """
         if direction not in ("right", "left"):
             raise InvalidInputError(f"truncation direction must be 'right' or 'left', got {direction!r}")
-        return self.fit(self.encode_content(texts), direction)
+        return self.fit(self.encode_content(texts), direction, max_length)
 
-    def fit(self, contents: list[np.ndarray], direction: Direction = "right") -> Encoded:
-        """Token ids without special tokens (one array per text), cut to max_length from the given end and
-        wrapped in the special tokens, counting the texts that were cut."""
-        window = self.max_length - self.n_special
+    def fit(self, contents: list[np.ndarray], direction: Direction = "right", max_length: int | None = None) -> Encoded:
+        """Token ids without special tokens (one array per text), cut to max_length (at most the model's) from
+        the given end and wrapped in the special tokens, counting the texts that were cut."""
+        limit = self.max_length if max_length is None else min(max_length, self.max_length)
+        window = limit - self.n_special
+        if window < 1:
+            raise InvalidInputError(
+                f"a limit of {limit} tokens leaves no room for text beside the {self.n_special} special tokens",
+                param="max_tokens",
+            )
         ids, cut = [], []
         for i, content in enumerate(contents):
             if len(content) > window:

@@ -33,10 +33,12 @@ from .protocol import (
     ApiError,
     EmbedCall,
     RerankCall,
+    cohere_embed_body,
     cohere_rerank_body,
     decode_json,
     encode_vector,
     openai_body,
+    parse_cohere_embed,
     parse_cohere_rerank,
     parse_openai,
     parse_similarity,
@@ -115,6 +117,8 @@ def _timing_headers(stats: Stats) -> dict[str, str]:
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
+COHERE_PRECISIONS = ("int8", "uint8", "binary", "ubinary")  # Cohere's embedding types that are e5rt precisions
+COHERE_ROUTES = ("/v1/embed", "/v2/embed", "/v1/rerank", "/v2/rerank")  # errors also carry Cohere's "message"
 # Responses up to this many vectors are encoded on the event loop: orjson writes a 384-dim row in ~7 us, a
 # 1,024-dim one in ~20 us, and a hop to the thread pool and back costs more than that for a few rows.
 _INLINE_ROWS = 32
@@ -151,7 +155,7 @@ def _endpoint(models: ModelSet, route: str, fn: Handler, auth: bool = True) -> C
             api = ApiError.from_exception(exc)
             if api.status >= 500 and not isinstance(exc, ApiError):
                 log.exception("e5rt: %s failed", route)
-            response = _error(api)
+            response = _error(api, cohere=route in COHERE_ROUTES)
         elapsed = time.perf_counter() - t0
         response.headers["x-e5rt-total-ms"] = f"{elapsed * 1000:.3f}"
         models.metrics.requests.labels(route, str(response.status_code)).inc()
@@ -217,6 +221,42 @@ class _Routes:
         raw = await _encode_json(service, [encode_vector(v, "float") for v in vectors], len(vectors))
         return Response(raw, media_type="application/json", headers=_timing_headers(stats))
 
+    async def cohere_embed_v2(self, request: Request, info: dict[str, Any]) -> Response:
+        return await self._cohere_embed(request, info, 2)
+
+    async def cohere_embed_v1(self, request: Request, info: dict[str, Any]) -> Response:
+        return await self._cohere_embed(request, info, 1)
+
+    async def _cohere_embed(self, request: Request, info: dict[str, Any], version: int) -> Response:
+        """Cohere's embed API: every embedding type asked for, from one run (int8 / binary by the model's
+        calibration: e5rt.core.quantize)."""
+        service, model, body = await self._take(request, ModelKind.EMBED)
+        cohere = parse_cohere_embed(body, model.dim, service.options.max_client_batch_size, version)
+        for kind in cohere.types:
+            if kind in COHERE_PRECISIONS:
+                model.check_precision(kind)  # before any work: an older export has no calibration
+                if cohere.call.dimensions is not None:
+                    raise ApiError(
+                        "invalid_input",
+                        f"embedding type {kind!r} is calibrated on the full {model.dim} dimensions; "
+                        "drop output_dimension or ask for float",
+                        param="output_dimension",
+                        code="invalid_value",
+                    )
+        vectors, stats = await self._embed(service, cohere.call, request)
+        info.update(texts=stats.texts, tokens=stats.tokens)
+        by_type: dict[str, Any] = {}
+        for kind in cohere.types:
+            if kind == "float":
+                by_type[kind] = [encode_vector(v, "float") for v in vectors]
+            elif kind == "base64":
+                by_type[kind] = [encode_vector(v, "base64") for v in vectors]
+            else:
+                by_type[kind] = list(model.quantize(vectors, kind))
+        payload = cohere_embed_body(cohere, by_type, cohere.call.texts or [], stats.tokens, version)
+        raw = await _encode_json(service, payload, len(vectors) * len(cohere.types))
+        return Response(raw, media_type="application/json", headers=_timing_headers(stats))
+
     @staticmethod
     async def _embed(service: InferenceService, call: EmbedCall, request: Request) -> tuple[Any, Stats]:
         def prepare(model: Any) -> Any:
@@ -231,6 +271,7 @@ class _Routes:
                 long_text=call.long_text,
                 overlap=call.overlap,
                 dimensions=call.dimensions,
+                max_tokens=call.max_tokens,
             )
 
         rows = call.texts if call.texts is not None else call.token_ids or []
@@ -372,6 +413,8 @@ def create_app(models: ModelSet) -> _Dispatch:
         ("/rerank", h.tei_rerank, "POST", True),
         ("/v1/rerank", h.cohere_rerank, "POST", True),
         ("/v2/rerank", h.cohere_rerank, "POST", True),  # cohere.ClientV2's path; the same body and answer
+        ("/v2/embed", h.cohere_embed_v2, "POST", True),  # cohere.ClientV2.embed
+        ("/v1/embed", h.cohere_embed_v1, "POST", True),  # cohere.Client.embed
         ("/predict", h.tei_predict, "POST", True),
         ("/similarity", h.similarity, "POST", True),
         ("/tokenize", h.tokenize, "POST", True),
@@ -426,8 +469,9 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _error(ApiError("bad_method", message + "; see /docs", code="bad_method"), {"Allow": allow} if allow else {})
 
 
-def _error(api: ApiError, headers: dict[str, str] | None = None) -> Response:
-    """One JSON error; the headers its status calls for come from the error it stands for."""
+def _error(api: ApiError, headers: dict[str, str] | None = None, cohere: bool = False) -> Response:
+    """One JSON error; the headers its status calls for come from the error it stands for. cohere: Cohere's
+    routes also carry the message at the top level, where Cohere's clients and answers have it."""
     out = dict(headers or {})
     cause = api.cause
     if isinstance(cause, OverloadedError):
@@ -439,4 +483,6 @@ def _error(api: ApiError, headers: dict[str, str] | None = None) -> Response:
     body = api.body()
     if isinstance(cause, WrongTaskError) and cause.served in TASK_ROUTES:
         body["error"]["message"] = f"{api.message}; use {TASK_ROUTES[cause.served]}"  # type: ignore[index]
+    if cohere:
+        body = {"message": body["error"]["message"], **body}
     return JSONResponse(body, status_code=api.status, headers=out)

@@ -237,6 +237,8 @@ def openapi_spec(version: str, limits: Limits | None = None) -> dict[str, Any]:
             ),
             "/v1/rerank": _cohere_rerank("Cohere / Jina-style rerank", lim),
             "/v2/rerank": _cohere_rerank("Cohere v2 rerank (as /v1/rerank)", lim),
+            "/v2/embed": _cohere_embed(2, lim),
+            "/v1/embed": _cohere_embed(1, lim),
             "/predict": _post(
                 "TEI predict (a sequence classifier): every label's score, best first; a list of those for a list",
                 {
@@ -311,6 +313,42 @@ def docs_html(spec: dict[str, Any]) -> str:
         "Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
         f"<details><summary>OpenAPI</summary><pre>{html.escape(json.dumps(spec, indent=1))}</pre></details>"
         "</body></html>"
+    )
+
+
+def _cohere_embed(version: int, lim: Limits) -> dict[str, Any]:
+    """Cohere's embed API (cohere.ClientV2.embed posts to /v2/embed, cohere.Client.embed to /v1/embed)."""
+    types = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+    props: dict[str, Any] = {
+        "model": {"type": "string"},
+        "texts": {**_texts(lim), "description": "the texts to embed"},
+        "input_type": {
+            "type": "string",
+            "enum": ["search_document", "search_query", "classification", "clustering"],
+            "description": "search_document: E5 passage; search_query: query; classification / clustering: a "
+            "query with that E5 instruction" + ("" if version == 2 else " (default search_document)"),
+        },
+        "embedding_types": {
+            "type": "array",
+            "items": {"type": "string", "enum": types},
+            "minItems": 1,
+            "description": "int8 / uint8 / binary / ubinary by the model's export-time calibration (per-dimension "
+            "ranges and median thresholds); base64: the float32 bytes, little-endian"
+            + ("" if version == 2 else "; without it the answer is embeddings_floats"),
+        },
+        "truncate": {"type": "string", "enum": ["NONE", "START", "END"], "default": "END"},
+        "images": {"type": "array", "description": "not served (a text embedder): refused when not empty"},
+        "inputs": {"type": "array", "description": "not served (a text embedder): refused when not empty"},
+    }
+    if version == 2:
+        props["output_dimension"] = {"type": "integer", "minimum": 1, "description": "first N values, re-normalized"}
+        props["max_tokens"] = {"type": "integer", "minimum": 3, "description": "cut each text at N tokens"}
+    required = ["texts", "input_type"] if version == 2 else ["texts"]
+    return _post(
+        f"Cohere embed v{version}: {{id, embeddings, texts, meta}}; errors carry Cohere's top-level 'message'",
+        props,
+        required,
+        {"type": "object"},
     )
 
 

@@ -165,6 +165,7 @@ class EmbedCall:
     direction: Direction = "right"  # which end an over-length text loses (TEI's truncation_direction)
     long_text: LongText = "truncate"  # or "chunk": windows combined by a token-weighted mean
     overlap: int = 0  # tokens shared by neighbouring windows when chunking
+    max_tokens: int | None = None  # cut at fewer tokens than the model's max_length (Cohere's max_tokens)
 
 
 def _inputs(value: Any, name: str, max_batch: int) -> tuple[list[str] | None, list[list[int]] | None]:
@@ -404,6 +405,122 @@ def openai_body(vectors: np.ndarray, encoding: Encoding, model: str, tokens: int
         ],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+# Cohere's embed API (POST /v2/embed, /v1/embed): its input types as E5 kinds and instructions, its embedding
+# types as e5rt precisions (base64: the float32 bytes, little-endian, base64-encoded).
+COHERE_INPUT_TYPES: dict[str, tuple[TextKind, str | None]] = {
+    "search_document": ("passage", None),
+    "search_query": ("query", None),
+    "classification": ("query", "classification_topic"),
+    "clustering": ("query", "clustering_topic"),
+}
+COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
+_COHERE_TRUNCATE: dict[str, tuple[bool, Direction]] = {
+    "NONE": (False, "right"),
+    "START": (True, "left"),
+    "END": (True, "right"),
+}
+
+
+@dataclass(frozen=True)
+class CohereEmbedCall:
+    call: EmbedCall
+    types: tuple[str, ...]  # the embedding types asked for, in order, no repeats
+    by_type: bool  # answer {type: [...]} (v2 always; v1 when embedding_types was sent)
+
+
+def parse_cohere_embed(body: Any, dim: int, max_batch: int, version: int) -> CohereEmbedCall:
+    """Cohere's POST /v2/embed (version 2) or /v1/embed (1): texts, model, input_type, embedding_types,
+    truncate (NONE / START / END), and on v2 output_dimension and max_tokens. Images are not served."""
+    obj = _object(body)
+    for field_name in ("images", "inputs"):
+        if obj.get(field_name):
+            raise _invalid_value(field_name, f"'{field_name}' is not served: this is a text embedder; send 'texts'")
+    if "texts" not in obj:
+        raise ApiError("invalid_input", "missing field 'texts'", param="texts", code="missing_field")
+    texts, ids = _inputs(obj["texts"], "texts", max_batch)
+    if texts is None or ids is not None:
+        raise ApiError("invalid_input", "'texts' must be a list of strings", param="texts", code="invalid_type")
+    input_type = _field(obj, "input_type", (str,))
+    if input_type is None:
+        if version == 2:
+            raise ApiError(
+                "invalid_input",
+                f"missing field 'input_type' (one of {', '.join(COHERE_INPUT_TYPES)})",
+                param="input_type",
+                code="missing_field",
+            )
+        input_type = "search_document"
+    if input_type not in COHERE_INPUT_TYPES:
+        raise _invalid_value(
+            "input_type", f"'input_type' must be one of {', '.join(COHERE_INPUT_TYPES)}, got {input_type!r}"
+        )
+    kind, instruction = COHERE_INPUT_TYPES[input_type]
+    raw_types = obj.get("embedding_types")
+    if raw_types is None:
+        types: tuple[str, ...] = ("float",)
+    elif isinstance(raw_types, list) and raw_types and all(isinstance(t, str) for t in raw_types):
+        unknown = [t for t in raw_types if t not in COHERE_EMBEDDING_TYPES]
+        if unknown:
+            raise _invalid_value(
+                "embedding_types",
+                f"unknown embedding type {unknown[0]!r}; use {', '.join(COHERE_EMBEDDING_TYPES)}",
+            )
+        types = tuple(dict.fromkeys(raw_types))
+    else:
+        raise _invalid_value("embedding_types", "'embedding_types' must be a non-empty list of strings")
+    mode = str(_field(obj, "truncate", (str,), "END")).upper()
+    if mode not in _COHERE_TRUNCATE:
+        raise _invalid_value("truncate", f"'truncate' must be NONE, START or END, got {obj.get('truncate')!r}")
+    truncate, direction = _COHERE_TRUNCATE[mode]
+    dimensions = max_tokens = None
+    if version == 2:
+        dimensions = _field(obj, "output_dimension", (int,))
+        if dimensions is not None and not 1 <= dimensions <= dim:
+            raise _invalid_value("output_dimension", f"'output_dimension' must be in [1, {dim}], got {dimensions}")
+        if dimensions == dim:
+            dimensions = None
+        max_tokens = _field(obj, "max_tokens", (int,))
+        if max_tokens is not None and max_tokens < 3:
+            raise _invalid_value("max_tokens", f"'max_tokens' must be at least 3, got {max_tokens}")
+    _field(obj, "model", (str,))  # checked, not used: one model is served under any name
+    call = EmbedCall(
+        texts=texts,
+        token_ids=None,
+        kind=kind,
+        instruction=instruction,
+        truncate=truncate,
+        direction=direction,
+        dimensions=dimensions,
+        max_tokens=max_tokens,
+    )
+    return CohereEmbedCall(call, types, by_type=version == 2 or raw_types is not None)
+
+
+def cohere_embed_body(
+    cohere: CohereEmbedCall, by_type: dict[str, Any], texts: list[str], tokens: int, version: int
+) -> dict[str, Any]:
+    """Cohere's embed answer: id, embeddings ({type: rows} or, on v1 without embedding_types, the float rows),
+    texts, meta (api version, billed input tokens)."""
+    import uuid
+
+    meta = {"api_version": {"version": str(version)}, "billed_units": {"input_tokens": tokens}}
+    if cohere.by_type:
+        return {
+            "response_type": "embeddings_by_type",
+            "id": str(uuid.uuid4()),
+            "embeddings": by_type,
+            "texts": texts,
+            "meta": meta,
+        }
+    return {
+        "response_type": "embeddings_floats",
+        "id": str(uuid.uuid4()),
+        "embeddings": by_type["float"],
+        "texts": texts,
+        "meta": meta,
     }
 
 

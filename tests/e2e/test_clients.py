@@ -213,3 +213,73 @@ def test_haystack_hugging_face_api_tei_embedders(hf_results: dict[str, Any], lib
     close(hf_results["haystack_docs"], lib.encode(TEXTS, normalize=False))
     assert hf_results["haystack_meta"] == [{"i": i} for i in range(len(TEXTS))]
     close([hf_results["haystack_text"]], lib.encode(TEXTS[:1], normalize=False))
+
+
+# --- cohere embed --------------------------------------------------------------------------------------------
+def _near_levels(got: Any, want: np.ndarray) -> None:
+    """Quantized rows from the server against the library's: the same levels, or one apart where a value lies
+    on a level's edge (the two runs' floats differ in the last bits)."""
+    got_a = np.asarray(got, dtype=np.int16)
+    assert got_a.shape == want.shape
+    assert np.abs(got_a - want.astype(np.int16)).max() <= 1
+    assert (got_a == want).mean() >= 0.98
+
+
+def _near_bits(got: Any, want: np.ndarray) -> None:
+    bits = np.unpackbits(np.asarray(got, dtype=np.int16).astype(np.uint8), axis=1)
+    ref = np.unpackbits(want.astype(np.uint8), axis=1)
+    assert bits.shape == ref.shape and (bits != ref).mean() <= 0.01
+
+
+def test_cohere_embed_v2_v1_and_langchain_every_type(server: Server, lib: Embedder) -> None:
+    """cohere.ClientV2.embed and cohere.Client.embed, unchanged, against the server: every embedding type, the
+    input types as E5 kinds and instructions, truncate, max_tokens; and LangChain's CohereEmbeddings."""
+    import base64
+
+    import cohere
+    from cohere.core.api_error import ApiError as CohereError
+    from langchain_cohere import CohereEmbeddings
+
+    v2 = cohere.ClientV2(api_key="unused", base_url=server.url)
+    types = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+    res = v2.embed(texts=TEXTS, model="e5rt", input_type="search_query", embedding_types=types)
+    want = lib.encode(TEXTS, "query")
+    close(res.embeddings.float_, want)
+    floats64 = [np.frombuffer(base64.b64decode(s), dtype="<f4") for s in res.embeddings.base64 or []]
+    close(floats64, want)
+    for kind in ("int8", "uint8"):
+        _near_levels(getattr(res.embeddings, kind), lib.quantize(want, kind))
+    _near_bits(res.embeddings.ubinary, lib.quantize(want, "ubinary"))
+    _near_bits(np.asarray(res.embeddings.binary) + 128, lib.quantize(want, "ubinary"))
+    assert np.asarray(res.embeddings.binary).shape == (len(TEXTS), lib.dim // 8)
+    assert res.texts == TEXTS and res.meta is not None and res.meta.billed_units.input_tokens > 0
+
+    docs = v2.embed(texts=TEXTS[:2], model="e5rt", input_type="search_document", embedding_types=["float"])
+    close(docs.embeddings.float_, lib.encode(TEXTS[:2], "passage"))
+    topic = v2.embed(texts=TEXTS[:2], model="e5rt", input_type="classification", embedding_types=["float"])
+    close(topic.embeddings.float_, lib.encode(TEXTS[:2], "query", "classification_topic"))
+    start = v2.embed(texts=TEXTS[2:3], model="e5rt", input_type="search_document", truncate="START")
+    close(start.embeddings.float_, lib.run(lib.prepare(TEXTS[2:3], direction="left"))[0])
+    short = v2.embed(texts=TEXTS[2:3], model="e5rt", input_type="search_document", max_tokens=8)
+    close(short.embeddings.float_, lib.run(lib.prepare(TEXTS[2:3], max_tokens=8))[0])
+    with pytest.raises(CohereError) as info:
+        v2.embed(texts=TEXTS[2:3], model="e5rt", input_type="search_document", truncate="NONE")
+    assert info.value.status_code == 413 and "truncat" in info.value.body["message"]
+    with pytest.raises(CohereError) as info:
+        v2.embed(texts=TEXTS[:1], model="e5rt", input_type="image")
+    assert info.value.status_code == 422 and "input_type" in info.value.body["message"]
+    with pytest.raises(CohereError) as info:
+        v2.embed(texts=TEXTS[:1], model="e5rt", input_type="search_query", output_dimension=8, embedding_types=["int8"])
+    assert info.value.status_code == 422 and "output_dimension" in info.value.body["message"]
+
+    v1 = cohere.Client(api_key="unused", base_url=server.url)
+    plain = v1.embed(texts=TEXTS, model="e5rt", input_type="search_query")
+    assert plain.response_type == "embeddings_floats"
+    close(plain.embeddings, want)
+    typed = v1.embed(texts=TEXTS, model="e5rt", input_type="search_query", embedding_types=["int8", "float"])
+    assert typed.response_type == "embeddings_by_type"
+    _near_levels(typed.embeddings.int8, lib.quantize(want, "int8"))
+
+    lc = CohereEmbeddings(model="e5rt", base_url=server.url, cohere_api_key="unused")
+    close(lc.embed_documents(TEXTS[:2]), lib.encode(TEXTS[:2], "passage"))
+    close([lc.embed_query(TEXTS[0])], lib.encode(TEXTS[:1], "query"))

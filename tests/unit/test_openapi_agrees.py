@@ -10,6 +10,7 @@ import pytest
 
 from e5rt.server.openapi import openapi_spec
 from e5rt.server.protocol import (
+    parse_cohere_embed,
     parse_cohere_rerank,
     parse_openai,
     parse_similarity,
@@ -61,6 +62,8 @@ ROUTES: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "/rerank": (lambda b: parse_tei_rerank(b, 16, True), {"query": "q", "texts": ["a"]}),
     "/v1/rerank": (lambda b: parse_cohere_rerank(b, 16), {"query": "q", "documents": ["a"]}),
     "/v2/rerank": (lambda b: parse_cohere_rerank(b, 16), {"query": "q", "documents": ["a"]}),
+    "/v2/embed": (lambda b: parse_cohere_embed(b, 8, 16, 2), {"texts": ["a"], "input_type": "search_query"}),
+    "/v1/embed": (lambda b: parse_cohere_embed(b, 8, 16, 1), {"texts": ["a"]}),
 }
 
 
