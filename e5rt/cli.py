@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import BatchOptions, Flag, LoadOptions, ServeOptions, SourceOptions, flags_of, parse_positive_int
+from .core.quantize import PRECISIONS
 from .errors import CALLER_KINDS, E5rtError, InvalidInputError
 
 
@@ -150,6 +151,13 @@ def _add_embed(sub: Any) -> None:
     )
     p.add_argument(
         "--on-error", choices=["fail", "skip"], default="fail", help="bad records: stop, or skip to a rejects file"
+    )
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="float32",
+        help="vectors as float32, or int8 / uint8 / binary / ubinary by the model's calibration (binary-sign: "
+        "sign bits); packed bits are dim/8 bytes",
     )
     p.add_argument("--resume", action="store_true", help="continue an unfinished run into the same output")
     p.add_argument("--restart", action="store_true", help="discard an unfinished run into the same output")
@@ -414,6 +422,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with_text=args.with_text,
         on_error=args.on_error,
         chunk_size=args.chunk_size,
+        precision=args.precision,
     )
     if args.ray:
         return _embed_ray(args, opts)
@@ -446,6 +455,12 @@ _RAY_FLAGS = {"id_field": "--id-field", "input_path": "-i", "out": "-o", "actors
 
 def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
     from .ray import ray_embed_file
+
+    if opts.precision != "float32":
+        raise UsageError(
+            "--precision is not available with --ray yet; write float32 and quantize with "
+            "e5rt.quantize_embeddings, or embed on one machine"
+        )
 
     if args.resume or args.restart:
         raise UsageError("--resume is for the single-machine path; a Ray run retries failed work itself")

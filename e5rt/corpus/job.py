@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from ..core.quantize import CALIBRATED
 from ..errors import InvalidInputError
 from ..progress import Meter
 from . import sinks
@@ -94,6 +95,7 @@ class CorpusOptions:
     on_error: OnError = "fail"
     chunk_size: int = 2048
     chunk_bytes: int = 16 * 1024 * 1024
+    precision: str = "float32"  # or int8 / uint8 / binary / ubinary (calibrated), binary-sign / ubinary-sign
 
     def texts_kept(self, fmt: str) -> bool:
         return fmt == "jsonl" if self.with_text is None else self.with_text
@@ -144,7 +146,27 @@ def _config(emb: Embedder, source: Source, output: Output, opts: CorpusOptions) 
         "on_error": opts.on_error,
         "chunk_size": opts.chunk_size,
         "chunk_bytes": opts.chunk_bytes,
+        "precision": opts.precision,
     }
+
+
+def _vector_metadata(emb: Embedder, opts: CorpusOptions) -> dict[str, Any] | None:
+    """What a reader of quantized vectors needs: the precision, the model's dim, and the calibration that
+    decided every level and bit (None for float32)."""
+    if opts.precision == "float32":
+        return None
+    calibration = emb.calibration if opts.precision in CALIBRATED else None
+    return {
+        "precision": opts.precision,
+        "dim": emb.dim,
+        "layout": "e5rt.core.quantize (Cohere / sentence-transformers byte layouts)",
+        "calibration": calibration.as_manifest() if calibration is not None else None,
+    }
+
+
+def _width(emb: Embedder, precision: str) -> int:
+    """Values per stored vector: dim, or dim/8 bytes of packed bits."""
+    return emb.dim if precision in ("float32", "int8", "uint8") else -(-emb.dim // 8)
 
 
 def _prepare(output: Output, config: dict[str, Any], resume: bool, restart: bool) -> Summary | None:
@@ -228,6 +250,7 @@ def embed_corpus(
     opts = options or CorpusOptions()
     if opts.chunk_size < 1 or opts.chunk_bytes < 1:
         raise CorpusError("chunk_size and chunk_bytes must be positive")
+    emb.check_precision(opts.precision)  # before any output: an older export has no calibration
     if output.fmt == "npy" and opts.with_text:
         raise CorpusError("--with-text applies to parquet and jsonl output; .npy holds vectors only")
     config = _config(emb, source, output, opts)
@@ -256,6 +279,7 @@ def _run(
         meter.base = summary.position["offset"]
 
     run_texts = run_tokens = 0
+    metadata = _vector_metadata(emb, opts)
     position = Position(**summary.position)
     for chunk in read_chunks(source, position, opts, summary):
         n = summary.chunks
@@ -264,7 +288,8 @@ def _run(
             result = _embed(emb, chunk.records, opts)
             summary.embed_seconds += time.monotonic() - t0
             texts = [r.text for r in chunk.records] if keep_text else None
-            sinks.write_part(output.work, output.fmt, n, [r.id for r in chunk.records], texts, result.embeddings)
+            ids = [r.id for r in chunk.records]
+            sinks.write_part(output.work, output.fmt, n, ids, texts, result.embeddings, opts.precision, metadata)
             summary.tokens += result.stats.tokens
             summary.truncated += result.stats.truncated
             run_tokens += result.stats.tokens
@@ -283,7 +308,7 @@ def _run(
         _save_state(output, config, summary)  # the commit point: everything before `position` is on disk
         if meter is not None:
             meter(position.offset, run_texts, run_tokens)
-    _finish(output, config, summary, emb.dim)
+    _finish(output, config, summary, _width(emb, opts.precision), opts.precision, metadata)
     summary.seconds = previous_seconds + time.monotonic() - started
     if meter is not None:
         meter(position.offset, run_texts, run_tokens, final=True)
@@ -332,7 +357,13 @@ def read_chunks(source: Source, start: Position, opts: CorpusOptions, summary: S
 
 
 def _embed(emb: Embedder, records: list[Record], opts: CorpusOptions) -> Any:
-    return emb.embed([r.text for r in records], kind=opts.kind, task=opts.task, long_text=opts.long_text)  # type: ignore[arg-type]
+    return emb.embed(
+        [r.text for r in records],
+        kind=opts.kind,  # type: ignore[arg-type]
+        task=opts.task,
+        long_text=opts.long_text,  # type: ignore[arg-type]
+        precision=opts.precision,
+    )
 
 
 def stream_jsonl(emb: Embedder, source: Source, stream: IO[str], options: CorpusOptions | None = None) -> Summary:
@@ -346,7 +377,8 @@ def stream_jsonl(emb: Embedder, source: Source, stream: IO[str], options: Corpus
         if chunk.records:
             result = _embed(emb, chunk.records, opts)
             for rec, vec in zip(chunk.records, result.embeddings, strict=True):
-                row = {"id": rec.id, "text": rec.text, "embedding": [round(float(x), 7) for x in vec]}
+                values = [round(float(x), 7) for x in vec] if opts.precision == "float32" else [int(x) for x in vec]
+                row = {"id": rec.id, "text": rec.text, "embedding": values}
                 stream.write(json.dumps(row, ensure_ascii=False) + "\n")
             summary.tokens += result.stats.tokens
             summary.truncated += result.stats.truncated
@@ -370,7 +402,14 @@ def _abandon(output: Output) -> None:
         shutil.rmtree(output.work, ignore_errors=True)
 
 
-def _finish(output: Output, config: dict[str, Any], summary: Summary, dim: int) -> None:
+def _finish(
+    output: Output,
+    config: dict[str, Any],
+    summary: Summary,
+    width: int,
+    precision: str = "float32",
+    metadata: dict[str, Any] | None = None,
+) -> None:
     work = output.work
     chunks = range(summary.chunks)
     parts = [p for n in chunks if (p := work / sinks.part_name(output.fmt, n)).exists()]
@@ -383,10 +422,14 @@ def _finish(output: Output, config: dict[str, Any], summary: Summary, dim: int) 
     if output.folder:
         shards = [{"file": p.name, "chunk": int(p.name[5:11]), "rows": sinks.part_rows(p, output.fmt)} for p in parts]
         index = {"config": config, "rows": summary.records, "shards": shards, "summary": asdict(summary)}
+        if metadata is not None:
+            index["vectors"] = metadata
         for p in reject_parts:
             p.unlink()
         sinks.write_json(work / INDEX_FILE, index)
         (work / STATE_FILE).unlink()
     else:
-        sinks.assemble(parts, output.fmt, output.path, dim, summary.records)
+        sinks.assemble(parts, output.fmt, output.path, width, summary.records, precision, metadata)
+        if metadata is not None and output.fmt != "parquet":  # .npy and .jsonl have no place for it inside
+            sinks.write_json(output.path.with_name(output.path.name + ".e5rt.json"), metadata)
         shutil.rmtree(work)

@@ -5,6 +5,12 @@ Formats:
 - `npy`: float32 (rows, dim) arrays; in a folder, each shard `part-N.npy` has its ids in `part-N.ids.json`;
 - `jsonl`: `{"id", "text", "embedding"}` per line.
 
+With a precision other than float32 (e5rt.core.quantize) the vectors are int8 / uint8 (rows, dim) or packed bits
+(rows, dim/8): Parquet's `embedding` is then a fixed-size list of int8 / uint8, or, for ubinary, fixed-size binary
+(the packed bytes); `.npy` arrays are int8 / uint8; jsonl rows carry integers. The precision and the model's
+calibration ranges go into the Parquet schema's metadata (key `e5rt`), a folder's `_index.json`, and, for a single
+`.npy` or `.jsonl` file, a `<file>.e5rt.json` beside it.
+
 A single-file output (`out.parquet`, `out.npy`, `out.jsonl`) is assembled from the parts at the end, one part in
 memory at a time, into a temporary name that is renamed into place; a folder output keeps the parts as its shards
 and gains an `index.json`. Every file is written under a temporary name and renamed, so a kill never leaves a
@@ -59,11 +65,27 @@ def _pyarrow() -> Any:
     return pa
 
 
-def embedding_array(vecs: np.ndarray) -> Any:
-    """(N, dim) float32 as an Arrow fixed-size list column, without copying the values."""
+def embedding_array(vecs: np.ndarray, precision: str = "float32") -> Any:
+    """(N, width) vectors as an Arrow column, without copying the values: a fixed-size list of their dtype
+    (float32, int8, uint8), or fixed-size binary for packed ubinary bits."""
     pa = _pyarrow()
-    flat = pa.array(np.ascontiguousarray(vecs, dtype=np.float32).reshape(-1))
+    if precision in ("ubinary", "ubinary-sign"):
+        data = np.ascontiguousarray(vecs, dtype=np.uint8)
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(data.shape[1]), len(data), [None, pa.py_buffer(data.tobytes())]
+        )
+    dtype = np.float32 if precision == "float32" else vecs.dtype
+    flat = pa.array(np.ascontiguousarray(vecs, dtype=dtype).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])
+
+
+def embedding_type(precision: str, width: int) -> Any:
+    """The Arrow type embedding_array gives (for an empty output's schema)."""
+    pa = _pyarrow()
+    if precision in ("ubinary", "ubinary-sign"):
+        return pa.binary(width)
+    item = {"float32": pa.float32(), "uint8": pa.uint8()}.get(precision, pa.int8())
+    return pa.list_(item, width)
 
 
 def part_name(fmt: str, n: int) -> str:
@@ -75,30 +97,44 @@ def rejects_part_name(n: int) -> str:
 
 
 def write_part(
-    folder: Path, fmt: str, n: int, ids: Sequence[Any], texts: Sequence[str] | None, vecs: np.ndarray
+    folder: Path,
+    fmt: str,
+    n: int,
+    ids: Sequence[Any],
+    texts: Sequence[str] | None,
+    vecs: np.ndarray,
+    precision: str = "float32",
+    metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Write chunk n's rows as one part file; returns its name."""
+    """Write chunk n's rows as one part file; returns its name. metadata: what a Parquet part carries in its
+    schema (the precision and calibration of quantized vectors)."""
     name = part_name(fmt, n)
     if fmt == "parquet":
         pa = _pyarrow()
         cols = {"id": pa.array(list(ids))}
         if texts is not None:
             cols["text"] = pa.array(list(texts), type=pa.string())
-        cols["embedding"] = embedding_array(vecs)
+        cols["embedding"] = embedding_array(vecs, precision)
+        table = pa.table(cols)
+        if metadata is not None:
+            table = table.replace_schema_metadata({"e5rt": json.dumps(metadata)})
         with committed(folder / name) as fh:
-            pa.parquet.write_table(pa.table(cols), fh)
+            pa.parquet.write_table(table, fh)
     elif fmt == "npy":
         with committed(folder / f"part-{n:06d}.ids.json", "w") as fh:
             json.dump(list(ids), fh, ensure_ascii=False)
         with committed(folder / name) as fh:
-            np.save(fh, np.ascontiguousarray(vecs, dtype=np.float32))
+            np.save(fh, np.ascontiguousarray(vecs, dtype=np.float32 if precision == "float32" else vecs.dtype))
     else:
         with committed(folder / name, "w") as fh:
             for i, rid in enumerate(ids):
                 row: dict[str, Any] = {"id": rid}
                 if texts is not None:
                     row["text"] = texts[i]
-                row["embedding"] = [round(float(x), 7) for x in vecs[i]]
+                if precision == "float32":
+                    row["embedding"] = [round(float(x), 7) for x in vecs[i]]
+                else:
+                    row["embedding"] = [int(x) for x in vecs[i]]
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return name
 
@@ -112,14 +148,29 @@ def part_rows(path: Path, fmt: str) -> int:
         return sum(1 for _ in fh)
 
 
-def _npy_header(rows: int, dim: int) -> bytes:
-    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+def _npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
     body = header.encode("latin1").ljust(_NPY_HEADER_BYTES - 10 - 1) + b"\n"
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
 
-def assemble(parts: Sequence[Path], fmt: str, out: Path, dim: int, rows: int) -> None:
-    """Join part files into one output file, a part at a time; the rename at the end makes it appear whole."""
+def _npy_descr(precision: str) -> str:
+    if precision == "float32":
+        return "<f4"
+    return "|u1" if precision in ("uint8", "ubinary", "ubinary-sign") else "|i1"
+
+
+def assemble(
+    parts: Sequence[Path],
+    fmt: str,
+    out: Path,
+    dim: int,
+    rows: int,
+    precision: str = "float32",
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Join part files into one output file, a part at a time; the rename at the end makes it appear whole.
+    dim: the width of a stored vector (dim/8 bytes for packed bits)."""
     with committed(out) as fh:
         if fmt == "parquet":
             pa = _pyarrow()
@@ -130,11 +181,13 @@ def assemble(parts: Sequence[Path], fmt: str, out: Path, dim: int, rows: int) ->
                     writer = pa.parquet.ParquetWriter(fh, table.schema)
                 writer.write_table(table)
             if writer is None:  # no rows at all: still a valid, empty file with the expected columns
-                schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32(), dim))])
+                schema = pa.schema([("id", pa.int64()), ("embedding", embedding_type(precision, dim))])
+                if metadata is not None:
+                    schema = schema.with_metadata({"e5rt": json.dumps(metadata)})
                 writer = pa.parquet.ParquetWriter(fh, schema)
             writer.close()
         elif fmt == "npy":
-            fh.write(_npy_header(rows, dim))
+            fh.write(_npy_header(rows, dim, _npy_descr(precision)))
             for part in parts:
                 arr = np.load(part, mmap_mode="r")
                 fh.write(np.ascontiguousarray(arr).tobytes())

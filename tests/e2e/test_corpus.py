@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -324,3 +325,50 @@ def test_corrupt_state_file_is_one_clear_error(tiny_models: dict[str, Path], tmp
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unreadable state file" in proc.stderr
     run("embed", str(tiny_models["bert"]), "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--restart")
     assert pq.read_table(tmp_path / "o.parquet").num_rows == 2 and not work.exists()
+
+
+def test_quantized_corpus_output_in_every_format(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """--precision: int8 / uint8 lists, packed bits (ubinary as fixed-size binary) in Parquet with the calibration
+    in its metadata; int8 .npy and integer jsonl with a .e5rt.json beside them; a folder's index; the same
+    values as Embedder.encode(precision=...); a model without a calibration refused before any output."""
+    model = tiny_models["bert"]
+    emb = Embedder.load(model, variant="fp32")
+    src = tmp_path / "c.jsonl"
+    texts, _ = write_corpus(src, 50)
+    opts = dict(chunk_size=16)
+    for precision, width, arrow in (("int8", emb.dim, pa.list_(pa.int8(), emb.dim)), ("ubinary", emb.dim // 8, None)):
+        out = tmp_path / f"{precision}.parquet"
+        embed_corpus(emb, Source(str(src)), Output.parse(out), CorpusOptions(precision=precision, **opts))
+        table = pq.read_table(out)
+        want = emb.encode(texts, precision=precision)
+        if arrow is not None:
+            assert table.schema.field("embedding").type == arrow
+            got = np.asarray(table["embedding"].to_pylist(), dtype=np.int16)
+        else:
+            assert table.schema.field("embedding").type == pa.binary(width)
+            rows = [np.frombuffer(b, dtype=np.uint8) for b in table["embedding"].to_pylist()]
+            got = np.stack(rows).astype(np.int16)
+        assert np.array_equal(got, want.astype(np.int16)), precision
+        meta = json.loads(table.schema.metadata[b"e5rt"])
+        assert meta["precision"] == precision and meta["dim"] == emb.dim
+        assert len(meta["calibration"]["int8"]["low"]) == emb.dim and meta["calibration"]["texts"] > 0
+    flags = ["-i", str(src), "--variant", "fp32", "--precision"]
+    run("embed", str(model), *flags, "binary", "-o", str(tmp_path / "b.npy"))
+    arr = np.load(tmp_path / "b.npy")
+    assert arr.dtype == np.int8 and np.array_equal(arr, emb.encode(texts, precision="binary"))
+    assert json.loads((tmp_path / "b.npy.e5rt.json").read_text())["precision"] == "binary"
+    run("embed", str(model), *flags, "uint8", "-o", str(tmp_path / "u.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "u.jsonl").read_text().splitlines()]
+    assert np.array_equal(np.array([r["embedding"] for r in lines]), emb.encode(texts, precision="uint8"))
+    run("embed", str(model), *flags, "int8", "-o", str(tmp_path / "shards/"))
+    index = json.loads((tmp_path / "shards" / "_index.json").read_text())
+    assert index["vectors"]["precision"] == "int8" and index["config"]["precision"] == "int8"
+    # an export from before the calibration: one clear error naming e5rt export, and no output
+    old = tmp_path / "old-model"
+    shutil.copytree(model, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["output_calibration"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    proc = run("embed", str(old), "-i", str(src), "-o", str(tmp_path / "x.npy"), "--precision", "int8", check=False)
+    assert proc.returncode == 2 and "e5rt export" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.npy").exists()
