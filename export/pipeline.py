@@ -15,8 +15,7 @@ from typing import Any, TextIO
 import onnx
 
 from e5rt import pull
-from e5rt.core import PairTokenizer, TextTokenizer, format_texts
-from e5rt.core.quantize import calibrate
+from e5rt.core import PairTokenizer, TextTokenizer, calibrate, format_texts
 from e5rt.cpu import INT8_TARGETS, detect_int8_target, exact_int8_needed
 from e5rt.engine import ModelSpec
 from e5rt.manifest import MANIFEST_NAME, SCHEMA_VERSION, file_entry, parse_manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 _SHORT = [
     "hello",
@@ -170,24 +171,27 @@ def tokenizer_texts() -> list[str]:
     return edges + [text + " " for text in _SENTENCES[:6]] + [" " + text for text in _SENTENCES[6:12]]
 
 
-def corpus_texts() -> list[str]:
-    """Every text of e5rt's benchmark corpus (2,048, 15+ languages), in file order."""
+def corpus_rows() -> list[dict[str, Any]]:
+    """Every row of e5rt's benchmark corpus (2,048 texts, 15+ languages, with their kind), in file order."""
     import e5rt
 
     path = Path(e5rt.__file__).parent / "bench" / "data" / "corpus.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["text"] for r in rows]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def corpus_texts() -> list[str]:
+    """Every text of e5rt's benchmark corpus, in file order."""
+    return [r["text"] for r in corpus_rows()]
 
 
 # Texts the output calibration (per-dimension int8 ranges and bit thresholds) is measured on; the quality
-# benchmark found the ranges stable from a few hundred texts on (benchmarks/quantized_quality.py).
+# benchmark found retrieval quality flat from a few dozen texts on (benchmarks/quantized_quality.py).
 OUTPUT_CALIBRATION_TEXTS = 1024
 
 
 def output_calibration_texts(n: int = OUTPUT_CALIBRATION_TEXTS) -> tuple[list[str], list[str]]:
-    """A seeded subsample of the benchmark corpus (15+ languages) as (queries, passages): its search queries,
-    and its sentences, paragraphs and long documents."""
-    from e5rt.bench.corpus import read_rows, subsample
-
-    rows = subsample(read_rows(), n, seed=11)
+    """n rows spread evenly over the benchmark corpus (15+ languages) as (queries, passages): its search
+    queries, and its sentences, paragraphs and long documents."""
+    rows = corpus_rows()
+    rows = rows[:: max(1, len(rows) // n)][:n]
     return [r["text"] for r in rows if r.get("kind") == "query"], [r["text"] for r in rows if r.get("kind") != "query"]

@@ -8,11 +8,14 @@ from .feeds import build_feeds
 from .plan import Batch, CostRule, padded_length, plan, plan_batches
 from .pool import cls_pool, divide, l2_normalize, mean_pool, pool_sum, vectors_from_sums
 from .prompts import DEFAULT_TASK, TASKS, TextKind, format_texts, resolve_task
+from .quantize import PRECISIONS, Calibration, calibrate, quantize
 from .tokenize import Encoded, PairTokenizer, TextTokenizer
 from .types import EMPTY_STATS, EmbedResult, Stats
 
 __all__ = [
     "DEFAULT_TASK",
+    "PRECISIONS",
+    "Calibration",
     "EMPTY_STATS",
     "TASKS",
     "Batch",
@@ -28,6 +31,7 @@ __all__ = [
     "TextTokenizer",
     "activate",
     "build_feeds",
+    "calibrate",
     "cls_pool",
     "divide",
     "vectors_from_sums",
@@ -39,6 +43,7 @@ __all__ = [
     "plan_batches",
     "pieces",
     "pool_sum",
+    "quantize",
     "ranked",
     "resolve_task",
     "sigmoid",

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ManifestError
 
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary", "binary-sign", "ubinary-sign"]
 PRECISIONS: tuple[str, ...] = ("float32", "int8", "uint8", "binary", "ubinary", "binary-sign", "ubinary-sign")
@@ -44,7 +44,7 @@ class Calibration:
         high = np.asarray(raw["int8"]["high"], dtype=np.float32)
         thresholds = np.asarray(raw["binary"]["thresholds"], dtype=np.float32)
         if not (low.shape == high.shape == thresholds.shape and low.ndim == 1):
-            raise ValueError("output_calibration: low, high and thresholds must be vectors of one length")
+            raise ManifestError("manifest: output_calibration's low, high and thresholds must be vectors of one length")
         method = {k: v for k, v in raw.items() if k not in ("int8", "binary")}
         method["int8"] = raw["int8"].get("method", "")
         method["binary"] = raw["binary"].get("method", "")
