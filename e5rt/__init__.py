@@ -19,7 +19,6 @@ Every error class lives in e5rt.errors (all derive from E5rtError); the stages i
 from .classify import Classifier, Prediction
 from .config import BatchOptions, LoadOptions
 from .core.prompts import TASKS
-from .core.quantize import PRECISIONS, quantize_embeddings
 from .core.types import EmbedResult, Stats
 from .engine import Embedder
 from .errors import E5rtError, InputError
@@ -28,7 +27,6 @@ from .rerank import Reranker, RerankResult
 
 __version__ = "0.2.0"
 __all__ = [
-    "PRECISIONS",
     "TASKS",
     "BatchOptions",
     "Classifier",
@@ -41,7 +39,6 @@ __all__ = [
     "RerankResult",
     "Reranker",
     "Stats",
-    "quantize_embeddings",
     "search",
     "similarity",
 ]

@@ -459,7 +459,7 @@ def _embed_ray(args: argparse.Namespace, opts: Any) -> int:
     if opts.precision != "float32":
         raise UsageError(
             "--precision is not available with --ray yet; write float32 and quantize with "
-            "e5rt.quantize_embeddings, or embed on one machine"
+            "e5rt.core.quantize.quantize_embeddings, or embed on one machine"
         )
 
     if args.resume or args.restart:

@@ -100,7 +100,8 @@ def quantize(vectors: np.ndarray, precision: str, calibration: Calibration | Non
         raise InvalidInputError(
             f"precision {precision!r} needs the model's output calibration, which this model directory does not "
             "have: export it again with `e5rt export` (the export measures the ranges), or quantize the float32 "
-            "vectors yourself with e5rt.quantize_embeddings(vectors, precision, ranges=..., thresholds=...)",
+            "vectors yourself with e5rt.core.quantize.quantize_embeddings(vectors, precision, ranges=..., "
+            "thresholds=...)",
             param="precision",
         )
     if calibration.dim != vectors.shape[1]:

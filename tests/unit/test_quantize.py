@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e5rt import Embedder, quantize_embeddings
-from e5rt.core.quantize import Calibration, calibrate, quantize
+from e5rt import Embedder
+from e5rt.core.quantize import Calibration, calibrate, quantize, quantize_embeddings
 from e5rt.errors import InvalidInputError
 
 
