@@ -19,7 +19,7 @@ from .batching import Progress, Submission
 from .config import BatchOptions
 from .core.pool import cut_dimensions, vectors_from_sums
 from .core.prompts import TextKind, format_texts
-from .core.quantize import CALIBRATED, Calibration, calibrate, check_precision, quantize
+from .core.quantize import CALIBRATED, Calibration, calibrate, check_precision, quantize, uncalibrated
 from .core.tokenize import Direction, Encoded, TextTokenizer
 from .core.types import EmbedResult, Stats
 from .errors import InputError, InvalidInputError
@@ -203,7 +203,7 @@ class Embedder(ModelBase):
         """Refuse a precision this call cannot give, before any work (the calibration is of normalized vectors)."""
         check_precision(precision)
         if precision in CALIBRATED and self.calibration is None:
-            quantize(np.zeros((1, self.dim), np.float32), precision, None)  # raises the error naming e5rt export
+            raise uncalibrated(precision)
         if precision != "float32" and not normalize:
             raise InvalidInputError(
                 f"precision {precision!r} quantizes normalized vectors; drop normalize=False", param="precision"

@@ -97,13 +97,7 @@ def quantize(vectors: np.ndarray, precision: str, calibration: Calibration | Non
     if precision not in CALIBRATED:
         check_precision(precision)
     if calibration is None:
-        raise InvalidInputError(
-            f"precision {precision!r} needs the model's output calibration, which this model directory does not "
-            "have: export it again with `e5rt export` (the export measures the ranges), or quantize the float32 "
-            "vectors yourself with e5rt.core.quantize.quantize_embeddings(vectors, precision, ranges=..., "
-            "thresholds=...)",
-            param="precision",
-        )
+        raise uncalibrated(precision)
     if calibration.dim != vectors.shape[1]:
         raise InvalidInputError(
             f"precision {precision!r}: the calibration has {calibration.dim} dimensions, the vectors "
@@ -115,6 +109,17 @@ def quantize(vectors: np.ndarray, precision: str, calibration: Calibration | Non
         return (q - 128).astype(np.int8) if precision == "int8" else q.astype(np.uint8)
     packed = pack_bits(vectors, calibration.thresholds)
     return _signed(packed) if precision == "binary" else packed
+
+
+def uncalibrated(precision: str) -> InvalidInputError:
+    """The error for a calibrated precision asked of a model directory exported without a calibration."""
+    return InvalidInputError(
+        f"precision {precision!r} needs the model's output calibration, which this model directory does not "
+        "have: export it again with `e5rt export` (the export measures the ranges), or quantize the float32 "
+        "vectors yourself with e5rt.core.quantize.quantize_embeddings(vectors, precision, ranges=..., "
+        "thresholds=...)",
+        param="precision",
+    )
 
 
 def _signed(packed: np.ndarray) -> np.ndarray:

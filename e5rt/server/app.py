@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..core.quantize import CALIBRATED
 from ..errors import HTTP_STATUS, MissingExtraError
 
 try:
@@ -117,7 +118,6 @@ def _timing_headers(stats: Stats) -> dict[str, str]:
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
-COHERE_PRECISIONS = ("int8", "uint8", "binary", "ubinary")  # Cohere's embedding types that are e5rt precisions
 COHERE_ROUTES = ("/v1/embed", "/v2/embed", "/v1/rerank", "/v2/rerank")  # errors also carry Cohere's "message"
 # Responses up to this many vectors are encoded on the event loop: orjson writes a 384-dim row in ~7 us, a
 # 1,024-dim one in ~20 us, and a hop to the thread pool and back costs more than that for a few rows.
@@ -233,7 +233,7 @@ class _Routes:
         service, model, body = await self._take(request, ModelKind.EMBED)
         cohere = parse_cohere_embed(body, model.dim, service.options.max_client_batch_size, version)
         for kind in cohere.types:
-            if kind in COHERE_PRECISIONS:
+            if kind in CALIBRATED:  # Cohere's int8 / uint8 / binary / ubinary are e5rt's calibrated precisions
                 model.check_precision(kind)  # before any work: an older export has no calibration
                 if cohere.call.dimensions is not None:
                     raise ApiError(
