@@ -398,6 +398,7 @@ def spec_limits(models: ModelSet) -> Limits:
         max_length=min(m.max_length for m in embedders),
         window=min(m.max_length - m.tokenizer.n_special for m in embedders),
         token_ids=opts.accept_token_ids,
+        quantized=all(m.calibration is not None for m in embedders),
     )
 
 

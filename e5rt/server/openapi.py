@@ -22,6 +22,7 @@ class Limits:
     max_length: int | None = None  # token ids per input
     window: int | None = None  # overlap < window (max_length minus the special tokens)
     token_ids: bool = False  # /v1/embeddings takes token ids (--accept-token-ids)
+    quantized: bool = True  # every served embedder has an output calibration (Cohere's int8 / binary types)
 
 
 _NONBLANK = {"type": "string", "minLength": 1, "pattern": "\\S"}  # at least one non-space character
@@ -318,7 +319,8 @@ def docs_html(spec: dict[str, Any]) -> str:
 
 def _cohere_embed(version: int, lim: Limits) -> dict[str, Any]:
     """Cohere's embed API (cohere.ClientV2.embed posts to /v2/embed, cohere.Client.embed to /v1/embed)."""
-    types = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+    plain = ["float", "base64"]
+    types = plain + (["int8", "uint8", "binary", "ubinary"] if lim.quantized else [])
     props: dict[str, Any] = {
         "model": {"type": "string"},
         "texts": {**_texts(lim), "description": "the texts to embed"},
@@ -337,18 +339,31 @@ def _cohere_embed(version: int, lim: Limits) -> dict[str, Any]:
             + ("" if version == 2 else "; without it the answer is embeddings_floats"),
         },
         "truncate": {"type": "string", "enum": ["NONE", "START", "END"], "default": "END"},
-        "images": {"type": "array", "description": "not served (a text embedder): refused when not empty"},
-        "inputs": {"type": "array", "description": "not served (a text embedder): refused when not empty"},
+        # Cohere's clients may send these empty; anything in them is refused, so the spec allows only [].
+        "images": {"type": "array", "maxItems": 0, "description": "not served (a text embedder): must be empty"},
+        "inputs": {"type": "array", "maxItems": 0, "description": "not served (a text embedder): must be empty"},
     }
     if version == 2:
-        props["output_dimension"] = {"type": "integer", "minimum": 1, "description": "first N values, re-normalized"}
+        props["output_dimension"] = {
+            "type": "integer",
+            "minimum": 1,
+            **_max(lim.dim, "maximum"),
+            "description": "first N values, re-normalized",
+        }
         props["max_tokens"] = {"type": "integer", "minimum": 3, "description": "cut each text at N tokens"}
     required = ["texts", "input_type"] if version == 2 else ["texts"]
+    # The calibration is of full-width vectors: a shortened one comes only as float / base64 (the parser refuses
+    # the rest; stated here for every output_dimension, though the full width itself is also let through).
+    plain_only = {
+        "if": {"required": ["output_dimension"]},
+        "then": {"properties": {"embedding_types": {"items": {"enum": plain}}}},
+    }
     return _post(
         f"Cohere embed v{version}: {{id, embeddings, texts, meta}}; errors carry Cohere's top-level 'message'",
         props,
         required,
         {"type": "object"},
+        plain_only if version == 2 else None,
     )
 
 
