@@ -26,6 +26,7 @@ except ImportError as _exc:
 from .. import __version__
 from ..config import ServeOptions
 from ..core.types import Stats
+from ..engine import Embedder
 from ..errors import NotReadyError, OverloadedError, WrongTaskError
 from ..manifest import ModelKind
 from .models import ModelSet
@@ -388,7 +389,7 @@ class _Routes:
 def spec_limits(models: ModelSet) -> Limits:
     """The bounds /openapi.json states: the server's options and its loaded embedders' (the narrowest of each)."""
     opts = models.options
-    embedders = [s.model for s in models.services if s.model is not None and s.kind is ModelKind.EMBED]
+    embedders = [s.model for s in models.services if isinstance(s.model, Embedder)]
     if not embedders:
         return Limits(max_items=opts.max_client_batch_size, token_ids=opts.accept_token_ids)
     return Limits(

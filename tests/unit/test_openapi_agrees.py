@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 
-from e5rt.server.openapi import openapi_spec
+from e5rt.server.openapi import Limits, openapi_spec
 from e5rt.server.protocol import (
     parse_cohere_embed,
     parse_cohere_rerank,
@@ -77,3 +78,29 @@ def test_parser_reads_exactly_the_schema_fields(path: str) -> None:
     )
     parse(wrapped)
     assert seen == _schema_fields(path), path
+
+
+def _cohere_v2_schema(limits: Limits) -> dict[str, Any]:
+    return openapi_spec("test", limits)["paths"]["/v2/embed"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
+
+
+def test_cohere_embed_schema_refuses_what_the_parser_refuses() -> None:
+    """Bodies the parser or route refuses are not schema-valid either (schemathesis would call them rejected valid
+    data): non-empty images, output_dimension past the width, or with a quantized type; quantized types only when
+    every served embedder has a calibration."""
+    validator = jsonschema.Draft202012Validator(_cohere_v2_schema(Limits(dim=8)))
+    base = {"texts": ["a"], "input_type": "search_query"}
+    assert validator.is_valid({**base, "embedding_types": ["int8", "ubinary"], "images": []})
+    assert validator.is_valid({**base, "embedding_types": ["float", "base64"], "output_dimension": 4})
+    for bad in (
+        {"images": [None]},
+        {"inputs": [{"content": []}]},
+        {"output_dimension": 9},
+        {"output_dimension": 4, "embedding_types": ["float", "int8"]},
+    ):
+        assert not validator.is_valid({**base, **bad}), bad
+    uncalibrated = jsonschema.Draft202012Validator(_cohere_v2_schema(Limits(dim=8, quantized=False)))
+    assert uncalibrated.is_valid({**base, "embedding_types": ["float", "base64"]})
+    assert not uncalibrated.is_valid({**base, "embedding_types": ["int8"]})
