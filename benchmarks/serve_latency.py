@@ -220,13 +220,13 @@ def profile(model: Embedder, ids: np.ndarray, runs: int) -> dict[str, Any]:
     path = session.end_profiling()
     events = json.loads(Path(path).read_text())
     shutil.rmtree(prefix.parent, ignore_errors=True)
-    per_op: dict[str, float] = defaultdict(float)
+    per_op: dict[str, list[float]] = defaultdict(list)  # each kernel's ms, by op type
     model_runs = [e for e in events if e.get("name") == "model_run"]
     counted = len(model_runs)
     for event in events:
         if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
-            per_op[event["args"].get("op_name", "?")] += event["dur"] / 1000.0
-    per_run = {op: ms / counted for op, ms in per_op.items()}
+            per_op[event["args"].get("op_name", "?")].append(event["dur"] / 1000.0)
+    per_run = {op: sum(ms) / counted for op, ms in per_op.items()}
     kernels = sum(per_run.values())
     run_ms = sum(e["dur"] for e in model_runs) / 1000.0 / counted
     return {
@@ -236,8 +236,15 @@ def profile(model: Embedder, ids: np.ndarray, runs: int) -> dict[str, Any]:
         "model_run_ms": round(run_ms, 3),
         "kernels_ms": round(kernels, 3),
         "outside_kernels_ms": round(run_ms - kernels, 3),
+        # how many kernels a run launches, and each one's median: for tiny tensors that is the per-kernel cost
+        "kernels_per_run": round(sum(len(ms) for ms in per_op.values()) / counted, 1),
         "ops": {
-            op: {"ms": round(ms, 4), "share": round(ms / kernels, 4)}
+            op: {
+                "ms": round(ms, 4),
+                "share": round(ms / kernels, 4),
+                "per_run": round(len(per_op[op]) / counted, 1),
+                "median_us": round(float(np.median(per_op[op])) * 1000.0, 1),
+            }
             for op, ms in sorted(per_run.items(), key=lambda kv: -kv[1])
         },
     }
@@ -401,9 +408,14 @@ def render(report: dict[str, Any]) -> str:
         )
         if "profile" in r:
             p, lim = r["profile"], r["limit"]
-            top = ", ".join(f"{op} {v['ms']:.3f}" for op, v in list(p["ops"].items())[:8])
+            top = ", ".join(
+                f"{op} {v['ms']:.3f}" + (f" ({v['per_run']:g} x {v['median_us']:g} us)" if "per_run" in v else "")
+                for op, v in list(p["ops"].items())[:8]
+            )
+            count = f", {p['kernels_per_run']:g} kernels" if "kernels_per_run" in p else ""
             lines.append(
-                f"profile 1x{p['tokens']}: run {p['model_run_ms']:.3f} ms (kernels {p['kernels_ms']:.3f}); {top}; "
+                f"profile 1x{p['tokens']}: run {p['model_run_ms']:.3f} ms (kernels {p['kernels_ms']:.3f}{count}); "
+                f"{top}; "
                 f"work {lim['query_gflop']} GFLOP, at the large-batch rate ({lim['large_batch_gflops']} GFLOP/s) "
                 f"{lim['limit_ms']:.3f} ms"
             )

@@ -28,6 +28,12 @@ from .scheduler import DEFAULT_BULK_SHARE, ScheduledBatch, Scheduler
 # hand-offs it saves (tenths of a ms) matter only next to a short run anyway. me5-small-r's short query takes 3-17 ms
 # on the CPUs measured, large-instruct's 17 ms (Zen 5) to 300 ms (Zen 1, 34 tokens): the latter go to a worker.
 HERE_MAX_S = 0.05
+# ... and no run may have ended within HERE_QUIET_S. A request that arrived while a run went is submitted just after
+# it ends (0.3-0.6 ms later: the answer written, the next request parsed and tokenized); run in the loop's thread
+# too, it would hold the loop while the next ones arrive, and so on: requests one by one, never batched. That
+# cascade took 64 query clients from 91 % to 51 % of encode's rate (me5-small-r int8-static, 2-core Zen 4 with
+# VNNI, serve_load --quick); with this rule 93 %. A client's next query after a pause still runs here.
+HERE_QUIET_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class BatchQueue:
         self._state = QueueState(workers=workers, has_wide=self.wide is not None)  # what decide() reads
         self._handed: list[ScheduledBatch] = []  # runs of a split batch, for the idle workers
         self._tokens_per_s = 0.0  # moving average, for Retry-After
+        self._last_end = -math.inf  # time.monotonic() when a run last ended, for _run_here
         self.dropped_texts = 0
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
@@ -162,11 +169,12 @@ class BatchQueue:
         return request
 
     def _run_here(self, request: Submission) -> bool:
-        """Run a lone text in the caller's thread when nothing is queued or running; False (nothing done)
-        otherwise. It holds every thread the way a wide run does (the workers wait for it), so the text runs
-        as it would on a worker, without the two thread hand-offs (caller -> worker -> caller) a queued one
-        takes (benchmarks/serve_latency.py on a 2-core Zen 1: the queue wait fell from 0.21 to 0.05 ms, and with
-        spinning kept within runs served minus in-process from 1.7-1.8 to 0.9 ms)."""
+        """Run a lone text in the caller's thread when nothing is queued or running and nothing ended just
+        before (HERE_QUIET_S); False (nothing done) otherwise. It holds every thread the way a wide run does
+        (the workers wait for it), so the text runs as it would on a worker, without the two thread hand-offs
+        (caller -> worker -> caller) a queued one takes (benchmarks/serve_latency.py on a 2-core Zen 1: the
+        queue wait fell from 0.21 to 0.05 ms, and with spinning kept within runs served minus in-process from
+        1.7-1.8 to 0.9 ms)."""
         length = request.lengths[0]
         with self._cond:
             state = self._state
@@ -175,6 +183,8 @@ class BatchQueue:
             rate = self._tokens_per_s  # 0 until a batch has run: the first text goes to a worker
             if rate <= 0 or length / rate > HERE_MAX_S:
                 return False
+            if time.monotonic() - self._last_end < HERE_QUIET_S:
+                return False  # it may have waited behind the last run: batched with what comes next instead
             self._admit(1)
             batch = ScheduledBatch(rows=((None, 0),), width=self.rule.width(length), real_tokens=length)
             taken = self._start(batch, wide=True, handed=0, rows=[(request, 0)])
@@ -281,6 +291,7 @@ class BatchQueue:
             if taken.wide:
                 self._cond.notify_all()  # the workers that waited for it
             self._in_flight_texts -= len(rows)
+            self._last_end = time.monotonic()
             rate = batch.real_tokens / max(seconds, 1e-9)
             self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
         if self.on_batch is not None:

@@ -174,9 +174,10 @@ class InferenceService:
             work = prepare(model)
         else:
             work = await asyncio.get_running_loop().run_in_executor(self.pool, prepare, model)
-        # A lone short text on an idle queue runs right here, on the event loop's thread: nothing else is
-        # running or waiting, so the loop has nothing to do meanwhile but read new requests, which would wait
-        # for this run anyway (it holds every thread).
+        # A lone short text on a queue that is idle, and was a moment ago (HERE_QUIET_S), runs right here, on
+        # the event loop's thread: nothing else is running or waiting, so the loop has nothing to do meanwhile
+        # but read new requests, which would wait for this run anyway (it holds every thread); those that did
+        # are queued and batched afterwards (BatchQueue._run_here), not run here one by one.
         submission = model.submit(queue, work, here=inline)
         if not submission.future.done():
             await self._wait(gone, queue, submission)

@@ -482,11 +482,13 @@ class _Threads(FakeBackend):
 
 
 _OVERLAP_LOCK = threading.Lock()
+_QUIET_S = 0.05  # past the test's HERE_QUIET_S (0.01) since the last run ended
 
 
 def test_a_lone_short_text_on_an_idle_queue_runs_in_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """submit(here=True): one short text, nothing queued or running -> it runs before submit returns, in the
-    caller's thread, on the wide session, and the workers wait for it; otherwise it is queued as usual."""
+    """submit(here=True): one short text, nothing queued or running, and no run ended within HERE_QUIET_S -> it
+    runs before submit returns, in the caller's thread, on the wide session, and the workers
+    wait for it; otherwise it is queued as usual."""
     from e5rt.batching import queue as queue_module
 
     monkeypatch.setattr(queue_module, "HERE_MAX_S", 10.0)  # the fake's runs are slow on purpose
@@ -506,7 +508,15 @@ def test_a_lone_short_text_on_an_idle_queue_runs_in_the_callers_thread(monkeypat
         first.future.result(timeout=10)
         assert log == [("wide", "e5rt-batcher-0")] or log == [("wide", "e5rt-batcher-1")]
         log.clear()
+        # just after a run ended (a request that waited behind it): to a worker, so what follows is batched
+        # instead of run one by one in the caller's thread (a wide window: this thread may be slow to wake)
+        monkeypatch.setattr(queue_module, "HERE_QUIET_S", 0.5)
+        queue.submit(one, here=True).future.result(timeout=10)
+        assert len(log) == 1 and log[0][1] != me, log
+        log.clear()
+        monkeypatch.setattr(queue_module, "HERE_QUIET_S", 0.01)
         batches.clear()
+        time.sleep(_QUIET_S)
         done = queue.submit(one, here=True)
         assert done.future.done() and log == [("wide", me)] and batches == [1]
         np.testing.assert_allclose(vectors_from_sums(done.sums, done.weights), _expected(reference, one), atol=1e-5)
@@ -523,6 +533,7 @@ def test_a_lone_short_text_on_an_idle_queue_runs_in_the_callers_thread(monkeypat
         # a here-run holds every thread: work submitted meanwhile from another thread waits for it
         overlap[1] = 0
         wide.started.clear()
+        time.sleep(_QUIET_S)
         with ThreadPoolExecutor(1) as other:
             later = other.submit(lambda: (wide.started.wait(10), queue.submit(_ids([30], 5)))[1])
             queue.submit(_ids([9], 6), here=True)
