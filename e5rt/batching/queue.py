@@ -32,7 +32,7 @@ HERE_MAX_S = 0.05
 # it ends (0.3-0.6 ms later: the answer written, the next request parsed and tokenized); run in the loop's thread
 # too, it would hold the loop while the next ones arrive, and so on: requests one by one, never batched. That
 # cascade took 64 query clients from 91 % to 51 % of encode's rate (me5-small-r int8-static, 2-core Zen 4 with
-# VNNI, serve_load --quick); with this rule 93 %. A client's next query after a pause still runs here.
+# VNNI, serve_load --quick); with this rule 92 %. A client's next query after a pause still runs here.
 HERE_QUIET_S = 0.002
 
 

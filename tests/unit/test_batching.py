@@ -487,8 +487,8 @@ _QUIET_S = 0.05  # past the test's HERE_QUIET_S (0.01) since the last run ended
 
 def test_a_lone_short_text_on_an_idle_queue_runs_in_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """submit(here=True): one short text, nothing queued or running, and no run ended within HERE_QUIET_S -> it
-    runs before submit returns, in the caller's thread, on the wide session, and the workers
-    wait for it; otherwise it is queued as usual."""
+    runs before submit returns, in the caller's thread, on the wide session, and the workers wait for it;
+    otherwise it is queued as usual."""
     from e5rt.batching import queue as queue_module
 
     monkeypatch.setattr(queue_module, "HERE_MAX_S", 10.0)  # the fake's runs are slow on purpose
