@@ -112,6 +112,14 @@ def _add_export(sub: Any) -> None:
         help="word-embedding table storage: int8 = uint8 blocks of 32 in every CPU variant (fp32 too), "
         "fp32 = as exported, auto = int8 in the int8 variants only (default)",
     )
+    p.add_argument(
+        "--tokenizer",
+        choices=["transformers", "tokenizers"],
+        default="transformers",
+        help="which ids a text gets: transformers = as transformers 5 and sentence-transformers 6 tokenize "
+        "(default; a text ending in whitespace gets no final '▁'), tokenizers = the checkpoint's tokenizer.json "
+        "as the tokenizers library, transformers 4 and TEI run it (docs/export.md)",
+    )
     p.add_argument("--pooling", choices=["mean", "cls"], default=None)
     p.add_argument("--prompt-scheme", choices=["instruct", "query-passage", "none"], default=None)
     p.add_argument("--name", default=None, help="model name for the manifest (default: from the source)")
@@ -396,6 +404,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         int8_target=args.int8_target,
         embedding_table=args.embedding_table,
+        tokenizer=args.tokenizer,
         pooling=args.pooling,
         prompt_scheme=args.prompt_scheme,
         force=args.force,

@@ -26,29 +26,59 @@ _SPACE = "\u2581"
 _NORMAL, _UNKNOWN, _CONTROL, _UNIGRAM = 1, 2, 3, 1
 
 
-def unsupported_reason(data: dict[str, Any]) -> str | None:
-    """Why this tokenizer.json cannot be written as a sentencepiece model with the same ids, or None."""
+def _charsmap(data: dict[str, Any]) -> str:
+    """The base64 normalization table of either layout (see layout)."""
+    norm = data["normalizer"]
+    return str(
+        norm["normalizers"][0]["precompiled_charsmap"]
+        if norm.get("type") == "Sequence"
+        else norm["precompiled_charsmap"]
+    )
+
+
+def layout(data: dict[str, Any]) -> tuple[bool | None, str | None]:
+    """Which of the two unigram layouts tokenizer.json has: (trailing_space, None), or (None, why neither).
+
+    - The checkpoint's own (XLM-R's file, run by the tokenizers library): the Precompiled table, then runs of
+      spaces collapsed; Metaspace with "▁" always prepended, not split. A text ending in a space keeps a final
+      "▁": trailing_space True.
+    - transformers 5's (what its XLMRobertaTokenizer builds, serialized): the Precompiled table alone; split on
+      whitespace, then Metaspace split on "▁". Whitespace at the end of a text leaves nothing: trailing_space
+      False, which is sentencepiece's own behaviour."""
     model = data.get("model") or {}
     if model.get("type") != "Unigram":
-        return f"its model is {model.get('type')}, not Unigram"
+        return None, f"its model is {model.get('type')}, not Unigram"
     if model.get("byte_fallback"):
-        return "it uses byte fallback"
+        return None, "it uses byte fallback"
     norm = data.get("normalizer") or {}
     steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
     collapse = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
-    if len(steps) != 2 or steps[0].get("type") != "Precompiled" or steps[1] != collapse:
-        return "its normalizer is not Precompiled followed by collapsing runs of spaces"
     pre = data.get("pre_tokenizer") or {}
-    prepend = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
-    if pre.get("type") != "Metaspace" or pre.get("replacement") != _SPACE or prepend != "always":
-        return "its pre-tokenizer is not Metaspace('▁', always prepended)"
+    if pre.get("type") == "Sequence":
+        parts = pre.get("pretokenizers", [])
+        split_first = len(parts) == 2 and parts[0] == {"type": "WhitespaceSplit"}
+        meta, trailing = (parts[1] if split_first else {}), False
+        if len(steps) != 1 or steps[0].get("type") != "Precompiled":
+            return None, "its normalizer is not the Precompiled table alone"
+    else:
+        meta, trailing = pre, True
+        if len(steps) != 2 or steps[0].get("type") != "Precompiled" or steps[1] != collapse:
+            return None, "its normalizer is not Precompiled followed by collapsing runs of spaces"
+    prepend = meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never")
+    if meta.get("type") != "Metaspace" or meta.get("replacement") != _SPACE or prepend != "always":
+        return None, "its pre-tokenizer is not Metaspace('▁', always prepended), alone or after WhitespaceSplit"
     pieces = {piece: i for i, (piece, _) in enumerate(model["vocab"])}
     if _SPACE not in pieces:
-        return "its vocabulary has no lone '▁' piece"
+        return None, "its vocabulary has no lone '▁' piece"
     for tok in data.get("added_tokens", []):
         if tok.get("normalized") or tok.get("single_word") or pieces.get(tok["content"]) != tok["id"]:
-            return f"its added token {tok['content']!r} is normalized, single-word or outside the vocabulary"
-    return None
+            return None, f"its added token {tok['content']!r} is normalized, single-word or outside the vocabulary"
+    return trailing, None
+
+
+def unsupported_reason(data: dict[str, Any]) -> str | None:
+    """Why this tokenizer.json cannot be written as a sentencepiece model with the same ids, or None."""
+    return layout(data)[1]
 
 
 def model_proto(data: dict[str, Any]) -> bytes:
@@ -69,7 +99,7 @@ def model_proto(data: dict[str, Any]) -> bytes:
     proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
     spec = proto.normalizer_spec
     spec.name = "tokenizer.json"
-    spec.precompiled_charsmap = base64.b64decode(data["normalizer"]["normalizers"][0]["precompiled_charsmap"])
+    spec.precompiled_charsmap = base64.b64decode(_charsmap(data))
     spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = True
     return bytes(proto.SerializeToString())
 
@@ -164,10 +194,10 @@ def write(
     from tokenizers import Tokenizer
 
     data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    reason = unsupported_reason(data)
+    trailing_space, reason = layout(data)
     if reason is not None:
         return None, reason
-    mapped, reason = mapped_ranges(base64.b64decode(data["normalizer"]["normalizers"][0]["precompiled_charsmap"]))
+    mapped, reason = mapped_ranges(base64.b64decode(_charsmap(data)))
     if reason is not None:
         return None, reason
     tok = Tokenizer.from_file(str(tokenizer_json))
@@ -190,6 +220,7 @@ def write(
         single=single,
         pair=(pair[0], pair[1], pair[2]),
         mapped=mapped,
+        trailing_space=bool(trailing_space),
     )
     encoder = CompactEncoder(
         out, table, spec, lambda text: list(tok.encode(text, add_special_tokens=False).ids), keep_table=True

@@ -1,4 +1,4 @@
-"""ONNX graph stages: raw export (optimum), transformer fusions, fp16 conversion, packing, int8 quantization.
+"""ONNX graph stages: raw export (torch.onnx), transformer fusions, fp16 conversion, packing, int8 quantization.
 
 Every stage reads one file and writes a new one; none rewrites or deletes its input, because an optimizer
 pass was seen deleting its source's external data.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import warnings
 from collections import Counter
@@ -56,38 +55,23 @@ def _quiet() -> None:
         "onnxruntime.transformers",
         "onnxruntime.quantization",
         "root",
-        "optimum",
         "transformers",
+        "torch.onnx",
+        "onnxscript",
     ):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
 
-def export_raw(checkpoint: Path, out_dir: Path, opset: int | None = None, task: str = "embed") -> Path:
-    """Plain ONNX export with optimum, into a fresh directory: the encoder (last_hidden_state output) for an
-    embedder, the whole classifier (logits output) for a reranker or a classifier."""
+def export_raw(
+    checkpoint: Path, out_dir: Path, config: dict[str, Any], opset: int | None = None, task: str = "embed"
+) -> Path:
+    """Plain ONNX export with torch.onnx (dynamo), into a fresh directory: the encoder (last_hidden_state output)
+    for an embedder, the whole classifier (logits output) for a reranker or a classifier."""
     _quiet()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from optimum.exporters.onnx import main_export
+    from .torch_export import export_onnx
 
-    out_dir.mkdir(parents=True, exist_ok=False)
-    try:
-        main_export(
-            str(checkpoint),
-            output=str(out_dir),
-            # the bare encoder for embedders: pooling is e5rt's job, not the graph's
-            task="feature-extraction" if task == "embed" else "text-classification",
-            library_name="transformers",
-            opset=opset,
-            do_validation=False,
-            local_files_only=True,
-        )
-    except Exception as exc:
-        raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
-    model = out_dir / "model.onnx"
-    if not model.is_file():
-        raise ExportError(f"ONNX export of {checkpoint} wrote no model.onnx")
-    return model
+    return export_onnx(checkpoint, out_dir, task, config, opset)
 
 
 def release_memory() -> None:

@@ -33,6 +33,7 @@ from .errors import (
 )
 from .probes import corpus_texts, output_calibration_texts, probe_pairs, probe_texts, tokenizer_texts
 from .source import (
+    TOKENIZER_MODES,
     Checkpoint,
     checkpoint_task,
     classifier_head,
@@ -81,6 +82,7 @@ class ExportOptions:
     max_length: int | None = None
     int8_target: str | None = None
     embedding_table: str = "auto"
+    tokenizer: str = "transformers"  # whose ids: source.TOKENIZER_MODES
     pooling: str | None = None
     prompt_scheme: str | None = None
     force: bool = False
@@ -263,6 +265,7 @@ class ExportRun:
     output_calibration: dict[str, Any] | None = None  # an embedder's int8 / binary output ranges (manifest)
     head: dict[str, Any] = field(default_factory=dict)  # a scoring model's head record for the manifest
     compact: dict[str, Any] | None = None  # the compact tokenizer's manifest record (None: tokenizer.json only)
+    tokenizer_record: dict[str, Any] = field(default_factory=dict)  # whose ids tokenizer.json gives (manifest)
     fp32_base: Path | None = None  # the fused fp32 graph the int8 variants quantize (see build_fp32_base)
     fp32_base_started: float = 0.0  # perf_counter when its fusions began (the fp32 variant's export time)
     fp32_base_ops: dict[str, int] = field(default_factory=dict)  # its fused op counts
@@ -596,6 +599,8 @@ def _start(
         raise ExportOptionError(
             f"unknown --embedding-table {opts.embedding_table!r}; choose from {', '.join(EMBEDDING_TABLE_CHOICES)}"
         )
+    if opts.tokenizer not in TOKENIZER_MODES:
+        raise ExportOptionError(f"unknown --tokenizer {opts.tokenizer!r}; choose from {', '.join(TOKENIZER_MODES)}")
     check_disk(out, ckpt.param_bytes(), variants)
     target = opts.int8_target or detect_int8_target()
     if target not in INT8_TARGETS:
@@ -612,7 +617,7 @@ def _start(
     steps = Steps(4 + 2 * len(variants), stream=opts.progress_stream, enabled=opts.progress)
     _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
-    prepare_tokenizer(ckpt, tok_path)
+    tokenizer_record = prepare_tokenizer(ckpt, tok_path, opts.tokenizer)
     pad_id = pad_token_id(ckpt, tok_path)
     compact = _compact_tokenizer(tok_path, steps, scoring)
     tokenizer = TextTokenizer(tok_path, max_length)
@@ -635,9 +640,9 @@ def _start(
         ref = reference_embeddings(ckpt.path, ids, pad_id, pooling)
         scheme = opts.prompt_scheme or default_prompt_scheme(opts.name or ckpt.name)
         output_calibration = _output_calibration(ckpt, tokenizer, scheme, pad_id, pooling)
-    _stage(steps, "ONNX export (optimum)")
+    _stage(steps, "ONNX export (torch.onnx, dynamo)")
     t0 = time.perf_counter()
-    raw = graph.export_raw(ckpt.path, staging / "_work" / "raw", task=task)
+    raw = graph.export_raw(ckpt.path, staging / "_work" / "raw", ckpt.config, task=task)
     timings = {"onnx_export": round(time.perf_counter() - t0, 2)}
     run = ExportRun(
         ckpt=ckpt,
@@ -661,6 +666,7 @@ def _start(
         head=head,
         compact=compact,
         output_calibration=output_calibration,
+        tokenizer_record=tokenizer_record,
     )
     return run, timings
 
@@ -741,6 +747,7 @@ def _manifest(
         "prompt_scheme": run.scheme,
         "max_length": run.spec.max_length,
         "tokenizer": "tokenizer.json",
+        "tokenizer_source": run.tokenizer_record,
         **({"compact_tokenizer": run.compact} if run.compact is not None else {}),
         **({"output_calibration": run.output_calibration} if run.output_calibration is not None else {}),
         "pad_token_id": run.spec.pad_token_id,
@@ -838,7 +845,7 @@ def _libraries() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "torch", "transformers", "optimum", "optimum-onnx"):
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "torch", "transformers"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

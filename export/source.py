@@ -225,14 +225,27 @@ def default_max_length(ckpt: Checkpoint) -> int:
     return limit
 
 
-def prepare_tokenizer(ckpt: Checkpoint, dest: Path) -> None:
-    """Write tokenizer.json to dest: copied when the checkpoint has one, converted from slow files otherwise."""
+# Whose ids the exported tokenizer.json gives. transformers 5 builds its tokenizer from the class's own pipeline
+# (XLM-R: split on whitespace, then Metaspace), so a text ending in whitespace gets no final '▁' piece; the
+# checkpoint's tokenizer.json run by the tokenizers library (transformers 4, TEI) keeps one. sentence-transformers
+# 6 tokenizes through transformers 5: the default follows it.
+TOKENIZER_MODES = ("transformers", "tokenizers")
+
+
+def prepare_tokenizer(ckpt: Checkpoint, dest: Path, mode: str = "transformers") -> dict[str, Any]:
+    """Write tokenizer.json to dest and return the manifest's record of where its ids come from.
+
+    transformers: the tokenizer transformers' AutoTokenizer builds from the checkpoint, serialized (the ids
+    sentence-transformers gives). tokenizers: the checkpoint's tokenizer.json as it is (converted from the slow
+    files when it has none)."""
     src = ckpt.path / "tokenizer.json"
-    if src.is_file():
+    if mode == "tokenizers" and src.is_file():
         dest.write_bytes(src.read_bytes())
-        return
+        return {"mode": mode, "from": "the checkpoint's tokenizer.json, as the tokenizers library runs it"}
     slow = [
-        f for f in ("vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json") if (ckpt.path / f).is_file()
+        f
+        for f in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+        if (ckpt.path / f).is_file()
     ]
     if not slow:
         raise MissingTokenizerError(
@@ -240,15 +253,23 @@ def prepare_tokenizer(ckpt: Checkpoint, dest: Path) -> None:
             "copy the model's tokenizer files into the checkpoint directory"
         )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(ckpt.path), use_fast=True)
+        tok = AutoTokenizer.from_pretrained(str(ckpt.path), local_files_only=True)
+        backend = tok.backend_tokenizer
     except Exception as exc:
         raise MissingTokenizerError(
             f"{ckpt.path}: could not build a fast tokenizer from {', '.join(slow)} ({exc})"
         ) from exc
-    tok.backend_tokenizer.save(str(dest))
+    backend.no_truncation()  # e5rt truncates to the manifest's max_length itself
+    backend.no_padding()
+    backend.save(str(dest))
+    return {
+        "mode": mode,
+        "from": f"{type(tok).__name__} of transformers {transformers.__version__}, serialized",
+    }
 
 
 def pad_token_id(ckpt: Checkpoint, tokenizer_path: Path) -> int:

@@ -50,12 +50,9 @@ SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 "$PY" -m pip wheel -q --no-deps -w build/wheelhouse .
 WHEEL=$(ls build/wheelhouse/e5rt-*.whl)
-# The versions the test suite ran with, where this checkout has its .venv: the image runs what was tested.
+# The versions the test suite ran with: the committed lock (scripts/lock.sh), so the image runs what was tested.
 CONSTRAINTS=build/wheelhouse-constraints.txt
-: > "$CONSTRAINTS"
-if [ -x .venv/bin/python ]; then
-    .venv/bin/python -m pip freeze --exclude-editable 2>/dev/null | grep -v '^e5rt\b' | grep '==' > "$CONSTRAINTS" || true
-fi
+grep '==' constraints.txt > "$CONSTRAINTS"
 fetch() {  # fetch DIR REQUIREMENT... : binary wheels for the image's interpreter and platform
     local dir=$1; shift
     "$PY" -m pip download -q -d "$dir" --only-binary=:all: --python-version "$PYVER" --implementation cp \

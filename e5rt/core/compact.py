@@ -11,7 +11,8 @@ Two rules of tokenizer.json that sentencepiece does not follow are applied here:
   its own (with its own leading ▁): the text is split on them first;
 - a text whose normalized form ends in a space keeps that space as a final `▁` piece (tokenizer.json collapses
   runs of spaces but strips none; sentencepiece strips leading and trailing ones; a leading one becomes the
-  leading ▁ either way).
+  leading ▁ either way). Only where the record says `trailing_space`: transformers 5's pipeline, which the export
+  writes by default, drops it as sentencepiece does.
 
 And one it follows only for rare texts: tokenizers applies the normalization table per grapheme cluster, and where
 a cluster's first character has an entry (a full-width letter, a ligature, a compatibility character) it keeps
@@ -40,6 +41,10 @@ from .pieces import PieceTable
 log = logging.getLogger("e5rt")
 # Unicode's White_Space property (what tokenizers strips around an lstrip/rstrip special token).
 _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# transformers 5's layout splits the normalized text on these before Metaspace (WhitespaceSplit): the ones the
+# normalization table leaves alone (U+0085, U+1680, U+2028, U+2029) separate words there, so they become spaces
+# for sentencepiece.
+_WHITE_SPACE_RUN = re.compile(f"[{_WHITE_SPACE}]")
 FORMAT = "sentencepiece"
 
 
@@ -66,6 +71,10 @@ class CompactSpec:
     pair: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # before, between and after two texts
     # Code points the normalization table has an entry for, as inclusive (first, last) ranges
     mapped: tuple[tuple[int, int], ...] = ()
+    # Whether a text whose normalized form ends in a space gets a final "▁" (tokenizer.json as the tokenizers
+    # library runs it) or not (transformers 5's pipeline; sentencepiece's own rule). Records from before the
+    # key existed were all the former.
+    trailing_space: bool = True
 
     @classmethod
     def parse(cls, record: Any) -> CompactSpec:
@@ -92,6 +101,7 @@ class CompactSpec:
                 single=(tuple(map(int, single[0])), tuple(map(int, single[1]))),
                 pair=(tuple(map(int, pair[0])), tuple(map(int, pair[1])), tuple(map(int, pair[2]))),
                 mapped=tuple((int(a), int(b)) for a, b in record["mapped"]),
+                trailing_space=bool(record.get("trailing_space", True)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ManifestError(f"manifest: 'compact_tokenizer' is malformed ({exc}); export the model again") from None
@@ -108,6 +118,7 @@ class CompactSpec:
             ],
             "template": {"single": [list(x) for x in self.single], "pair": [list(x) for x in self.pair]},
             "mapped": [list(r) for r in self.mapped],
+            "trailing_space": self.trailing_space,
         }
 
 
@@ -218,6 +229,8 @@ class CompactEncoder:
     def _plain(self, text: str, by_table: bool) -> list[int]:
         if not text:
             return []
+        if not self.spec.trailing_space:  # split where WhitespaceSplit splits: in the normalized text
+            text = _WHITE_SPACE_RUN.sub(" ", self._norm.normalize(text))
         sp, table = self._sp, self.table
         if sp is not None and not (by_table and table is not None):
             ids: list[int] = sp.encode(text)
@@ -225,7 +238,7 @@ class CompactEncoder:
             assert table is not None  # released only after sentencepiece is set
             self.by_table += 1
             ids = table.segment(self._escape.normalize(text))
-        if self._norm.normalize(text).endswith(" "):
+        if self.spec.trailing_space and self._norm.normalize(text).endswith(" "):
             ids.append(self.spec.space_id)
         return ids
 

@@ -64,25 +64,6 @@ def test_unknown_output_suffix_refused_before_work(model: str, tmp_path: Path) -
     assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["search", "MODEL", "--corpus", "CORPUS", "-q", "x", "-k", "0"], "-k: must be a positive integer, got 0"),
-        (["embed", "MODEL", "--max-batch-tokens", "0"], "--max-batch-tokens: must be a positive integer, got 0"),
-        (["embed", "MODEL", "--threads", "-2"], "--threads: must be a positive integer"),
-        (["embed", "MODEL", "--max-batch-tokens", "lots"], "'lots' is not an integer"),
-        (["bench", "MODEL", "--limit", "0"], "--limit: must be a positive integer"),
-        (["embed", "MODEL", "--provider", "tpu"], "invalid choice"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_numeric_and_choice_options_are_validated(model: str, tmp_path: Path, args: list[str], needle: str) -> None:
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("a\nb\n")
-    args = [model if a == "MODEL" else str(corpus) if a == "CORPUS" else a for a in args]
-    assert_one_line_error(run(*args, stdin=b"x\n"), needle)
-
-
 def test_lone_surrogate_names_the_text(model: str, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "fine"}\n{"text": "bad \\ud800 here"}\n', encoding="utf-8")

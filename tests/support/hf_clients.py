@@ -1,11 +1,11 @@
-"""Runs in .venv-hf (huggingface_hub >= 1 cannot share the export stage's environment): calls `e5rt serve` at
+"""Runs as a process of its own (the suite sets HF_HUB_OFFLINE, and huggingface_hub then refuses every URL): calls
 URL through huggingface_hub's InferenceClient and Haystack's Hugging Face API embedders, exactly as users
 write them, and prints every result as JSON for tests/test_clients.py to compare with the library.
 
-usage: .venv-hf/bin/python tests/hf_clients.py URL < texts.json
-       .venv-hf/bin/python tests/hf_clients.py URL --rerank < {"query": ..., "texts": [...]}
+usage: .venv/bin/python tests/support/hf_clients.py URL < texts.json
+       .venv/bin/python tests/support/hf_clients.py URL --rerank < {"query": ..., "texts": [...]}
          (Haystack's HuggingFaceTEIRanker against a served reranker)
-       .venv-hf/bin/python tests/hf_clients.py URL --classify < ["text", ...]
+       .venv/bin/python tests/support/hf_clients.py URL --classify < ["text", ...]
          (InferenceClient.text_classification against a served classifier)
 """
 

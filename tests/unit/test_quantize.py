@@ -18,6 +18,7 @@ def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+@pytest.mark.model  # imports sentence-transformers (torch)
 def test_layouts_match_sentence_transformers() -> None:
     """With the same ranges and zero thresholds, every precision is byte for byte what
     sentence_transformers.quantize_embeddings gives."""

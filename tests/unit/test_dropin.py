@@ -1,29 +1,22 @@
 """What clients send that e5rt used to get wrong: foreign token ids (422 by default, --accept-token-ids to
 embed them), OpenAI-sized requests (2,048 inputs), TEI's root route, truncation_direction, and long texts
-embedded whole on the server (long_text / overlap). Over real HTTP on 127.0.0.1 against the fake model,
-compared with the library's own vectors; the protocol rules also as pure functions."""
+embedded whole on the server (long_text / overlap). Through the server's own app in-process
+(tests/support/inprocess.py) against the fake model, compared with the library's own vectors; the protocol rules
+also as pure functions. The client packages that send these are driven over HTTP in tests/e2e/test_clients.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 from e5rt import Embedder
 from e5rt.server.protocol import TOKEN_IDS_REFUSED, ApiError, parse_openai, parse_tei_embed
-from tests.support.serving import Server
+from tests.support.inprocess import app_client
 
 DIM = 16
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """A server with every default limit (nothing raised by flags)."""
-    s = Server(f"fake:{DIM}", "--log-level", "warning")
-    yield s
-    assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +25,14 @@ def model() -> Embedder:
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as c:
+def client() -> Iterator[Any]:
+    """The app with every default limit (nothing raised by options)."""
+    with app_client([f"fake:{DIM}"]) as c:
         yield c
 
 
 # --- token ids --------------------------------------------------------------------------------------------
-def test_token_ids_are_refused_by_default_with_the_langchain_fix(client: httpx.Client) -> None:
+def test_token_ids_are_refused_by_default_with_the_langchain_fix(client: Any) -> None:
     # What LangChain's OpenAIEmbeddings posts by default: tiktoken (cl100k) ids, one list per text.
     for body in ({"input": [[57668, 53901, 374]]}, {"input": [9906, 1917]}):
         r = client.post("/v1/embeddings", json=body)
@@ -51,26 +45,23 @@ def test_token_ids_are_refused_by_default_with_the_langchain_fix(client: httpx.C
     assert client.post("/v1/embeddings", json={"input": ["hello"]}).status_code == 200
 
 
-def test_accept_token_ids_by_env_variable_embeds_this_models_ids(model: Embedder) -> None:
-    s = Server(f"fake:{DIM}", "--log-level", "warning", env={"E5RT_ACCEPT_TOKEN_IDS": "1"})
-    try:
-        with httpx.Client(base_url=s.url, timeout=30) as c:
-            assert c.get("/info").json()["limits"]["accept_token_ids"] is True
-            # complete model inputs, special tokens included: this model's own ids give the text's vector
-            ids = model.tokenizer.encode(["passage: hello"]).ids[0].tolist()
-            r = c.post("/v1/embeddings", json={"input": [ids]})
-            assert r.status_code == 200, r.text
-            np.testing.assert_allclose(r.json()["data"][0]["embedding"], model.encode("hello"), atol=1e-6)
-            # ids are never cut (they are what the model gets): past max_length they are a 413, either direction
-            long = model.tokenizer.encode_content(["passage: " + "word " * 60])[0]
-            assert len(long) > model.spec.max_length
-            for direction in ("right", "left"):
-                body = {"input": [long.tolist()], "truncation_direction": direction}
-                refused = c.post("/v1/embeddings", json=body)
-                assert refused.status_code == 413 and refused.json()["error"]["code"] == "input_too_long"
-                assert "complete model input" in refused.json()["error"]["message"]
-    finally:
-        assert s.stop() == 0
+def test_accept_token_ids_embeds_this_models_ids(model: Embedder) -> None:
+    # (E5RT_ACCEPT_TOKEN_IDS and the flag reach this option: tests/e2e/test_server.py's environment test)
+    with app_client([f"fake:{DIM}"], accept_token_ids=True) as c:
+        assert c.get("/info").json()["limits"]["accept_token_ids"] is True
+        # complete model inputs, special tokens included: this model's own ids give the text's vector
+        ids = model.tokenizer.encode(["passage: hello"]).ids[0].tolist()
+        r = c.post("/v1/embeddings", json={"input": [ids]})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["data"][0]["embedding"], model.encode("hello"), atol=1e-6)
+        # ids are never cut (they are what the model gets): past max_length they are a 413, either direction
+        long = model.tokenizer.encode_content(["passage: " + "word " * 60])[0]
+        assert len(long) > model.spec.max_length
+        for direction in ("right", "left"):
+            body = {"input": [long.tolist()], "truncation_direction": direction}
+            refused = c.post("/v1/embeddings", json=body)
+            assert refused.status_code == 413 and refused.json()["error"]["code"] == "input_too_long"
+            assert "complete model input" in refused.json()["error"]["message"]
 
 
 def test_parse_openai_refuses_ids_unless_accepted() -> None:
@@ -82,7 +73,7 @@ def test_parse_openai_refuses_ids_unless_accepted() -> None:
 
 
 # --- request sizes ----------------------------------------------------------------------------------------
-def test_2048_inputs_in_one_request_are_served(client: httpx.Client, model: Embedder) -> None:
+def test_2048_inputs_in_one_request_are_served(client: Any, model: Embedder) -> None:
     texts = [f"text number {i} about kimchi" for i in range(2048)]
     r = client.post("/v1/embeddings", json={"input": texts})
     assert r.status_code == 200, r.text
@@ -97,7 +88,7 @@ def test_2048_inputs_in_one_request_are_served(client: httpx.Client, model: Embe
 
 
 # --- TEI's root route and truncation_direction ------------------------------------------------------------
-def test_root_route_is_tei_embed(client: httpx.Client) -> None:
+def test_root_route_is_tei_embed(client: Any) -> None:
     for body in (
         {"inputs": "hello"},
         {"inputs": ["hello", "world"], "normalize": False, "truncate": True, "prompt_name": "query"},
@@ -110,7 +101,7 @@ def test_root_route_is_tei_embed(client: httpx.Client) -> None:
     assert "/" in client.get("/openapi.json").json()["paths"]
 
 
-def test_truncation_direction_keeps_the_end(client: httpx.Client, model: Embedder) -> None:
+def test_truncation_direction_keeps_the_end(client: Any, model: Embedder) -> None:
     # The fake model takes 128 tokens (bytes) per text: a long text is cut, from the end or the beginning.
     text = "begin " + "middle " * 40 + "the end"
     right = client.post("/embed", json={"inputs": [text]}).json()[0]
@@ -129,9 +120,7 @@ def test_truncation_direction_keeps_the_end(client: httpx.Client, model: Embedde
 
 # --- long texts -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("route", ["/v1/embeddings", "/embed"])
-def test_long_text_chunk_matches_the_library_and_counts_every_token(
-    client: httpx.Client, model: Embedder, route: str
-) -> None:
+def test_long_text_chunk_matches_the_library_and_counts_every_token(client: Any, model: Embedder, route: str) -> None:
     texts = ["short one", "a long text " * 60, "another long passage, " * 30]
     for overlap in (0, 16):
         field = "input" if route == "/v1/embeddings" else "inputs"
