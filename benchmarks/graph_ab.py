@@ -2,7 +2,10 @@
 hits them alike; medians over the rounds.
 
     .venv/bin/python benchmarks/graph_ab.py /tmp/large/int8/model.onnx /tmp/large/int8-static/model.onnx \\
-        [--batch 16 --length 128 --rounds 10 --threads 2] [--profile]
+        [--batch 16 --length 128 --rounds 10 --threads 2] [--profile] [--json out.json]
+
+With --json, the raw times per graph, their medians, each graph's median against the first one's, and the CPU
+(model and flags) are written to a file: benchmarks/results/graph-ab-*.json.
 
 --profile prints each graph's time per op type (onnxruntime's own profiler), the figures behind the README's
 "what bounds the rest".
@@ -65,6 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="write raw times, medians and ratios here")
     args = ap.parse_args()
     cpu = machine()
     print(f"{args.batch}x{args.length}, {args.threads} threads, {args.rounds} rounds; {cpu['cpu']} {cpu['flags']}")
@@ -79,8 +83,27 @@ def main() -> None:
             t0 = time.perf_counter()
             s.run(None, f)
             times[k].append(time.perf_counter() - t0)
+    base = float(np.median(times[0]))
+    rows = []
     for g, t in zip(args.graphs, times, strict=True):
-        print(f"{g}: median {np.median(t) * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms")
+        med = float(np.median(t))
+        print(f"{g}: median {med * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms, {med / base:.3f}x the first graph")
+        rows.append(
+            {
+                "graph": g,
+                "inputs": [i.name for i in ort.InferenceSession(g, providers=["CPUExecutionProvider"]).get_inputs()],
+                "median_ms": round(med * 1e3, 2),
+                "min_ms": round(min(t) * 1e3, 2),
+                "vs_first": round(med / base, 4),
+                "times_ms": [round(x * 1e3, 3) for x in t],
+            }
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        shape = {"batch": args.batch, "length": args.length, "threads": args.threads, "rounds": args.rounds}
+        result = {"machine": cpu, "shape": shape, "provider": "CPUExecutionProvider", "graphs": rows}
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
     if args.profile:
         for g in args.graphs:
             ops = op_profile(g, args.batch, args.length, args.threads)

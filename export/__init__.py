@@ -1,6 +1,6 @@
 """e5rt's export stage: Hugging Face checkpoint -> validated ONNX model directory (fp32, fp16, int8, int8-static).
 
-Imports torch, transformers and optimum; the runtime package e5rt never imports this package.
+Imports torch and transformers (torch.onnx writes the graphs); the runtime package e5rt never imports this package.
 """
 
 from .errors import (

