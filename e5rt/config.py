@@ -9,7 +9,7 @@ Environment variables (all optional):
 | E5RT_MODEL_CACHE | `e5rt serve` / `e5rt pull`: folder sources are exported into on first use (default ~/.cache/e5rt) |
 | E5RT_ASSUME_GPU | treat the machine as having an NVIDIA GPU when /dev/nvidia* is not visible (containers) |
 | E5RT_OPENVINO_PYTHON | `e5rt bench`: python of the OpenVINO peer's venv (default .venv-openvino/bin/python) |
-| E5RT_ST_ONNX_PYTHON | `e5rt bench`: python of the sentence-transformers ONNX peer's venv (default .venv-st-onnx/bin/python) |
+| E5RT_ST_ONNX_PYTHON | `e5rt bench`: python of the sentence-transformers ONNX peer's venv (default .venv-st-onnx/...) |
 | E5RT_<SERVE FLAG> | every `e5rt serve` flag, e.g. E5RT_PORT, E5RT_MAX_BATCH_TOKENS (see `e5rt serve --help`) |
 """
 

