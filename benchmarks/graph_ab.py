@@ -28,7 +28,11 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from e5rt.backends.ort import CPU_DISABLED_OPTIMIZERS  # noqa: E402
 from e5rt.bench.report import machine  # noqa: E402
+
+# --ort-defaults: sessions with every onnxruntime optimizer, not as e5rt's CPU backend makes them
+ORT_DEFAULTS = False
 
 
 def _feeds(sess: ort.InferenceSession, batch: int, length: int) -> dict[str, np.ndarray]:
@@ -43,7 +47,9 @@ def _session(path: str, threads: int, profile_prefix: str | None = None) -> ort.
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    # as e5rt's CPU backend makes them (without the optimizers it disables), unless --ort-defaults
+    extra = {} if ORT_DEFAULTS else {"disabled_optimizers": CPU_DISABLED_OPTIMIZERS}
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], **extra)
 
 
 def op_profile(path: str, batch: int, length: int, threads: int, runs: int = 6) -> dict[str, Any]:
@@ -69,9 +75,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="write raw times, medians and ratios here")
+    ap.add_argument("--ort-defaults", action="store_true", help="sessions with all of onnxruntime's optimizers")
     args = ap.parse_args()
+    global ORT_DEFAULTS
+    ORT_DEFAULTS = args.ort_defaults
+    session_kind = "onnxruntime defaults" if ORT_DEFAULTS else f"e5rt's CPU session (without {CPU_DISABLED_OPTIMIZERS})"
     cpu = machine()
-    print(f"{args.batch}x{args.length}, {args.threads} threads, {args.rounds} rounds; {cpu['cpu']} {cpu['flags']}")
+    shape = f"{args.batch}x{args.length}, {args.threads} threads, {args.rounds} rounds"
+    print(f"{shape}, {session_kind}; {cpu['cpu']} {cpu['flags']}")
     sessions = [_session(g, args.threads) for g in args.graphs]
     feeds = [_feeds(s, args.batch, args.length) for s in sessions]
     for s, f in zip(sessions, feeds, strict=True):
@@ -91,7 +102,7 @@ def main() -> None:
         rows.append(
             {
                 "graph": g,
-                "inputs": [i.name for i in ort.InferenceSession(g, providers=["CPUExecutionProvider"]).get_inputs()],
+                "inputs": [i.name for i in sessions[len(rows)].get_inputs()],
                 "median_ms": round(med * 1e3, 2),
                 "min_ms": round(min(t) * 1e3, 2),
                 "vs_first": round(med / base, 4),
@@ -101,7 +112,13 @@ def main() -> None:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         shape = {"batch": args.batch, "length": args.length, "threads": args.threads, "rounds": args.rounds}
-        result = {"machine": cpu, "shape": shape, "provider": "CPUExecutionProvider", "graphs": rows}
+        result = {
+            "machine": cpu,
+            "shape": shape,
+            "provider": "CPUExecutionProvider",
+            "sessions": session_kind,
+            "graphs": rows,
+        }
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.profile:

@@ -49,7 +49,7 @@ def _wrapper(model: Any, output: str, token_types: bool) -> Any:
     It hands the model the additive (B, 1, 1, L) mask itself, built as BERT did before transformers 5:
     Unsqueeze, Cast, Sub from 1, Mul by the lowest float. transformers passes a 4-D mask through as it is, and
     this is the pattern onnxruntime's attention fusion matches; transformers 5's own mask (arange, GatherND,
-    Where) is not, and unfused attention ran 1.8x slower on the CPU (docs/export.md)."""
+    Where) is not: without this, no Attention is fused at all (docs/export.md)."""
     import torch
 
     lowest = torch.finfo(torch.float32).min
