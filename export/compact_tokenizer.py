@@ -212,7 +212,7 @@ def write(
         path=FILE_NAME,
         table=pieces.FILE_NAME,
         vocab_size=int(tok.get_vocab_size(with_added_tokens=True)),
-        space_id=int(tok.token_to_id(_SPACE)),
+        space_id=int(tok.token_to_id(_SPACE) or 0),  # layout() checked the vocabulary has it
         specials=tuple(
             Special(t["content"], int(t["id"]), bool(t.get("lstrip")), bool(t.get("rstrip")))
             for t in data.get("added_tokens", [])

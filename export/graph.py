@@ -191,8 +191,9 @@ def split_skip_layernorm(graph: onnx.GraphProto) -> int:
     """Rewrite each SkipLayerNormalization whose only used output is the normalized one as Add (its bias), Add
     (the residual) and LayerNormalization, in place; returns how many. For the CPU graphs: onnxruntime's CPU
     SkipLayerNormalization kernel took 84 ms per 16x128 batch of me5-small-r int8-static where the three plain
-    ops took 36 (the same values to 3e-6; benchmarks/graph_ab.py --profile, 2-core Zen 1), and its session
-    does not fuse them back. The CUDA graphs keep the fused kernel."""
+    ops took 36 (the same values to 3e-6; benchmarks/graph_ab.py --profile, 2-core Zen 1). A session's own
+    SkipLayerNormFusion would put them back wherever shapes are known, so e5rt's CPU sessions run without it
+    (e5rt.backends.ort.CPU_DISABLED_OPTIMIZERS). The CUDA graphs keep the fused kernel."""
     from onnx import helper
 
     nodes: list[onnx.NodeProto] = []

@@ -336,7 +336,8 @@ def synthetic_checkpoint(
         choices = ", ".join([*SYNTHETIC, *SYNTHETIC_RERANKERS])
         raise ExportOptionError(f"unknown synthetic model {name!r}; choose from {choices}")
     pack = pack or read_pack(pack_path(), with_tensors=False)
-    config = XLMRobertaConfig(**_xlmr_fields(pack), **{**SYNTHETIC[name], **(overrides or {})})
+    fields: dict[str, Any] = {**_xlmr_fields(pack), **SYNTHETIC[name], **(overrides or {})}
+    config = XLMRobertaConfig(**fields)
     torch.manual_seed(seed)
     model = XLMRobertaModel(config, add_pooling_layer=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,9 +390,13 @@ def _xlmr_reranker(out: Path, dims: dict[str, int], pack: Pack | None) -> None:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     pack = pack or read_pack(pack_path(), with_tensors=False)
-    config = XLMRobertaConfig(
-        **_xlmr_fields(pack), num_labels=1, architectures=["XLMRobertaForSequenceClassification"], **dims
-    )
+    fields: dict[str, Any] = {
+        **_xlmr_fields(pack),
+        "num_labels": 1,
+        "architectures": ["XLMRobertaForSequenceClassification"],
+        **dims,
+    }
+    config = XLMRobertaConfig(**fields)
     XLMRobertaForSequenceClassification(config).save_pretrained(out, safe_serialization=True)
     _write_tokenizer_files(build_tokenizer(pack), out, 512)
 

@@ -104,6 +104,8 @@ def export_onnx(checkpoint: Path, out_dir: Path, task: str, config: dict[str, An
                 verbose=False,
             )
         del model
+        if program is None:  # only without dynamo=True
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         name_by_scope(program.model)
         program.save(str(dest), external_data=True)
         del program
