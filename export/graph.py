@@ -69,23 +69,25 @@ def export_raw(
     """Plain ONNX export with torch.onnx (dynamo), into a fresh directory: the encoder (last_hidden_state output)
     for an embedder, the whole classifier (logits output) for a reranker or a classifier.
 
-    It runs in a process of its own: after torch.export, ~3 GB of the large model stayed resident in the exporting
-    process (its parameters held by tracing state that `del` does not reach), and every later stage peaked that
-    much higher (int8-static at 8.4 GB instead of 6.7). A spawned process returns all of it when it ends; the
-    error, if any, comes back as the ExportError it raised."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    It runs in a process of its own (`python -m e5rt_export.torch_export`): after torch.export ~3 GB of the large
+    model stayed resident in the exporting process (its parameters held by tracing state that `del` does not
+    reach), and every later stage peaked that much higher (int8-static at 8.4 GB instead of 6.7). A new
+    interpreter rather than multiprocessing: spawn re-runs the caller's script, which breaks any script that calls
+    export_model without an `if __name__ == "__main__"` guard."""
+    import json
+    import subprocess
+    import sys
 
-    from .torch_export import export_onnx
+    from .torch_export import ERROR_MARK
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(export_onnx, checkpoint, out_dir, task, dict(config), opset).result()
-        except BrokenProcessPool as exc:  # killed (out of memory) rather than failed
-            raise ExportError(
-                f"ONNX export of {checkpoint} died ({exc}); is there memory for the model twice?"
-            ) from exc
+    cmd = [sys.executable, "-m", "e5rt_export.torch_export", str(checkpoint), str(out_dir), task, str(opset or 0)]
+    proc = subprocess.run(cmd, input=json.dumps(config), capture_output=True, text=True)
+    if proc.returncode != 0:
+        said = [line[len(ERROR_MARK) :] for line in proc.stderr.splitlines() if line.startswith(ERROR_MARK)]
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        reason = said[-1] if said else f"the export process exited with {proc.returncode} ({tail})"
+        raise ExportError(reason)
+    return out_dir / "model.onnx"
 
 
 def release_memory() -> None:

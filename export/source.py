@@ -228,7 +228,7 @@ def default_max_length(ckpt: Checkpoint) -> int:
 # Whose ids the exported tokenizer.json gives. transformers 5 builds its tokenizer from the class's own pipeline
 # (XLM-R: split on whitespace, then Metaspace), so a text ending in whitespace gets no final '▁' piece; the
 # checkpoint's tokenizer.json run by the tokenizers library (transformers 4, TEI) keeps one. sentence-transformers
-# 6 tokenizes through transformers 5: the default follows it.
+# 6 tokenizes through transformers 5, so a checkpoint's export follows it unless asked otherwise (--tokenizer).
 TOKENIZER_MODES = ("transformers", "tokenizers")
 
 

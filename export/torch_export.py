@@ -22,6 +22,8 @@ EXAMPLE_SHAPE = (2, 16)
 # The opset the graphs are written in: LayerNormalization is a standard op from 17 on; onnxruntime's transformer
 # optimizer and every onnxruntime the runtime accepts (>= 1.20) read 18.
 OPSET = 18
+# How the export process (graph.export_raw runs this module) reports an ExportError on stderr.
+ERROR_MARK = "e5rt-export-error: "
 
 
 def uses_token_types(config: dict[str, Any]) -> bool:
@@ -105,7 +107,7 @@ def export_onnx(checkpoint: Path, out_dir: Path, task: str, config: dict[str, An
             )
         del model
         if program is None:  # only without dynamo=True
-            raise RuntimeError("torch.onnx.export returned no ONNX program")
+            raise ExportError("torch.onnx.export returned no ONNX program")
         name_by_scope(program.model)
         program.save(str(dest), external_data=True)
         del program
@@ -231,3 +233,24 @@ def fusable_attention(path: Path) -> dict[str, int]:
         g.node.extend(nodes)
         onnx.save(model, str(path))
     return counts
+
+
+def main(argv: list[str]) -> int:
+    """`python -m e5rt_export.torch_export CHECKPOINT OUT_DIR TASK OPSET` with the config as JSON on stdin: the
+    export in a process of its own (graph.export_raw). An ExportError is one marked line on stderr, exit 1."""
+    import json
+    import sys
+
+    checkpoint, out_dir, task, opset = argv
+    try:
+        export_onnx(Path(checkpoint), Path(out_dir), task, json.load(sys.stdin), int(opset) or None)
+    except ExportError as exc:
+        print(f"{ERROR_MARK}{exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -122,7 +122,8 @@ def test_unfused_graph_gets_its_gather_replaced(tiny_checkpoints: dict[str, Path
     import onnxruntime as ort
     from e5rt_export import graph
 
-    raw = graph.export_raw(tiny_checkpoints["xlm-roberta"], tmp_path / "raw")
+    config = json.loads((tiny_checkpoints["xlm-roberta"] / "config.json").read_text())
+    raw = graph.export_raw(tiny_checkpoints["xlm-roberta"], tmp_path / "raw", config)
     dest = tmp_path / "q" / "model.onnx"
     vocab = json.loads((tiny_checkpoints["xlm-roberta"] / "config.json").read_text())["vocab_size"]
     info = quantize_embedding_table(raw, dest, vocab)

@@ -50,28 +50,27 @@ def _write_xlmr(folder: Path, mask_lstrip: bool = False, transformers_layout: bo
     return path
 
 
-@pytest.fixture(scope="module")
-def xlmr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
-    path = _write_xlmr(tmp_path_factory.mktemp("xlmr"))
+def _written(folder: Path, **layout: bool) -> tuple[Path, CompactSpec]:
+    """The tokenizer.json _write_xlmr makes with layout, and the compact tokenizer written beside it."""
+    path = _write_xlmr(folder, **layout)
     record, reason = compact_tokenizer.write(path, probe_texts()[:8])
     assert record is not None, reason
     return path, CompactSpec.parse(record)
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
+    return _written(tmp_path_factory.mktemp("xlmr"))
 
 
 @pytest.fixture(scope="module")
 def xlmr_lstrip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
-    path = _write_xlmr(tmp_path_factory.mktemp("xlmr-lstrip"), mask_lstrip=True)
-    record, reason = compact_tokenizer.write(path, probe_texts()[:8])
-    assert record is not None, reason
-    return path, CompactSpec.parse(record)
+    return _written(tmp_path_factory.mktemp("xlmr-lstrip"), mask_lstrip=True)
 
 
 @pytest.fixture(scope="module")
 def xlmr_transformers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CompactSpec]:
-    path = _write_xlmr(tmp_path_factory.mktemp("xlmr-transformers"), transformers_layout=True)
-    record, reason = compact_tokenizer.write(path, probe_texts()[:8])
-    assert record is not None, reason
-    return path, CompactSpec.parse(record)
+    return _written(tmp_path_factory.mktemp("xlmr-transformers"), transformers_layout=True)
 
 
 def _both(path: Path, spec: CompactSpec, max_length: int = 512) -> tuple[TextTokenizer, TextTokenizer]:
