@@ -16,6 +16,9 @@ def load_reference_model(
     """transformers AutoModel without the pooling head, in eval mode."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers 5 draws a bar per load on stderr; the export has its own steps
 
     model = AutoModel.from_pretrained(
         str(checkpoint),
@@ -30,6 +33,9 @@ def load_reference_classifier(checkpoint: str | Path, attn_implementation: str =
     """transformers AutoModelForSequenceClassification (a cross-encoder, logits out), fp32, eval mode."""
     import torch
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     model = AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint), dtype=torch.float32, attn_implementation=attn_implementation

@@ -36,6 +36,9 @@ def load_module(checkpoint: Path, task: str) -> Any:
     one onnxruntime's attention fusion recognizes (SDPA exports as one op it does not fuse)."""
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     common: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "eager", "local_files_only": True}
     if task == "embed":
