@@ -76,11 +76,6 @@ def layout(data: dict[str, Any]) -> tuple[bool | None, str | None]:
     return trailing, None
 
 
-def unsupported_reason(data: dict[str, Any]) -> str | None:
-    """Why this tokenizer.json cannot be written as a sentencepiece model with the same ids, or None."""
-    return layout(data)[1]
-
-
 def model_proto(data: dict[str, Any]) -> bytes:
     """The sentencepiece ModelProto of tokenizer.json's vocabulary: pieces in id order (so sentencepiece's ids are
     tokenizer.json's), the unknown piece, special tokens as control pieces, the same normalization table."""
